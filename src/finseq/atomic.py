@@ -1,0 +1,57 @@
+"""Outputs appear whole or not at all: write beside the target, then rename into place.
+
+os.replace is atomic within a file system, so an interrupted stage (Ctrl-C,
+SIGTERM, a crash) leaves either the previous output or none, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(target: str | Path, *, directory: bool = False) -> Iterator[Path]:
+    """Yields a temporary path beside `target`; renames it onto `target` if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    else:
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(handle)
+        temporary = Path(name)
+    try:
+        yield temporary
+        # mkstemp/mkdtemp create owner-only entries; outputs get ordinary permissions.
+        os.chmod(temporary, 0o755 if directory else 0o644)
+        if directory and target.exists():
+            previous = target.with_name(f".{target.name}.old")
+            shutil.rmtree(previous, ignore_errors=True)
+            os.replace(target, previous)
+            os.replace(temporary, target)
+            shutil.rmtree(previous)
+        else:
+            os.replace(temporary, target)
+    finally:
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        elif temporary.exists():
+            temporary.unlink()
+
+
+def write_json(target: str | Path, payload: Any) -> None:
+    """Deterministic JSON (sorted keys), written atomically."""
+    with atomic_path(target) as temporary:
+        temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(target: str | Path, text: str) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_text(text)

@@ -1,0 +1,103 @@
+"""models/model.pth: a dict of tensors and plain values, never a pickled module.
+
+The checkpoint holds everything needed to use the model on new bars: the weights,
+the model config (to rebuild the module through the registry), the window length,
+the feature names and scaler statistics (to compute and scale inputs), and the
+mapping from class index to label. It loads with torch.load(weights_only=True),
+which refuses any file that would run code while unpickling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from finseq.atomic import atomic_path
+from finseq.errors import ConfigError, DataError
+from finseq.models import build_model
+from finseq.params import ModelConfig, parse_section
+
+FORMAT_VERSION = 1
+CLASS_LABELS = [-1, 0, 1]  # class index i predicts label CLASS_LABELS[i]
+REQUIRED_KEYS = (
+    "format_version",
+    "state_dict",
+    "model_config",
+    "n_features",
+    "seq_len",
+    "feature_names",
+    "scaler_mean",
+    "scaler_std",
+    "class_labels",
+)
+
+
+def make_checkpoint(
+    model: nn.Module,
+    model_config: ModelConfig,
+    *,
+    seq_len: int,
+    feature_names: list[str],
+    scaler_mean: list[float],
+    scaler_std: list[float],
+    training: dict,
+) -> dict:
+    """`training` holds plain facts about the run (best epoch, stop reason, label settings)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
+        "model_config": dataclasses.asdict(model_config),
+        "n_features": len(feature_names),
+        "seq_len": seq_len,
+        "feature_names": list(feature_names),
+        "scaler_mean": torch.tensor(scaler_mean, dtype=torch.float64),
+        "scaler_std": torch.tensor(scaler_std, dtype=torch.float64),
+        "class_labels": list(CLASS_LABELS),
+        "training": training,
+    }
+
+
+def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
+    with atomic_path(path) as temporary:
+        torch.save(checkpoint, temporary)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuilds the model from a checkpoint file, refusing anything but plain data."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: model file not found; run `dvc repro train` or `dvc pull`")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"{path}: refused to load: the file holds Python objects other than tensors and "
+            f"plain values, which could run code ({first_line})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise DataError(f"{path}: not a readable model checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
+        raise DataError(f"{path}: not a finseq checkpoint (expected keys: {', '.join(REQUIRED_KEYS)})")
+    if checkpoint["format_version"] != FORMAT_VERSION:
+        raise DataError(
+            f"{path}: checkpoint format {checkpoint['format_version']!r} is not supported "
+            f"(this version reads format {FORMAT_VERSION})"
+        )
+    try:
+        model_config = parse_section(ModelConfig, checkpoint["model_config"], "model")
+    except ConfigError as exc:
+        raise DataError(f"{path}: invalid model config in checkpoint: {exc}") from None
+    model = build_model(model_config, checkpoint["n_features"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        raise DataError(f"{path}: weights do not fit the model config: {str(exc)[:200]}") from None
+    model.to(device).eval()
+    return model, checkpoint
+

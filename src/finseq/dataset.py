@@ -1,0 +1,240 @@
+"""Series → one prepared dataset: scaled features, labels, splits; and window sets.
+
+`prepare_dataset` is the whole prepare stage as a pure function over frames, and
+`make_window_sets` the whole window stage, so tests run them without DVC.
+On disk each array is its own .npy file (np.savez embeds the write time, which
+would break byte-for-byte reproducibility) next to a meta.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from finseq.atomic import atomic_path
+from finseq.errors import ConfigError, DataError
+from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
+from finseq.labels import make_labels
+from finseq.params import LabelConfig, SplitConfig, WindowConfig
+from finseq.split import SPLIT_NAMES, TRAIN, assign_split, cut_dates, purge_mask
+from finseq.windows import window_ends
+
+CLASS_LABELS = (-1, 0, 1)
+ARRAYS = ("features", "labels", "is_sample", "series", "split", "timestamps")
+
+
+def note(message: str) -> None:
+    """A remark the user should see, which does not stop the stage."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """All series stacked row-wise, each series' rows consecutive and in time order.
+
+    Warm-up rows (features not yet defined) are dropped, so every row has finite
+    features. `labels` holds -1/0/1 and is meaningful only where `is_sample`: the
+    label is defined and the purge kept it.
+    """
+
+    features: np.ndarray  # float32 (rows, features), scaled with the train-only scaler
+    labels: np.ndarray  # int8
+    is_sample: np.ndarray  # bool
+    series: np.ndarray  # int16 index into meta["series_names"]
+    split: np.ndarray  # int8: TRAIN, VAL, TEST
+    timestamps: np.ndarray  # datetime64[ns]
+    meta: dict
+
+    def save(self, directory: str | Path) -> None:
+        with atomic_path(directory, directory=True) as temporary:
+            for name in ARRAYS:
+                np.save(temporary / f"{name}.npy", getattr(self, name), allow_pickle=False)
+            (temporary / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path, *, mmap: bool = False) -> PreparedData:
+        directory = Path(directory)
+        if not (directory / "meta.json").is_file():
+            raise DataError(f"{directory}: no prepared data here; run `dvc repro prepare` first")
+        mode = "r" if mmap else None
+        arrays = {
+            name: np.load(directory / f"{name}.npy", allow_pickle=False, mmap_mode=mode)
+            for name in ARRAYS
+        }
+        return cls(**arrays, meta=json.loads((directory / "meta.json").read_text()))
+
+
+def series_name(path: str) -> str:
+    return Path(path).stem
+
+
+def _check_distinct_names(files: tuple[str, ...]) -> None:
+    seen: dict[str, str] = {}
+    for path in files:
+        name = series_name(path)
+        if name in seen:
+            raise ConfigError(
+                f"data.files lists {seen[name]!r} and {path!r}: two series named {name!r}; "
+                "give each file a distinct name"
+            )
+        seen[name] = path
+
+
+def _class_counts(labels: np.ndarray) -> dict[str, int]:
+    return {str(label): int((labels == label).sum()) for label in CLASS_LABELS}
+
+
+def prepare_dataset(
+    frames: dict[str, pd.DataFrame], label_config: LabelConfig, split_config: SplitConfig
+) -> PreparedData:
+    """Features, labels, calendar split with purge and embargo, and train-only scaling.
+
+    `frames` maps each source file to its validated OHLCV frame (see load.load_series).
+    """
+    files = tuple(frames)
+    _check_distinct_names(files)
+    minimum_bars = WARMUP_BARS + label_config.horizon + 1
+    for path, frame in frames.items():
+        if len(frame) < minimum_bars:
+            raise DataError(
+                f"{path}: only {len(frame)} bars; at least {minimum_bars} are needed "
+                f"(warm-up {WARMUP_BARS} + label.horizon {label_config.horizon} + 1)"
+            )
+    cuts = cut_dates([frame.index.to_numpy() for frame in frames.values()], split_config)
+
+    parts = []
+    for code, (path, frame) in enumerate(frames.items()):
+        timestamps = frame.index.to_numpy()
+        split = assign_split(timestamps, cuts)
+        labels = make_labels(frame, label_config)
+        keep = purge_mask(split, label_config.horizon, split_config.embargo)
+        rows = slice(WARMUP_BARS, None)
+        parts.append(
+            {
+                "features": compute_features(frame).to_numpy()[rows],
+                "labels": np.nan_to_num(labels[rows]).astype(np.int8),
+                "is_sample": (~np.isnan(labels) & keep)[rows],
+                "series": np.full(len(frame) - WARMUP_BARS, code, dtype=np.int16),
+                "split": split[rows],
+                "timestamps": timestamps[rows],
+            }
+        )
+    stacked = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    raw_features = stacked.pop("features")
+    if not np.isfinite(raw_features).all():
+        row, column = np.argwhere(~np.isfinite(raw_features))[0]
+        path = files[stacked["series"][row]]
+        raise DataError(
+            f"{path}: feature {FEATURE_NAMES[column]} is not finite at "
+            f"{pd.Timestamp(stacked['timestamps'][row])}; check the bars before it"
+        )
+    train_rows = stacked["split"] == TRAIN
+    if not train_rows.any():
+        raise ConfigError("split.train leaves no training rows after the warm-up of each series")
+    scaler = StandardScaler.fit(raw_features[train_rows])
+    meta = {
+        "files": list(files),
+        "series_names": [series_name(path) for path in files],
+        "series_bars": [len(frame) for frame in frames.values()],
+        "feature_names": list(FEATURE_NAMES),
+        "warmup_bars": WARMUP_BARS,
+        "label_horizon": label_config.horizon,
+        "val_start": pd.Timestamp(cuts.val_start).isoformat(),
+        "test_start": pd.Timestamp(cuts.test_start).isoformat(),
+        "scaler_mean": scaler.mean.tolist(),
+        "scaler_std": scaler.std.tolist(),
+    }
+    data = PreparedData(features=scaler.transform(raw_features), meta=meta, **stacked)
+    _note_empty_splits(data)
+    return data
+
+
+def _note_empty_splits(data: PreparedData) -> None:
+    for code, name in enumerate(data.meta["series_names"]):
+        in_series = data.series == code
+        for split_code, split_name in enumerate(SPLIT_NAMES):
+            if not (in_series & (data.split == split_code)).any():
+                note(f"series {name!r} has no {split_name} bars: it does not cover that period")
+
+
+def data_summary(data: PreparedData) -> dict:
+    """Sample counts and class balance per split, for metrics/data.json."""
+    summary: dict = {"val_start": data.meta["val_start"], "test_start": data.meta["test_start"]}
+    for split_code, split_name in enumerate(SPLIT_NAMES):
+        in_split = data.split == split_code
+        samples = in_split & data.is_sample
+        summary[split_name] = {
+            "rows": int(in_split.sum()),
+            "samples": int(samples.sum()),
+            "class_counts": _class_counts(data.labels[samples]),
+        }
+    return summary
+
+
+@dataclass(frozen=True)
+class WindowSets:
+    """Window end rows per split, plus the window length they were cut for."""
+
+    seq_len: int
+    stride: int
+    ends: dict[str, np.ndarray]  # split name -> int64 end rows, ascending
+
+    def save(self, directory: str | Path) -> None:
+        meta = {
+            "seq_len": self.seq_len,
+            "stride": self.stride,
+            "windows": {name: int(len(ends)) for name, ends in self.ends.items()},
+        }
+        with atomic_path(directory, directory=True) as temporary:
+            for name, ends in self.ends.items():
+                np.save(temporary / f"{name}.npy", ends, allow_pickle=False)
+            (temporary / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> WindowSets:
+        directory = Path(directory)
+        if not (directory / "meta.json").is_file():
+            raise DataError(f"{directory}: no window data here; run `dvc repro window` first")
+        meta = json.loads((directory / "meta.json").read_text())
+        ends = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in SPLIT_NAMES}
+        return cls(seq_len=meta["seq_len"], stride=meta["stride"], ends=ends)
+
+
+def make_window_sets(data: PreparedData, config: WindowConfig) -> WindowSets:
+    """Window ends for each split; stops with a clear message when a split gets none."""
+    files = data.meta["files"]
+    needed = data.meta["warmup_bars"] + config.seq_len + data.meta["label_horizon"]
+    for path, bars in zip(files, data.meta["series_bars"], strict=True):
+        if bars < needed:
+            raise DataError(
+                f"{path}: only {bars} bars; too short for warm-up ({data.meta['warmup_bars']}) "
+                f"+ window.seq_len ({config.seq_len}) + label.horizon "
+                f"({data.meta['label_horizon']}) = {needed}"
+            )
+    ends_all = window_ends(data.series, data.split, data.is_sample, config.seq_len, config.stride)
+    ends = {}
+    for split_code, split_name in enumerate(SPLIT_NAMES):
+        ends[split_name] = ends_all[data.split[ends_all] == split_code]
+        if len(ends[split_name]) == 0:
+            longest = _longest_run(data.series, data.split, split_code)
+            raise ConfigError(
+                f"window.seq_len = {config.seq_len} leaves no {split_name} windows: the longest "
+                f"{split_name} stretch of any series has {longest} rows after warm-up; "
+                "lower window.seq_len or widen the split"
+            )
+        for code, name in enumerate(data.meta["series_names"]):
+            if not (data.series[ends[split_name]] == code).any():
+                note(f"series {name!r} has no {split_name} windows of window.seq_len = {config.seq_len}")
+    return WindowSets(seq_len=config.seq_len, stride=config.stride, ends=ends)
+
+
+def _longest_run(series: np.ndarray, split: np.ndarray, split_code: int) -> int:
+    longest = 0
+    for code in np.unique(series):
+        longest = max(longest, int(((series == code) & (split == split_code)).sum()))
+    return longest

@@ -1,0 +1,17 @@
+"""The two kinds of mistake a user can make: bad parameters and bad data.
+
+Stage entry points print these as one line and exit with status 2; any other
+exception is a bug in this package and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A problem the user can fix by editing params.yaml or the input data."""
+
+
+class ConfigError(UserError):
+    """A parameter is unknown, of the wrong type, or out of range."""
+
+
+class DataError(UserError):
+    """An input file is missing, unreadable, or holds values the pipeline cannot use."""

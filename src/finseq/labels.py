@@ -1,0 +1,76 @@
+"""OHLCV frame → one label per bar: -1 (down), 0 (flat), 1 (up), or NaN when undefined.
+
+The label at bar t looks only at bars t+1 .. t+horizon (and at the trailing
+volatility known at t, which sets the barrier width). The last `horizon` bars of
+a series, and the bars before the volatility is defined, have no label: they are
+NaN and must be dropped, never filled.
+
+Barrier width, in log-return units, for both methods:
+    width_t = threshold * vol_t * sqrt(horizon)
+where vol_t is the standard deviation of the last `vol_window` one-bar log returns
+up to and including bar t.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from finseq.params import LabelConfig
+
+
+def trailing_volatility(close: np.ndarray, vol_window: int) -> np.ndarray:
+    """Std of the `vol_window` one-bar log returns ending at each bar; NaN until defined."""
+    returns = pd.Series(np.log(close)).diff()
+    return returns.rolling(vol_window, min_periods=vol_window).std().to_numpy()
+
+
+def _ahead(values: np.ndarray, bars: int) -> np.ndarray:
+    """values[t + bars] at position t, NaN past the end."""
+    shifted = np.full(len(values), np.nan)
+    if bars < len(values):
+        shifted[: len(values) - bars] = values[bars:]
+    return shifted
+
+
+def fixed_horizon_labels(close: np.ndarray, width: np.ndarray, horizon: int) -> np.ndarray:
+    """Sign of the log return from t to t+horizon, 0 unless it exceeds the width strictly."""
+    forward = _ahead(np.log(close), horizon) - np.log(close)
+    labels = np.where(forward > width, 1.0, np.where(forward < -width, -1.0, 0.0))
+    labels[np.isnan(forward) | np.isnan(width)] = np.nan
+    return labels
+
+
+def triple_barrier_labels(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, width: np.ndarray, horizon: int
+) -> np.ndarray:
+    """First barrier touched by the bars after t: +1 upper, -1 lower, 0 vertical.
+
+    The upper barrier is touched when a bar's High reaches close_t * exp(width),
+    the lower when its Low reaches close_t * exp(-width) (touching counts). When
+    one bar touches both, the order inside the bar is unknown: the label is 0.
+    If neither is touched within `horizon` bars, the vertical barrier gives 0.
+    """
+    entry = np.log(close)
+    labels = np.full(len(close), np.nan)
+    undecided = ~np.isnan(width)
+    undecided[max(len(close) - horizon, 0) :] = False
+    labels[undecided] = 0.0
+    for bars in range(1, horizon + 1):
+        up = (_ahead(np.log(high), bars) - entry >= width) & undecided
+        down = (_ahead(np.log(low), bars) - entry <= -width) & undecided
+        labels[up & ~down] = 1.0
+        labels[down & ~up] = -1.0
+        undecided &= ~(up | down)
+    return labels
+
+
+def make_labels(frame: pd.DataFrame, config: LabelConfig) -> np.ndarray:
+    """Labels for one series as a float array (NaN where undefined)."""
+    close = frame["close"].to_numpy()
+    width = config.threshold * trailing_volatility(close, config.vol_window) * np.sqrt(config.horizon)
+    if config.method == "fixed_horizon":
+        return fixed_horizon_labels(close, width, config.horizon)
+    return triple_barrier_labels(
+        frame["high"].to_numpy(), frame["low"].to_numpy(), close, width, config.horizon
+    )

@@ -1,0 +1,185 @@
+"""Raw OHLCV CSV → validated frame, one series per file.
+
+Every data problem the pipeline rejects is raised here, as a DataError naming
+the file, the column and the first offending line (the header is line 1).
+A few harmless vendor quirks are repaired instead; see `load_series`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from finseq.errors import DataError
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
+DATE_COLUMN_NAMES = ("date", "datetime", "timestamp", "time")
+ADJ_CLOSE = "adjclose"
+
+
+def _normalise(name: str) -> str:
+    """'Adj Close', 'adj_close' and ' ADJCLOSE ' all become 'adjclose'."""
+    return "".join(ch for ch in str(name).lower() if ch.isalnum())
+
+
+def _line(position: int) -> int:
+    """CSV line number of the data row at 0-based `position` (line 1 is the header)."""
+    return int(position) + 2
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    with path.open("rb") as handle:
+        head = handle.read(8192)
+    if b"\x00" in head:
+        raise DataError(f"{path}: not a CSV file (it contains binary data)")
+    try:
+        header = pd.read_csv(path, nrows=0)
+        date_column = next(
+            (col for col in header.columns if _normalise(col) in DATE_COLUMN_NAMES), None
+        )
+        dtypes = {date_column: str} if date_column is not None else None
+        return pd.read_csv(path, dtype=dtypes, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{path}: not a readable CSV file ({reason})") from None
+
+
+def _find_columns(path: Path, frame: pd.DataFrame) -> dict[str, str]:
+    """Maps canonical names (date, open, ..., adjclose) to the file's own column names."""
+    by_normalised: dict[str, str] = {}
+    for column in frame.columns:
+        key = _normalise(column)
+        if key in by_normalised:
+            raise DataError(
+                f"{path}: columns {by_normalised[key]!r} and {column!r} mean the same thing"
+            )
+        by_normalised[key] = column
+    date_key = next((name for name in DATE_COLUMN_NAMES if name in by_normalised), None)
+    if date_key is None:
+        raise DataError(
+            f"{path}: no date column (looked for Date, Datetime, Timestamp or Time); "
+            f"columns are: {', '.join(map(str, frame.columns))}"
+        )
+    missing = [name for name in OHLCV_COLUMNS if name not in by_normalised]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(m.capitalize() for m in missing)}; "
+            f"columns are: {', '.join(map(str, frame.columns))}"
+        )
+    columns = {"date": by_normalised[date_key]}
+    for name in (*OHLCV_COLUMNS, ADJ_CLOSE):
+        if name in by_normalised:
+            columns[name] = by_normalised[name]
+    return columns
+
+
+def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    not_a_number = values.isna() & raw.notna()
+    if not_a_number.any():
+        position = int(np.argmax(not_a_number.to_numpy()))
+        raise DataError(
+            f"{path}: line {_line(position)}, column {column!r}: "
+            f"{raw.iloc[position]!r} is not a number"
+        )
+    array = values.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        position = int(np.argmax(bad))
+        what = "missing value" if np.isnan(array[position]) else f"{array[position]} is not finite"
+        raise DataError(f"{path}: line {_line(position)}, column {column!r}: {what}")
+    return array
+
+
+def _timestamps(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Parses dates or date-times; zone-aware values are converted to UTC, then made naive."""
+    raw = frame[column]
+    parsed = pd.to_datetime(raw, utc=True, errors="coerce")
+    if parsed.isna().any():
+        parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
+    if parsed.isna().any():
+        position = int(np.argmax(parsed.isna().to_numpy()))
+        value = raw.iloc[position]
+        what = "missing date" if pd.isna(value) else f"{value!r} is not a date"
+        raise DataError(f"{path}: line {_line(position)}, column {column!r}: {what}")
+    stamps = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    step = np.diff(stamps.astype(np.int64))
+    if (step <= 0).any():
+        position = int(np.argmax(step <= 0)) + 1
+        if step[position - 1] == 0:
+            raise DataError(
+                f"{path}: line {_line(position)}, column {column!r}: duplicate timestamp "
+                f"{raw.iloc[position]!r} (also on line {_line(position - 1)})"
+            )
+        raise DataError(
+            f"{path}: line {_line(position)}, column {column!r}: timestamps are not in "
+            f"ascending order ({raw.iloc[position]!r} comes after {raw.iloc[position - 1]!r}); "
+            "sort the file by time"
+        )
+    return stamps
+
+
+def _reject_first(path: Path, bad: np.ndarray, column: str, values: np.ndarray, problem: str) -> None:
+    """Raises for the first row flagged in `bad`, quoting that row's value."""
+    if bad.any():
+        position = int(np.argmax(bad))
+        raise DataError(
+            f"{path}: line {_line(position)}, column {column!r}: {values[position]:g} {problem}"
+        )
+
+
+def load_series(path: str | Path) -> pd.DataFrame:
+    """Reads one OHLCV CSV and returns a frame indexed by timestamp.
+
+    Columns of the result: open, high, low, close, volume (float64). Column names are
+    matched ignoring case, spaces and underscores. Rejected: see the DataError
+    messages below. Repaired, with a note on stderr:
+      - if an Adj Close column is present, Open/High/Low/Close are multiplied by
+        Adj Close / Close so that splits and dividends do not appear as returns;
+      - a High below max(Open, Close) is raised to it, a Low above min(Open, Close)
+        is lowered to it (a common vendor rounding glitch; High < Low is rejected).
+    """
+    path = Path(path)
+    frame = _read_csv(path)
+    columns = _find_columns(path, frame)
+    if len(frame) == 0:
+        raise DataError(f"{path}: has a header but no data rows")
+    values = {name: _numeric(path, frame, columns[name]) for name in columns if name != "date"}
+    for name in (*PRICE_COLUMNS, ADJ_CLOSE):
+        if name in values:
+            price = values[name]
+            _reject_first(path, price <= 0, columns[name], price, "is not a positive price")
+    volume = values["volume"]
+    _reject_first(path, volume < 0, columns["volume"], volume, "is a negative volume")
+    high, low = values["high"], values["low"]
+    _reject_first(path, high < low, columns["high"], high, "is below the Low of the same bar")
+    stamps = _timestamps(path, frame, columns["date"])
+
+    if ADJ_CLOSE in values:
+        factor = values[ADJ_CLOSE] / values["close"]
+        for name in PRICE_COLUMNS:
+            values[name] = values[name] * factor
+    body_high = np.maximum(values["open"], values["close"])
+    body_low = np.minimum(values["open"], values["close"])
+    repaired = int(((values["high"] < body_high) | (values["low"] > body_low)).sum())
+    if repaired:
+        print(
+            f"note: {path}: {repaired} bar(s) had High/Low inside the Open-Close range; "
+            "widened to cover it",
+            file=sys.stderr,
+        )
+        values["high"] = np.maximum(values["high"], body_high)
+        values["low"] = np.minimum(values["low"], body_low)
+    index = pd.DatetimeIndex(stamps, name="timestamp")
+    return pd.DataFrame({name: values[name] for name in OHLCV_COLUMNS}, index=index)

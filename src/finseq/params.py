@@ -1,0 +1,220 @@
+"""params.yaml parsed once into frozen, typed sections.
+
+Every key is checked: an unknown key, a value of the wrong type or out of range
+raises one ConfigError naming the dotted key, the value and what is allowed.
+Code below the stage entry points only ever sees these dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finseq.errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+
+# A rule takes a parsed value and returns None when it is allowed, else a
+# phrase describing what is allowed ("an integer >= 1").
+Rule = Callable[[Any], str | None]
+
+
+def _at_least(low: float) -> Rule:
+    return lambda v: None if v >= low else f">= {low}"
+
+
+def _between(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Rule:
+    def rule(v: float) -> str | None:
+        above = v > low if low_open else v >= low
+        below = v < high if high_open else v <= high
+        if above and below:
+            return None
+        return f"{'>' if low_open else '>='} {low} and {'<' if high_open else '<='} {high}"
+
+    return rule
+
+
+def _one_of(*choices: str) -> Rule:
+    return lambda v: None if v in choices else f"one of: {', '.join(choices)}"
+
+
+def _rule(check: Rule | None = None) -> Any:
+    return field(metadata={"rule": check})
+
+
+def _positive_int_or_auto(v: Any) -> str | None:
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return None
+    return "'auto' or an integer >= 1"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Raw OHLCV CSV files, one series per file."""
+
+    files: tuple[str, ...] = _rule(lambda v: None if v else "a non-empty list of CSV paths")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How each bar is labelled -1/0/1 from the bars that follow it."""
+
+    method: str = _rule(_one_of("fixed_horizon", "triple_barrier"))
+    horizon: int = _rule(_at_least(1))
+    threshold: float = _rule(_at_least(0))
+    vol_window: int = _rule(_at_least(2))
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Chronological calendar split; test takes what train and val leave."""
+
+    train: float = _rule(_between(0, 1, low_open=True, high_open=True))
+    val: float = _rule(_between(0, 1, low_open=True, high_open=True))
+    embargo: int = _rule(_at_least(0))
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    seq_len: int = _rule(_at_least(1))
+    stride: int = _rule(_at_least(1))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    type: str = _rule(_one_of("lstm", "gru", "linear"))
+    hidden_dim: int = _rule(_at_least(1))
+    num_layers: int = _rule(_at_least(1))
+    dropout: float = _rule(_between(0, 1, high_open=True))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _rule(_at_least(1))
+    batch_size: int = _rule(_at_least(1))
+    learning_rate: float = _rule(_between(0, math.inf, low_open=True, high_open=True))
+    weight_decay: float = _rule(_at_least(0))
+    grad_clip: float = _rule(_at_least(0))
+    patience: int = _rule(_at_least(1))
+    seed: int = _rule(_at_least(0))
+    device: str = _rule(_one_of("auto", "cpu", "cuda"))
+    threads: int | str = _rule(_positive_int_or_auto)
+    precision: str = _rule(_one_of("fp32", "bf16"))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = _rule(_at_least(1))
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig
+    label: LabelConfig
+    split: SplitConfig
+    window: WindowConfig
+    model: ModelConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+
+
+def _type_name(annotation: str) -> str:
+    return {
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "tuple[str, ...]": "a list of strings",
+        "int | str": "'auto' or an integer",
+    }[annotation]
+
+
+def _coerce(key: str, value: Any, annotation: str) -> Any:
+    """Checks the YAML value's type; ints are accepted where floats are expected."""
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+        "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "int | str": isinstance(value, (int, str)) and not isinstance(value, bool),
+    }[annotation]
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} has the wrong type: expected {_type_name(annotation)}")
+    if annotation == "float":
+        value = float(value)
+        if math.isnan(value):
+            raise ConfigError(f"{key} = {value!r} is not allowed: expected a number, not NaN")
+    if annotation == "tuple[str, ...]":
+        value = tuple(value)
+    return value
+
+
+def parse_section(cls: type, raw: Any, name: str) -> Any:
+    """One section (e.g. ModelConfig from the `model` mapping), checked key by key."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{name} must be a mapping of keys to values, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(
+                f"{name}.{key} is not a known parameter; {name} takes: {', '.join(fields)}"
+            )
+    values = {}
+    for key, spec in fields.items():
+        dotted = f"{name}.{key}"
+        if key not in raw:
+            raise ConfigError(f"{dotted} is missing from {PARAMS_FILE}")
+        value = _coerce(dotted, raw[key], spec.type)
+        rule = spec.metadata.get("rule")
+        allowed = rule(value) if rule else None
+        if allowed:
+            raise ConfigError(f"{dotted} = {raw[key]!r} is not allowed: expected {allowed}")
+        values[key] = value
+    return cls(**values)
+
+
+def _check_across_sections(params: Params) -> None:
+    if params.split.train + params.split.val >= 1:
+        raise ConfigError(
+            f"split.train + split.val = {params.split.train} + {params.split.val} leaves no room "
+            "for test: their sum must be < 1"
+        )
+
+
+def parse_params(raw: Any) -> Params:
+    """Builds the typed view of an already-loaded params mapping."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{PARAMS_FILE} must be a mapping of sections, got {raw!r}")
+    sections = {f.name: f.type for f in dataclasses.fields(Params)}
+    for name in raw:
+        if name not in sections:
+            raise ConfigError(
+                f"{name} is not a known section of {PARAMS_FILE}; sections are: "
+                f"{', '.join(sections)}"
+            )
+    missing = [name for name in sections if name not in raw]
+    if missing:
+        raise ConfigError(f"{PARAMS_FILE} is missing the section(s): {', '.join(missing)}")
+    classes = {f.name: globals()[f.type] for f in dataclasses.fields(Params)}
+    params = Params(**{name: parse_section(cls, raw[name], name) for name, cls in classes.items()})
+    _check_across_sections(params)
+    return params
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Reads and validates params.yaml; the one way stages get their configuration."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (run from the repository root)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    return parse_params(raw)

@@ -1,0 +1,250 @@
+"""The training loop: gathered batches, Adam, early stopping with the best epoch restored.
+
+Batches are one gather over the 2-D feature matrix (see windows.gather_windows),
+shuffled by a seeded permutation, so an epoch runs no per-sample Python. On CUDA
+the feature matrix lives on the device and batches are gathered there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from finseq.errors import ConfigError
+from finseq.params import TrainConfig
+from finseq.windows import gather_windows, window_offsets
+
+
+def resolve_device(requested: str) -> torch.device:
+    """`auto` picks CUDA when a GPU is visible, else the CPU; `cuda` without a GPU is an error."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "train.device = 'cuda' but no CUDA GPU is available here; use 'auto' or 'cpu'"
+        )
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def in_dvc_temp_workspace(cwd: str | Path | None = None) -> bool:
+    """True inside the temporary copies where `dvc queue` and `dvc exp run --temp` run experiments."""
+    return f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}" in f"{Path(cwd or os.getcwd())}{os.sep}"
+
+
+def resolve_threads(requested: int | str, cwd: str | Path | None = None) -> int:
+    """Intra-op CPU threads for torch.
+
+    `auto`: one thread inside DVC's temporary experiment workspaces, where queue
+    workers run side by side and every extra thread would fight another
+    experiment for a core; otherwise every core this process may use.
+    """
+    if requested != "auto":
+        return int(requested)
+    return 1 if in_dvc_temp_workspace(cwd) else usable_cores()
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast when asked for; parameters, loss and optimiser state stay fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Everything on the training device: the feature matrix, class indices and window ends."""
+
+    features: torch.Tensor  # (rows, features) float32
+    classes: torch.Tensor  # (rows,) int64 class index: label + 1
+    train_ends: torch.Tensor  # int64 window end rows
+    val_ends: torch.Tensor
+    seq_len: int
+
+    @classmethod
+    def from_arrays(
+        cls,
+        features: np.ndarray,
+        labels: np.ndarray,
+        train_ends: np.ndarray,
+        val_ends: np.ndarray,
+        seq_len: int,
+        device: torch.device,
+    ) -> TrainingData:
+        def to(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(array)).to(device=device, dtype=dtype)
+
+        return cls(
+            features=to(features, torch.float32),
+            classes=to(labels.astype(np.int64) + 1, torch.int64),
+            train_ends=to(train_ends, torch.int64),
+            val_ends=to(val_ends, torch.int64),
+            seq_len=seq_len,
+        )
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class FitResult:
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    stop_reason: str  # "early_stopping" or "max_epochs"
+    history: tuple[EpochResult, ...]
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    features: torch.Tensor,
+    ends: torch.Tensor,
+    seq_len: int,
+    batch_size: int,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """Logits (float32) for every window end, in large no-grad batches."""
+    model.eval()
+    offsets = window_offsets(seq_len, features.device)
+    chunks = []
+    with autocast(features.device, precision):
+        for start in range(0, len(ends), batch_size):
+            windows = gather_windows(features, ends[start : start + batch_size], offsets)
+            chunks.append(model(windows).float())
+    if not chunks:
+        return torch.empty(0, 3, device=features.device)
+    return torch.cat(chunks)
+
+
+def fit(
+    model: nn.Module,
+    data: TrainingData,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    eval_batch_size: int = 4096,
+) -> FitResult:
+    """Trains `model` in place and leaves it holding the weights of its best validation epoch.
+
+    Stops early after `config.patience` epochs without a lower validation loss.
+    Seed torch before building the model; the shuffling generator is seeded here.
+    """
+    device = data.features.device
+    model.to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    shuffle = torch.Generator().manual_seed(config.seed)
+    offsets = window_offsets(data.seq_len, device)
+    n_train = len(data.train_ends)
+    best_state: dict[str, torch.Tensor] = {}
+    best_epoch, best_val_loss, epochs_without_gain = 0, float("inf"), 0
+    history: list[EpochResult] = []
+    stop_reason = "max_epochs"
+
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(n_train, generator=shuffle).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for start in range(0, n_train, config.batch_size):
+            ends = data.train_ends[order[start : start + config.batch_size]]
+            with autocast(device, config.precision):
+                logits = model(gather_windows(data.features, ends, offsets))
+            loss = functional.cross_entropy(logits.float(), data.classes[ends])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            loss_sum += loss.detach() * len(ends)
+        train_loss = float(loss_sum) / n_train
+        if not np.isfinite(train_loss):
+            raise ConfigError(
+                f"training diverged: the training loss is {train_loss} in epoch {epoch}; "
+                f"lower train.learning_rate (now {config.learning_rate}) or set train.grad_clip"
+            )
+        logits = predict_logits(
+            model, data.features, data.val_ends, data.seq_len, eval_batch_size, config.precision
+        )
+        val_classes = data.classes[data.val_ends]
+        result = EpochResult(
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=float(functional.cross_entropy(logits, val_classes)),
+            val_accuracy=float((logits.argmax(dim=1) == val_classes).float().mean()),
+            learning_rate=float(optimizer.param_groups[0]["lr"]),
+        )
+        history.append(result)
+        if on_epoch is not None:
+            on_epoch(result)
+        if result.val_loss < best_val_loss:
+            best_epoch, best_val_loss, epochs_without_gain = epoch, result.val_loss, 0
+            best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        else:
+            epochs_without_gain += 1
+            if epochs_without_gain >= config.patience:
+                stop_reason = "early_stopping"
+                break
+
+    model.load_state_dict(best_state)
+    return FitResult(
+        best_epoch=best_epoch,
+        best_val_loss=best_val_loss,
+        epochs_run=len(history),
+        stop_reason=stop_reason,
+        history=tuple(history),
+    )
+
+
+def configure_torch(config: TrainConfig) -> torch.device:
+    """Device, CPU threads and deterministic kernels for one run; returns the device."""
+    device = resolve_device(config.device)
+    torch.set_num_threads(resolve_threads(config.threads))
+    # CPU kernels are deterministic; on CUDA some (e.g. cuDNN RNN backward) are not, so warn only.
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    return device
+
+
+def log_epoch(live, result: EpochResult) -> None:
+    """One DVCLive step per epoch, numbered from 1."""
+    live.step = result.epoch
+    live.log_metric("train/loss", result.train_loss)
+    live.log_metric("val/loss", result.val_loss)
+    live.log_metric("val/accuracy", result.val_accuracy)
+    live.log_metric("learning_rate", result.learning_rate)
+    live.next_step()
+    print(
+        f"epoch {result.epoch:3d}  train/loss {result.train_loss:.4f}  "
+        f"val/loss {result.val_loss:.4f}  val/accuracy {result.val_accuracy:.4f}",
+        flush=True,
+    )
+
+
+def run_summary(result: FitResult) -> dict:
+    """Summary metrics of the restored (best) epoch, not of the last epoch run."""
+    best = result.history[result.best_epoch - 1]
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": int(result.stop_reason == "early_stopping"),
+        "train": {"loss": best.train_loss},
+        "val": {"loss": best.val_loss, "accuracy": best.val_accuracy},
+        "learning_rate": best.learning_rate,
+    }

@@ -1,0 +1,49 @@
+"""Sliding windows as end indices into the 2-D feature matrix, and the batch gather.
+
+A window of `seq_len` rows ending at row e is rows e - seq_len + 1 .. e; its label
+is the label of row e. Windows are never materialised as an N x L x F array (about
+L times the feature matrix): the window stage stores one int64 end index per
+window, and training gathers each batch with one indexing operation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def segment_starts(series: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """For each row, the first row of its run of consecutive rows with the same series and split.
+
+    Rows of one series are consecutive bars in time order, so a run is one series'
+    stretch of one split: a window must fit inside a run.
+    """
+    new_run = np.ones(len(series), dtype=bool)
+    new_run[1:] = (series[1:] != series[:-1]) | (split[1:] != split[:-1])
+    run_start_rows = np.flatnonzero(new_run)
+    run_index = np.cumsum(new_run) - 1
+    return run_start_rows[run_index]
+
+
+def window_ends(
+    series: np.ndarray, split: np.ndarray, is_sample: np.ndarray, seq_len: int, stride: int
+) -> np.ndarray:
+    """Rows that can end a window: a full window fits in the run, on the stride grid, and is a sample.
+
+    The stride grid starts at each run's first complete window, so it does not depend
+    on which rows happen to be samples.
+    """
+    rows = np.arange(len(series))
+    position = rows - segment_starts(series, split) - (seq_len - 1)
+    fits = (position >= 0) & (position % stride == 0)
+    return rows[fits & is_sample].astype(np.int64)
+
+
+def window_offsets(seq_len: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Row offsets of a window relative to its end: -seq_len + 1 .. 0."""
+    return torch.arange(-seq_len + 1, 1, device=device)
+
+
+def gather_windows(features: torch.Tensor, ends: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Batch of windows (len(ends), seq_len, features) by one gather over the feature matrix."""
+    return features[ends.unsqueeze(1) + offsets]
