@@ -5,7 +5,7 @@ from functools import partial
 import torch
 from dvclive import Live
 
-from finseq.atomic import atomic_path
+from finseq.atomic import atomic_path, write_json
 from finseq.checkpoint import make_checkpoint, save_checkpoint
 from finseq.dataset import PreparedData, WindowSets
 from finseq.models import build_model
@@ -29,7 +29,8 @@ def main() -> None:
         with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
             on_epoch = partial(log_epoch, live)
             result = fit(model, training_data, params.train, on_epoch, params.evaluate.batch_size)
-            live.summary = run_summary(result)
+        # Replaces DVCLive's own summary (last epoch's values) with the restored best epoch's.
+        write_json(live_dir / "metrics.json", run_summary(result))
     checkpoint = make_checkpoint(
         model,
         params.model,

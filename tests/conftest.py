@@ -1,0 +1,129 @@
+"""Shared fixtures: tiny params built from the real params.yaml, generated series, DVC projects.
+
+Tests exercise the real code paths on tiny settings (few epochs, short windows,
+small models, a few hundred generated bars) so the suite stays fast on 2 cores.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from finseq.params import Params, parse_params
+from finseq.synthetic import write_panel
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+TINY_OVERRIDES = {
+    "label": {"horizon": 3, "vol_window": 10},
+    "split": {"embargo": 2},
+    "window": {"seq_len": 8},
+    "model": {"hidden_dim": 8, "num_layers": 1},
+    "train": {"epochs": 2, "batch_size": 64, "patience": 2, "threads": 1},
+    "evaluate": {"batch_size": 512},
+}
+
+# Files of the repository that a DVC test project needs, besides generated data.
+PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` applied section by section (a deep copy)."""
+    merged = copy.deepcopy(base)
+    for section, values in overrides.items():
+        merged.setdefault(section, {}).update(copy.deepcopy(values))
+    return merged
+
+
+def default_params_dict() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def tiny_params_dict(**overrides: dict) -> dict:
+    """The repository's params.yaml with the tiny overrides, then `overrides`, applied."""
+    return merge(merge(default_params_dict(), TINY_OVERRIDES), overrides)
+
+
+def tiny_params(**overrides: dict) -> Params:
+    return parse_params(tiny_params_dict(**overrides))
+
+
+def dvc_environment(home: Path) -> dict[str, str]:
+    """Environment for dvc subprocesses: this venv first on PATH, no analytics, private config."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    for name in ("DVC_SITE_CACHE_DIR", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
+        directory = home / name.lower()
+        directory.mkdir(parents=True, exist_ok=True)
+        env[name] = str(directory)
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "finseq tests"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@finseq.invalid"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Project:
+    """A temporary git + DVC copy of this repository with tiny params and generated data."""
+
+    path: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def write_params(self, params: dict) -> None:
+        (self.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def read_params(self) -> dict:
+        return yaml.safe_load((self.path / "params.yaml").read_text())
+
+    def commit(self, message: str) -> None:
+        self.run("git", "add", "-A")
+        self.run("git", "commit", "-q", "-m", message)
+
+
+def make_project(directory: Path, params: dict | None = None, n_series: int = 2, n_bars: int = 400) -> Project:
+    """Copies the pipeline into `directory`, writes tiny data and params, and commits."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    shutil.copytree(
+        ROOT / "src", directory / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    files = write_panel(directory / "data" / "raw", n_series=n_series, n_bars=n_bars, seed=7)
+    params = params or tiny_params_dict()
+    params["data"]["files"] = [str(path.relative_to(directory)) for path in files]
+    env = dvc_environment(directory.parent / f"{directory.name}-home")
+    # Stages import the copy's own package, so a test can change the code under test.
+    env["PYTHONPATH"] = str(directory / "src")
+    project = Project(path=directory, env=env)
+    project.write_params(params)
+    project.run("git", "init", "-q", "-b", "main")
+    project.commit("tiny project")
+    return project
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return make_project(tmp_path / "repo")
