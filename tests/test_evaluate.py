@@ -1,0 +1,48 @@
+"""Metrics and baselines on hand-computed examples."""
+
+import numpy as np
+import pytest
+
+from finseq.evaluate import (
+    balanced_accuracy,
+    class_prior,
+    confusion_matrix,
+    macro_f1,
+    split_metrics,
+)
+
+
+def test_class_prior_is_smoothed_training_frequency():
+    prior = class_prior(np.array([0, 0, 0, 2]))
+    assert prior.tolist() == pytest.approx([4 / 7, 1 / 7, 2 / 7])
+
+
+def test_confusion_balanced_accuracy_and_macro_f1_by_hand():
+    actual = np.array([0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 1, 1, 1, 0, 2])
+    assert confusion_matrix(actual, predicted).tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert balanced_accuracy(actual, predicted) == pytest.approx((0.5 + 1 + 0.5) / 3)
+    # F1 per class: 2TP / (actual + predicted) = 2/4, 4/5, 2/3.
+    assert macro_f1(actual, predicted) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_a_model_that_outputs_the_prior_has_zero_skill():
+    prior = class_prior(np.array([0, 1, 1, 2, 2, 2]))
+    classes = np.array([2, 1, 0, 2])
+    logits = np.log(np.tile(prior, (len(classes), 1)))
+    metrics = split_metrics(logits, classes, prior)
+    assert metrics["skill"] == pytest.approx(0.0, abs=1e-12)
+    assert metrics["loss"] == pytest.approx(metrics["prior_loss"])
+    assert metrics["majority_accuracy"] == 0.5
+    assert metrics["samples"] == 4
+
+
+def test_a_confident_correct_model_has_positive_skill_and_a_wrong_one_negative():
+    prior = np.array([1 / 3, 1 / 3, 1 / 3])
+    classes = np.array([0, 1, 2, 1])
+    right = np.eye(3)[classes] * 4.0
+    wrong = np.eye(3)[(classes + 1) % 3] * 4.0
+    good = split_metrics(right, classes, prior)
+    bad = split_metrics(wrong, classes, prior)
+    assert good["accuracy"] == 1.0 and good["skill"] > 0.9
+    assert bad["accuracy"] == 0.0 and bad["skill"] < 0

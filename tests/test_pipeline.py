@@ -1,0 +1,137 @@
+"""End to end on tiny params: real `dvc repro`, `dvc exp run -S`, `exp show`, `metrics diff`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import Project, make_project
+
+pytestmark = pytest.mark.slow
+
+EVAL_KEYS = {
+    "samples",
+    "loss",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "prior_loss",
+    "majority_accuracy",
+    "skill",
+}
+STAGES = ("prepare", "window", "train", "evaluate")
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> tuple[Project, str]:
+    project = make_project(tmp_path_factory.mktemp("pipeline") / "repo")
+    dvc_yaml_before = (project.path / "dvc.yaml").read_bytes()
+    output = project.run("dvc", "repro").stdout
+    assert (project.path / "dvc.yaml").read_bytes() == dvc_yaml_before, "dvc.yaml was rewritten"
+    project.commit("reproduce tiny pipeline")
+    return project, output
+
+
+def test_repro_runs_every_stage_and_writes_every_output(reproduced):
+    project, output = reproduced
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in output
+    for path in (
+        "data/prepared/features.npy",
+        "data/windows/train.npy",
+        "models/model.pth",
+        "metrics/eval.json",
+        "metrics/confusion_test.csv",
+        "metrics/train/metrics.json",
+        "metrics/train/plots/metrics/train/loss.tsv",
+        "metrics/train/plots/metrics/val/loss.tsv",
+    ):
+        assert (project.path / path).is_file(), path
+
+
+def test_a_second_repro_has_nothing_to_do(reproduced):
+    project, _ = reproduced
+    output = project.run("dvc", "repro").stdout
+    assert "Running stage" not in output
+    assert "Data and pipelines are up to date" in output
+    assert "up to date" in project.run("dvc", "status").stdout
+
+
+def test_metrics_show_lists_model_metrics_and_baselines_for_val_and_test(reproduced):
+    project, _ = reproduced
+    shown = json.loads(project.run("dvc", "metrics", "show", "--json").stdout)
+    files = shown[""]["data"]
+    evaluation = files["metrics/eval.json"]["data"]
+    for split in ("val", "test"):
+        assert set(evaluation[split]) == EVAL_KEYS
+        metrics = evaluation[split]
+        assert metrics["skill"] == pytest.approx(1 - metrics["loss"] / metrics["prior_loss"])
+        assert 0 <= metrics["accuracy"] <= 1
+    summary = files["metrics/train/metrics.json"]["data"]
+    assert 1 <= summary["best_epoch"] <= summary["epochs_run"] <= 2
+    assert set(summary["val"]) == {"loss", "accuracy"}
+
+
+def test_per_epoch_curves_have_one_row_per_epoch(reproduced):
+    project, _ = reproduced
+    epochs = json.loads((project.path / "metrics/train/metrics.json").read_text())["epochs_run"]
+    for name in ("train/loss", "val/loss", "val/accuracy", "learning_rate"):
+        lines = (project.path / f"metrics/train/plots/metrics/{name}.tsv").read_text().splitlines()
+        assert len(lines) == 1 + epochs, name
+        assert [int(line.split("\t")[0]) for line in lines[1:]] == list(range(1, epochs + 1))
+
+
+def test_plots_are_the_hand_written_ones_without_duplicates(reproduced):
+    project, _ = reproduced
+    shown = json.loads(project.run("dvc", "plots", "show", "--json").stdout)["data"]
+    assert all(len(renderers) == 1 for renderers in shown.values())
+    plot_ids = sorted(shown)
+    assert plot_ids == sorted(
+        [
+            "Loss per epoch",
+            "Validation accuracy per epoch",
+            "Learning rate",
+            "metrics/confusion_test.csv",
+        ]
+    ), plot_ids
+
+
+def test_model_is_a_weights_only_checkpoint_with_what_is_needed_to_use_it(reproduced):
+    project, _ = reproduced
+    checkpoint = torch.load(project.path / "models/model.pth", weights_only=True)
+    assert checkpoint["model_config"]["type"] == "lstm"
+    assert len(checkpoint["feature_names"]) == 23 == checkpoint["n_features"]
+    assert checkpoint["scaler_mean"].shape == (23,)
+    assert checkpoint["class_labels"] == [-1, 0, 1]
+    assert checkpoint["seq_len"] == 8
+    lock = (project.path / "dvc.lock").read_text()
+    assert "models/model.pth" in lock
+    assert "/model.pth" in (project.path / "models/.gitignore").read_text()
+
+
+def test_exp_run_switches_to_gru_and_shows_up_in_exp_show_and_metrics_diff(reproduced):
+    project, _ = reproduced
+    output = project.run("dvc", "exp", "run", "-S", "model.type=gru").stdout
+    assert "Running stage 'train'" in output
+    assert "Running stage 'prepare'" not in output
+    shown = json.loads(project.run("dvc", "exp", "show", "--json").stdout)
+    experiments = [
+        exp for row in shown for exp in (row.get("experiments") or []) if exp.get("revs")
+    ]
+    gru_runs = [
+        rev["data"]
+        for exp in experiments
+        for rev in exp["revs"]
+        if rev["data"]["params"]["params.yaml"]["data"]["model"]["type"] == "gru"
+    ]
+    assert gru_runs, shown
+    evaluation = gru_runs[0]["metrics"]["metrics/eval.json"]["data"]
+    assert set(evaluation["test"]) == EVAL_KEYS
+
+    diff = json.loads(project.run("dvc", "metrics", "diff", "HEAD", "--json").stdout)
+    changed = diff["metrics/eval.json"]
+    assert "test.skill" in changed
+    assert changed["test.loss"]["old"] != changed["test.loss"]["new"]
+    params = json.loads(project.run("dvc", "params", "diff", "HEAD", "--json").stdout)
+    assert params["params.yaml"]["model.type"] == {"old": "lstm", "new": "gru"}
