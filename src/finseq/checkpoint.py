@@ -83,7 +83,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         reason = " ".join(str(exc).split())[:200]
         raise DataError(f"{path}: not a readable model checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict) or any(key not in checkpoint for key in REQUIRED_KEYS):
-        raise DataError(f"{path}: not a finseq checkpoint (expected keys: {', '.join(REQUIRED_KEYS)})")
+        raise DataError(
+            f"{path}: not a finseq checkpoint (expected keys: {', '.join(REQUIRED_KEYS)})"
+        )
     if checkpoint["format_version"] != FORMAT_VERSION:
         raise DataError(
             f"{path}: checkpoint format {checkpoint['format_version']!r} is not supported "
@@ -100,4 +102,3 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         raise DataError(f"{path}: weights do not fit the model config: {str(exc)[:200]}") from None
     model.to(device).eval()
     return model, checkpoint
-

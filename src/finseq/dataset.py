@@ -54,7 +54,9 @@ class PreparedData:
         with atomic_path(directory, directory=True) as temporary:
             for name in ARRAYS:
                 np.save(temporary / f"{name}.npy", getattr(self, name), allow_pickle=False)
-            (temporary / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+            (temporary / "meta.json").write_text(
+                json.dumps(self.meta, indent=2, sort_keys=True) + "\n"
+            )
 
     @classmethod
     def load(cls, directory: str | Path, *, mmap: bool = False) -> PreparedData:
@@ -201,7 +203,9 @@ class WindowSets:
         if not (directory / "meta.json").is_file():
             raise DataError(f"{directory}: no window data here; run `dvc repro window` first")
         meta = json.loads((directory / "meta.json").read_text())
-        ends = {name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in SPLIT_NAMES}
+        ends = {
+            name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in SPLIT_NAMES
+        }
         return cls(seq_len=meta["seq_len"], stride=meta["stride"], ends=ends)
 
 
@@ -229,7 +233,9 @@ def make_window_sets(data: PreparedData, config: WindowConfig) -> WindowSets:
             )
         for code, name in enumerate(data.meta["series_names"]):
             if not (data.series[ends[split_name]] == code).any():
-                note(f"series {name!r} has no {split_name} windows of window.seq_len = {config.seq_len}")
+                note(
+                    f"series {name!r} has no {split_name} windows of window.seq_len = {config.seq_len}"
+                )
     return WindowSets(seq_len=config.seq_len, stride=config.stride, ends=ends)
 
 

@@ -56,7 +56,9 @@ def macro_f1(classes: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(f1))
 
 
-def split_metrics(logits: np.ndarray, classes: np.ndarray, prior: np.ndarray) -> dict[str, float | int]:
+def split_metrics(
+    logits: np.ndarray, classes: np.ndarray, prior: np.ndarray
+) -> dict[str, float | int]:
     """All metrics of one split; `classes` are class indices 0..2, `prior` from class_prior."""
     probabilities = softmax(logits)
     predicted = probabilities.argmax(axis=1)

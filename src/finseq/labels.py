@@ -68,7 +68,9 @@ def triple_barrier_labels(
 def make_labels(frame: pd.DataFrame, config: LabelConfig) -> np.ndarray:
     """Labels for one series as a float array (NaN where undefined)."""
     close = frame["close"].to_numpy()
-    width = config.threshold * trailing_volatility(close, config.vol_window) * np.sqrt(config.horizon)
+    width = (
+        config.threshold * trailing_volatility(close, config.vol_window) * np.sqrt(config.horizon)
+    )
     if config.method == "fixed_horizon":
         return fixed_horizon_labels(close, width, config.horizon)
     return triple_barrier_labels(

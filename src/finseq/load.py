@@ -130,7 +130,9 @@ def _timestamps(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
     return stamps
 
 
-def _reject_first(path: Path, bad: np.ndarray, column: str, values: np.ndarray, problem: str) -> None:
+def _reject_first(
+    path: Path, bad: np.ndarray, column: str, values: np.ndarray, problem: str
+) -> None:
     """Raises for the first row flagged in `bad`, quoting that row's value."""
     if bad.any():
         position = int(np.argmax(bad))

@@ -144,7 +144,9 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
         "int | str": isinstance(value, (int, str)) and not isinstance(value, bool),
     }[annotation]
     if not ok:
-        raise ConfigError(f"{key} = {value!r} has the wrong type: expected {_type_name(annotation)}")
+        raise ConfigError(
+            f"{key} = {value!r} has the wrong type: expected {_type_name(annotation)}"
+        )
     if annotation == "float":
         value = float(value)
         if math.isnan(value):

@@ -196,7 +196,9 @@ def fit(
             on_epoch(result)
         if result.val_loss < best_val_loss:
             best_epoch, best_val_loss, epochs_without_gain = epoch, result.val_loss, 0
-            best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+            best_state = {
+                name: value.detach().clone() for name, value in model.state_dict().items()
+            }
         else:
             epochs_without_gain += 1
             if epochs_without_gain >= config.patience:

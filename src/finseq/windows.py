@@ -44,6 +44,8 @@ def window_offsets(seq_len: int, device: torch.device | str = "cpu") -> torch.Te
     return torch.arange(-seq_len + 1, 1, device=device)
 
 
-def gather_windows(features: torch.Tensor, ends: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def gather_windows(
+    features: torch.Tensor, ends: torch.Tensor, offsets: torch.Tensor
+) -> torch.Tensor:
     """Batch of windows (len(ends), seq_len, features) by one gather over the feature matrix."""
     return features[ends.unsqueeze(1) + offsets]

@@ -8,7 +8,14 @@ from finseq.checkpoint import CLASS_LABELS, load_checkpoint
 from finseq.dataset import PreparedData, WindowSets
 from finseq.evaluate import class_prior, split_metrics
 from finseq.params import load_params
-from finseq.stages import CONFUSION_FILE, EVAL_METRICS, MODEL_FILE, PREPARED_DIR, WINDOWS_DIR, run_stage
+from finseq.stages import (
+    CONFUSION_FILE,
+    EVAL_METRICS,
+    MODEL_FILE,
+    PREPARED_DIR,
+    WINDOWS_DIR,
+    run_stage,
+)
 from finseq.training import configure_torch, predict_logits
 
 
@@ -25,14 +32,26 @@ def main() -> None:
     for split in ("val", "test"):
         ends = windows.ends[split]
         ends_tensor = torch.as_tensor(ends, device=device)
-        logits = predict_logits(
-            model, features, ends_tensor, checkpoint["seq_len"], params.evaluate.batch_size, params.train.precision
-        ).cpu().numpy()
+        logits = (
+            predict_logits(
+                model,
+                features,
+                ends_tensor,
+                checkpoint["seq_len"],
+                params.evaluate.batch_size,
+                params.train.precision,
+            )
+            .cpu()
+            .numpy()
+        )
         metrics[split] = split_metrics(logits, classes[ends], prior)
         predictions[split] = logits.argmax(axis=1)
     write_json(EVAL_METRICS, metrics)
     test_classes = classes[windows.ends["test"]]
-    rows = [f"{CLASS_LABELS[a]},{CLASS_LABELS[p]}" for a, p in zip(test_classes, predictions["test"], strict=True)]
+    rows = [
+        f"{CLASS_LABELS[a]},{CLASS_LABELS[p]}"
+        for a, p in zip(test_classes, predictions["test"], strict=True)
+    ]
     write_text(CONFUSION_FILE, "\n".join(["actual,predicted", *rows]) + "\n")
 
 
