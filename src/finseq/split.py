@@ -32,8 +32,9 @@ class CutDates:
 def cut_dates(timestamps: list[np.ndarray], config: SplitConfig) -> CutDates:
     """Cuts at the `train` and `train + val` fractions of all distinct timestamps of all series."""
     distinct = np.unique(np.concatenate(timestamps))
-    val_index = int(np.floor(config.train * len(distinct)))
-    test_index = int(np.floor((config.train + config.val) * len(distinct)))
+    # The tolerance keeps float error from moving a cut: 0.7 * 700 is 489.99999999999994.
+    val_index = int(np.floor(config.train * len(distinct) + 1e-9))
+    test_index = int(np.floor((config.train + config.val) * len(distinct) + 1e-9))
     if not 0 < val_index < test_index < len(distinct):
         raise ConfigError(
             f"split.train = {config.train} and split.val = {config.val} over "

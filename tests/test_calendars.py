@@ -1,0 +1,134 @@
+"""Series on different calendars: late starts, early ends and gaps are handled, said, and leak-free.
+
+Every series is cut at the same calendar dates. A series that does not cover a
+split gets a `note:` line and no rows there, never a crash; a split that no series
+can fill with one window stops the window stage with a ConfigError.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finseq.dataset import make_window_sets, prepare_dataset
+from finseq.errors import ConfigError
+from finseq.params import LabelConfig, SplitConfig, WindowConfig
+from finseq.split import SPLIT_NAMES, TEST, TRAIN, VAL
+from finseq.synthetic import synthetic_ohlcv
+
+CALENDAR = pd.bdate_range("2000-01-03", periods=800)
+LABEL = LabelConfig(method="triple_barrier", horizon=5, threshold=0.8, vol_window=20)
+SPLIT = SplitConfig(train=0.7, val=0.15, embargo=5)  # cuts at CALENDAR[560] and CALENDAR[680]
+WINDOW = WindowConfig(seq_len=20, stride=1)
+
+
+def frame_on(dates: pd.DatetimeIndex, seed: int) -> pd.DataFrame:
+    """A generated series on the given dates, in the shape load.load_series returns."""
+    raw = synthetic_ohlcv(len(dates), seed).rename(columns=str.lower)
+    raw["date"] = dates
+    return raw.set_index("date").rename_axis("timestamp").astype(np.float64)
+
+
+def mixed_calendars() -> dict[str, pd.DataFrame]:
+    """Listed so that under a window stage blind to series, two neighbours would merge:
+    early_end ends in train where gappy starts, gappy ends in test where late_start starts.
+    """
+    gappy = CALENDAR.delete(np.r_[200:260, 550:580])  # the second gap straddles the val cut
+    return {
+        "full.csv": frame_on(CALENDAR, seed=1),
+        "early_end.csv": frame_on(CALENDAR[:300], seed=2),
+        "gappy.csv": frame_on(gappy, seed=3),
+        "late_start.csv": frame_on(CALENDAR[640:], seed=4),
+    }
+
+
+@pytest.fixture
+def prepared(capsys):
+    data = prepare_dataset(mixed_calendars(), LABEL, SPLIT)
+    windows = make_window_sets(data, WINDOW)
+    return data, windows, capsys.readouterr().err
+
+
+def test_uncovered_splits_are_noted_per_series_and_nothing_else_is(prepared):
+    _, _, stderr = prepared
+    notes = sorted(line for line in stderr.splitlines() if line.startswith("note: "))
+    expected = [
+        "note: series 'early_end' has no test bars: it does not cover that period",
+        "note: series 'early_end' has no test windows of window.seq_len = 20",
+        "note: series 'early_end' has no val bars: it does not cover that period",
+        "note: series 'early_end' has no val windows of window.seq_len = 20",
+        "note: series 'late_start' has no train bars: it does not cover that period",
+        "note: series 'late_start' has no train windows of window.seq_len = 20",
+        "note: series 'late_start' has no val bars: it does not cover that period",
+        "note: series 'late_start' has no val windows of window.seq_len = 20",
+    ]
+    assert notes == expected
+    assert "Traceback" not in stderr
+
+
+def test_each_series_has_windows_exactly_in_the_splits_it_covers(prepared):
+    data, windows, _ = prepared
+    covered = {
+        "full": {"train", "val", "test"},
+        "early_end": {"train"},
+        "gappy": {"train", "val", "test"},
+        "late_start": {"test"},
+    }
+    for code, name in enumerate(data.meta["series_names"]):
+        with_windows = {
+            split for split in SPLIT_NAMES if (data.series[windows.ends[split]] == code).any()
+        }
+        assert with_windows == covered[name]
+
+
+def test_no_window_spans_two_series_or_two_splits(prepared):
+    data, windows, _ = prepared
+    offsets = np.arange(-WINDOW.seq_len + 1, 1)
+    for split_code, split_name in enumerate(SPLIT_NAMES):
+        ends = windows.ends[split_name]
+        rows = ends[:, None] + offsets
+        assert (data.series[rows] == data.series[ends][:, None]).all()
+        assert (data.split[rows] == split_code).all()
+
+
+def test_rows_are_split_by_calendar_date_whatever_the_series_covers(prepared):
+    data, _, _ = prepared
+    assert data.meta["val_start"] == CALENDAR[560].isoformat()
+    assert data.meta["test_start"] == CALENDAR[680].isoformat()
+    expected = np.where(
+        data.timestamps < CALENDAR[560].to_datetime64(),
+        TRAIN,
+        np.where(data.timestamps < CALENDAR[680].to_datetime64(), VAL, TEST),
+    )
+    np.testing.assert_array_equal(data.split, expected)
+
+
+def last_sample(data, name: str, split_code: int) -> pd.Timestamp:
+    code = data.meta["series_names"].index(name)
+    rows = (data.series == code) & (data.split == split_code) & data.is_sample
+    return pd.Timestamp(data.timestamps[rows].max())
+
+
+def test_purge_counts_bars_of_the_series_across_a_gap_at_the_cut(prepared):
+    """gappy has no bars 550-579, so its last train bar is CALENDAR[549] and its first val
+    bar CALENDAR[580]. A train sample needs horizon + embargo = 10 of its own bars after
+    it inside train: the last one kept is CALENDAR[539], whose label ends at CALENDAR[544].
+    """
+    data, _, _ = prepared
+    assert last_sample(data, "gappy", TRAIN) == CALENDAR[539]
+    assert last_sample(data, "full", TRAIN) == CALENDAR[549]
+    assert last_sample(data, "full", VAL) == CALENDAR[669]
+    assert last_sample(data, "early_end", TRAIN) == CALENDAR[294]
+
+
+def test_a_split_no_series_can_fill_with_one_window_is_a_config_error_naming_seq_len():
+    frames = {"full.csv": frame_on(CALENDAR, seed=1)}
+    narrow_val = SplitConfig(train=0.7, val=0.03, embargo=5)  # val: CALENDAR[560:584]
+    data = prepare_dataset(frames, LABEL, narrow_val)
+    with pytest.raises(ConfigError) as raised:
+        make_window_sets(data, WindowConfig(seq_len=30, stride=1))
+    assert str(raised.value) == (
+        "window.seq_len = 30 leaves no val windows: the longest val stretch of any series "
+        "has 24 rows after warm-up; lower window.seq_len or widen the split"
+    )

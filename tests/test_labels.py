@@ -1,0 +1,119 @@
+"""Labels on hand-computed examples: barrier hits, vertical barrier, ties, the unlabelled end.
+
+The examples enter each trade at close 1 with a barrier half-width of log 2, so the
+upper barrier is a High of exactly 2 and the lower a Low of exactly 0.5: both are
+exact in floating point, which lets "touching counts" be tested at the barrier itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finseq.dataset import make_window_sets, prepare_dataset
+from finseq.features import WARMUP_BARS
+from finseq.labels import (
+    fixed_horizon_labels,
+    make_labels,
+    trailing_volatility,
+    triple_barrier_labels,
+)
+from finseq.params import LabelConfig, SplitConfig, WindowConfig
+from finseq.synthetic import synthetic_ohlcv
+
+WIDTH = math.log(2.0)
+NAN = float("nan")
+
+
+def barrier_label(highs: list[float], lows: list[float], horizon: int) -> float:
+    """Triple-barrier label of bar 0 (close 1, width log 2) followed by the given bars."""
+    high = np.array([1.0, *highs])
+    low = np.array([1.0, *lows])
+    close = np.ones(len(high))
+    width = np.full(len(high), NAN)
+    width[0] = WIDTH
+    return float(triple_barrier_labels(high, low, close, width, horizon)[0])
+
+
+@pytest.mark.parametrize(
+    ("highs", "lows", "expected"),
+    [
+        pytest.param([1.5, 2.5, 1.0], [0.9, 0.9, 0.9], 1.0, id="upper-hit-in-bar-2"),
+        pytest.param([1.5, 2.0, 1.0], [0.9, 0.9, 0.9], 1.0, id="high-exactly-at-upper-counts"),
+        pytest.param([1.5, 1.2, 1.1], [0.9, 0.4, 0.9], -1.0, id="lower-hit-in-bar-2"),
+        pytest.param([1.5, 1.2, 1.1], [0.9, 0.5, 0.9], -1.0, id="low-exactly-at-lower-counts"),
+        pytest.param([1.99, 1.5, 1.2], [0.51, 0.6, 0.7], 0.0, id="vertical-barrier"),
+        pytest.param([2.5, 1.0, 1.0], [0.4, 1.0, 1.0], 0.0, id="both-in-one-bar-is-a-tie"),
+        pytest.param([2.0, 1.0, 1.0], [0.5, 1.0, 1.0], 0.0, id="both-exactly-in-one-bar-is-a-tie"),
+        pytest.param([2.5, 3.0, 1.0], [0.9, 0.1, 1.0], 1.0, id="first-touch-wins-over-later"),
+        pytest.param([1.5, 3.0, 1.0], [0.5, 0.1, 1.0], -1.0, id="touch-then-tie-keeps-first"),
+    ],
+)
+def test_triple_barrier_takes_the_first_barrier_a_bar_touches(highs, lows, expected):
+    assert barrier_label(highs, lows, horizon=3) == expected
+
+
+def test_triple_barrier_ignores_touches_after_the_horizon():
+    assert barrier_label([1.5, 1.5, 3.0], [0.9, 0.9, 0.9], horizon=2) == 0.0
+    assert barrier_label([1.5, 1.5, 3.0], [0.9, 0.9, 0.9], horizon=3) == 1.0
+
+
+def fixed_label(closes_after: list[float], horizon: int) -> float:
+    """Fixed-horizon label of bar 0 (close 1, width log 2) followed by the given closes."""
+    close = np.array([1.0, *closes_after])
+    width = np.full(len(close), NAN)
+    width[0] = WIDTH
+    return float(fixed_horizon_labels(close, width, horizon)[0])
+
+
+@pytest.mark.parametrize(
+    ("closes_after", "expected"),
+    [
+        pytest.param([1.0, 2.5], 1.0, id="up-beyond-width"),
+        pytest.param([1.0, 0.4], -1.0, id="down-beyond-width"),
+        pytest.param([1.0, 2.0], 0.0, id="exactly-at-upper-width-is-flat"),
+        pytest.param([1.0, 0.5], 0.0, id="exactly-at-lower-width-is-flat"),
+        pytest.param([3.0, 1.5], 0.0, id="path-before-the-horizon-is-ignored"),
+        pytest.param([1.0, 1.0, 3.0], 0.0, id="bars-after-the-horizon-are-ignored"),
+    ],
+)
+def test_fixed_horizon_needs_the_return_to_exceed_the_width_strictly(closes_after, expected):
+    assert fixed_label(closes_after, horizon=2) == expected
+
+
+def test_make_labels_sets_the_width_from_the_trailing_volatility_known_at_t():
+    """vol_window 2, horizon 1: width_t = threshold * std(r_{t-1}, r_t) * 1, by hand."""
+    close = np.array([100.0, 101.0, 100.0, 102.0, 100.5, 100.4])
+    returns = np.diff(np.log(close))
+    by_hand = [NAN, NAN] + [float(np.std(returns[t - 2 : t], ddof=1)) for t in range(2, 6)]
+    np.testing.assert_allclose(trailing_volatility(close, 2), by_hand)
+
+    frame = pd.DataFrame(
+        {"open": close, "high": close, "low": close, "close": close, "volume": 1.0},
+        index=pd.bdate_range("2001-01-01", periods=len(close)),
+    )
+    config = LabelConfig(method="fixed_horizon", horizon=1, threshold=1.0, vol_window=2)
+    # Bar 2 (close 100): vol = std(+0.995%, -0.995%) = 1.407%; next return +1.98% > it: up.
+    # Bar 3 (close 102): vol = std(-0.995%, +1.98%) = 2.10%; next return -1.48%: flat.
+    # Bar 4 (close 100.5): vol = std(+1.98%, -1.48%) = 2.45%; next return -0.10%: flat.
+    labels = make_labels(frame, config)
+    np.testing.assert_array_equal(labels, [NAN, NAN, 1.0, 0.0, 0.0, NAN])
+
+
+@pytest.mark.parametrize("method", ["fixed_horizon", "triple_barrier"])
+def test_the_last_horizon_bars_have_no_label_and_are_never_samples(method):
+    frame = synthetic_ohlcv(200, seed=5).rename(columns=str.lower).set_index("date")
+    label = LabelConfig(method=method, horizon=4, threshold=0.5, vol_window=10)
+    labels = make_labels(frame, label)
+    assert np.isnan(labels[-4:]).all()
+    assert not np.isnan(labels[WARMUP_BARS:-4]).any()
+
+    data = prepare_dataset({"one.csv": frame}, label, SplitConfig(train=0.5, val=0.25, embargo=0))
+    assert not data.is_sample[-4:].any()
+    assert data.is_sample[-5]
+    windows = make_window_sets(data, WindowConfig(seq_len=5, stride=1))
+    assert windows.ends["test"].max() == len(data.labels) - 5
+    assert set(np.unique(data.labels[data.is_sample])) <= {-1, 0, 1}
