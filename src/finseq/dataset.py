@@ -110,7 +110,7 @@ def prepare_dataset(
     cuts = cut_dates([frame.index.to_numpy() for frame in frames.values()], split_config)
 
     parts = []
-    for code, (path, frame) in enumerate(frames.items()):
+    for code, frame in enumerate(frames.values()):
         timestamps = frame.index.to_numpy()
         split = assign_split(timestamps, cuts)
         labels = make_labels(frame, label_config)
@@ -156,12 +156,21 @@ def prepare_dataset(
     return data
 
 
+def _counts_by_series_and_split(series: np.ndarray, split: np.ndarray, n_series: int) -> np.ndarray:
+    """counts[series, split]: how many of the given rows fall in each series and split."""
+    n_splits = len(SPLIT_NAMES)
+    flat = np.bincount(series.astype(np.int64) * n_splits + split, minlength=n_series * n_splits)
+    return flat.reshape(n_series, n_splits)
+
+
 def _note_empty_splits(data: PreparedData) -> None:
-    for code, name in enumerate(data.meta["series_names"]):
-        in_series = data.series == code
-        for split_code, split_name in enumerate(SPLIT_NAMES):
-            if not (in_series & (data.split == split_code)).any():
-                note(f"series {name!r} has no {split_name} bars: it does not cover that period")
+    names = data.meta["series_names"]
+    rows = _counts_by_series_and_split(data.series, data.split, len(names))
+    for code, split_code in np.argwhere(rows == 0):
+        note(
+            f"series {names[code]!r} has no {SPLIT_NAMES[split_code]} bars: "
+            "it does not cover that period"
+        )
 
 
 def data_summary(data: PreparedData) -> dict:
@@ -190,7 +199,7 @@ class WindowSets:
         meta = {
             "seq_len": self.seq_len,
             "stride": self.stride,
-            "windows": {name: int(len(ends)) for name, ends in self.ends.items()},
+            "windows": {name: len(ends) for name, ends in self.ends.items()},
         }
         with atomic_path(directory, directory=True) as temporary:
             for name, ends in self.ends.items():
@@ -221,26 +230,23 @@ def make_window_sets(data: PreparedData, config: WindowConfig) -> WindowSets:
                 f"({data.meta['label_horizon']}) = {needed}"
             )
     ends_all = window_ends(data.series, data.split, data.is_sample, config.seq_len, config.stride)
-    ends = {}
+    names = data.meta["series_names"]
+    rows = _counts_by_series_and_split(data.series, data.split, len(names))
+    windows = _counts_by_series_and_split(data.series[ends_all], data.split[ends_all], len(names))
     for split_code, split_name in enumerate(SPLIT_NAMES):
-        ends[split_name] = ends_all[data.split[ends_all] == split_code]
-        if len(ends[split_name]) == 0:
-            longest = _longest_run(data.series, data.split, split_code)
+        if windows[:, split_code].sum() == 0:
             raise ConfigError(
                 f"window.seq_len = {config.seq_len} leaves no {split_name} windows: the longest "
-                f"{split_name} stretch of any series has {longest} rows after warm-up; "
-                "lower window.seq_len or widen the split"
+                f"{split_name} stretch of any series has {rows[:, split_code].max()} rows after "
+                "warm-up; lower window.seq_len or widen the split"
             )
-        for code, name in enumerate(data.meta["series_names"]):
-            if not (data.series[ends[split_name]] == code).any():
-                note(
-                    f"series {name!r} has no {split_name} windows of window.seq_len = {config.seq_len}"
-                )
+    for code, split_code in np.argwhere(windows == 0):
+        note(
+            f"series {names[code]!r} has no {SPLIT_NAMES[split_code]} windows of "
+            f"window.seq_len = {config.seq_len}"
+        )
+    ends = {
+        split_name: ends_all[data.split[ends_all] == split_code]
+        for split_code, split_name in enumerate(SPLIT_NAMES)
+    }
     return WindowSets(seq_len=config.seq_len, stride=config.stride, ends=ends)
-
-
-def _longest_run(series: np.ndarray, split: np.ndarray, split_code: int) -> int:
-    longest = 0
-    for code in np.unique(series):
-        longest = max(longest, int(((series == code) & (split == split_code)).sum()))
-    return longest

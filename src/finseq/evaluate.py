@@ -66,7 +66,7 @@ def split_metrics(
     prior_loss = cross_entropy(np.broadcast_to(prior, probabilities.shape), classes)
     majority = int(np.argmax(prior))
     return {
-        "samples": int(len(classes)),
+        "samples": len(classes),
         "loss": loss,
         "accuracy": float(np.mean(predicted == classes)),
         "balanced_accuracy": balanced_accuracy(classes, predicted),

@@ -56,7 +56,7 @@ MODELS: dict[str, Callable[[int, ModelConfig], nn.Module]] = {
 
 
 def init_weights(model: nn.Module) -> None:
-    """Orthogonal recurrent (hidden-to-hidden) weights, Xavier input and linear weights, zero biases.
+    """Orthogonal hidden-to-hidden weights, Xavier input and linear weights, zero biases.
 
     Orthogonal hidden-to-hidden matrices keep gradients from exploding or vanishing
     through time at the start of training. The LSTM forget-gate bias starts at 1 so

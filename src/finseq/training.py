@@ -39,7 +39,7 @@ def usable_cores() -> int:
 
 
 def in_dvc_temp_workspace(cwd: str | Path | None = None) -> bool:
-    """True inside the temporary copies where `dvc queue` and `dvc exp run --temp` run experiments."""
+    """True inside the temporary copies where `dvc queue` and `dvc exp run --temp` run."""
     return f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}" in f"{Path(cwd or os.getcwd())}{os.sep}"
 
 

@@ -28,7 +28,7 @@ def segment_starts(series: np.ndarray, split: np.ndarray) -> np.ndarray:
 def window_ends(
     series: np.ndarray, split: np.ndarray, is_sample: np.ndarray, seq_len: int, stride: int
 ) -> np.ndarray:
-    """Rows that can end a window: a full window fits in the run, on the stride grid, and is a sample.
+    """Rows that end a window: the full window fits in its run, on the stride grid, a sample.
 
     The stride grid starts at each run's first complete window, so it does not depend
     on which rows happen to be samples.
