@@ -33,7 +33,15 @@ TINY_OVERRIDES = {
 }
 
 # Files of the repository that a DVC test project needs, besides generated data.
-PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
+PROJECT_FILES = (
+    "dvc.yaml",
+    ".dvcignore",
+    ".gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    # The offline plots page that .dvc/config names as plots.html_template.
+    ".dvc/plots/offline.html",
+)
 
 
 def merge(base: dict, overrides: dict) -> dict:
@@ -79,7 +87,9 @@ class Project:
     path: Path
     env: dict[str, str]
 
-    def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
             args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout
         )
@@ -101,7 +111,9 @@ class Project:
         self.run("git", "commit", "-q", "-m", message)
 
 
-def make_project(directory: Path, params: dict | None = None, n_series: int = 2, n_bars: int = 400) -> Project:
+def make_project(
+    directory: Path, params: dict | None = None, n_series: int = 2, n_bars: int = 400
+) -> Project:
     """Copies the pipeline into `directory`, writes tiny data and params, and commits."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:

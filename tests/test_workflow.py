@@ -1,0 +1,132 @@
+"""The pull-request workflow, checked structurally: what it runs, in which order, with what rights.
+
+actionlint cannot be installed from the registries this project uses, so this is the
+equivalent check: parsed with PyYAML, each run script parsed by bash, and the report
+command's arguments parsed by the report's own argument parser.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from finseq.report import parse_args
+
+WORKFLOW = ROOT / ".github" / "workflows" / "pr.yml"
+PINNED = re.compile(r"^[\w.-]+/[\w.-]+@(v\d+(\.\d+){0,2}|[0-9a-f]{40})$")
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+@pytest.fixture(scope="module")
+def steps(workflow) -> list[dict]:
+    jobs = workflow["jobs"]
+    assert len(jobs) == 1, list(jobs)
+    return next(iter(jobs.values()))["steps"]
+
+
+def step_index(steps: list[dict], predicate) -> int:
+    matches = [index for index, step in enumerate(steps) if predicate(step)]
+    assert len(matches) == 1, f"expected one matching step, found {len(matches)}"
+    return matches[0]
+
+
+def uses(action: str):
+    return lambda step: step.get("uses", "").split("@")[0] == action
+
+
+def runs(fragment: str):
+    return lambda step: fragment in step.get("run", "")
+
+
+def test_runs_on_pull_requests_only(workflow):
+    # PyYAML reads the bare key `on` as the boolean True (YAML 1.1).
+    triggers = workflow.get("on", workflow.get(True))
+    assert set(triggers) == {"pull_request"}
+
+
+def test_token_may_comment_on_pull_requests_and_only_read_code(workflow):
+    assert workflow["permissions"] == {"contents": "read", "pull-requests": "write"}
+
+
+def test_every_action_is_pinned_to_a_version(steps):
+    actions = [step["uses"] for step in steps if "uses" in step]
+    assert len(actions) == 4
+    for action in actions:
+        assert PINNED.match(action), action
+
+
+def test_checkout_fetches_the_whole_history_for_the_base_branch(steps):
+    checkout = steps[step_index(steps, uses("actions/checkout"))]
+    assert checkout["with"]["fetch-depth"] == 0
+
+
+def test_python_311_with_pip_cache_and_dvc_cache_keyed_on_the_lock_file(steps):
+    python = steps[step_index(steps, uses("actions/setup-python"))]
+    assert python["with"]["python-version"] == "3.11"
+    assert python["with"]["cache"] == "pip"
+    cache = steps[step_index(steps, uses("actions/cache"))]
+    assert cache["with"]["path"] == ".dvc/cache"
+    assert "hashFiles('dvc.lock')" in cache["with"]["key"]
+
+
+def test_installs_tests_reproduces_reports_then_comments_in_that_order(steps):
+    order = [
+        step_index(steps, runs("pip install -r requirements.txt")),
+        step_index(steps, runs("pytest")),
+        step_index(steps, runs("dvc repro")),
+        step_index(steps, runs("python -m finseq.report")),
+        step_index(steps, uses("actions/upload-artifact")),
+        step_index(steps, runs("gh pr comment")),
+    ]
+    assert order == sorted(order)
+    assert order[0] > step_index(steps, uses("actions/cache"))
+
+
+def report_arguments(steps: list[dict]) -> list[str]:
+    step = steps[step_index(steps, runs("python -m finseq.report"))]
+    assert step["env"]["BASE_REF"] == "${{ github.base_ref }}"
+    line = next(line for line in step["run"].splitlines() if "python -m finseq.report" in line)
+    words = shlex.split(line)
+    return words[words.index("finseq.report") + 1 :]
+
+
+def test_report_compares_with_the_base_branch_and_writes_plots(steps):
+    args = parse_args(report_arguments(steps))
+    assert args.base == "origin/$BASE_REF"
+    assert args.target == "workspace"
+    assert args.out == "report.md"
+    upload = steps[step_index(steps, uses("actions/upload-artifact"))]
+    uploaded = upload["with"]["path"].split()
+    assert args.plots_dir.rstrip("/") in [path.rstrip("/") for path in uploaded]
+    assert args.out in uploaded
+
+
+def test_comment_edits_the_last_report_or_posts_a_new_one(steps):
+    step = steps[step_index(steps, runs("gh pr comment"))]
+    assert step["env"]["GH_TOKEN"] == "${{ github.token }}"
+    first, _, fallback = step["run"].partition("||")
+    assert "--body-file report.md" in first
+    assert "--edit-last" in first
+    assert "gh pr comment" in fallback
+    assert "--body-file report.md" in fallback
+    assert "--edit-last" not in fallback
+
+
+def test_run_scripts_are_valid_bash_and_take_no_expressions_inline(steps):
+    for step in steps:
+        script = step.get("run")
+        if script is None:
+            continue
+        # Expressions go through env: inlined ${{ }} text is a script-injection risk.
+        assert "${{" not in script, step.get("name")
+        result = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
+        assert result.returncode == 0, f"{step.get('name')}: {result.stderr}"
