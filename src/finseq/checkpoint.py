@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -62,8 +64,21 @@ def make_checkpoint(
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> None:
-    with atomic_path(path) as temporary:
-        torch.save(checkpoint, temporary)
+    """Saves through a file object: given a path, torch names the archive's root folder after
+    the (random) temporary file, and identical runs would give different bytes."""
+    with atomic_path(path) as temporary, temporary.open("wb") as handle:
+        torch.save(checkpoint, handle)
+
+
+def _refusal_reason(exc: pickle.UnpicklingError) -> str:
+    """Names what torch's weights-only unpickler refused, without its long advice to bypass it."""
+    refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if refused:
+        return (
+            f"it asks for {refused.group(1)}, which is not a tensor or plain value and could "
+            "run code; load only checkpoints written by finseq"
+        )
+    return "its pickled data holds something other than tensors and plain values, or is corrupt"
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
@@ -71,14 +86,15 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: model file not found; run `dvc repro train` or `dvc pull`")
+    if not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{path}: not a readable model checkpoint: not a PyTorch zip archive (truncated, "
+            "corrupt or another format); rebuild it with `dvc repro train` or `dvc pull`"
+        )
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"{path}: refused to load: the file holds Python objects other than tensors and "
-            f"plain values, which could run code ({first_line})"
-        ) from None
+        raise DataError(f"{path}: refused to load: {_refusal_reason(exc)}") from None
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
         reason = " ".join(str(exc).split())[:200]
         raise DataError(f"{path}: not a readable model checkpoint ({reason})") from None

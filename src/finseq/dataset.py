@@ -137,7 +137,10 @@ def prepare_dataset(
         )
     train_rows = stacked["split"] == TRAIN
     if not train_rows.any():
-        raise ConfigError("split.train leaves no training rows after the warm-up of each series")
+        raise ConfigError(
+            f"split.train = {split_config.train} leaves no training rows after the "
+            f"{WARMUP_BARS}-bar warm-up of each series; raise split.train"
+        )
     scaler = StandardScaler.fit(raw_features[train_rows])
     meta = {
         "files": list(files),

@@ -8,6 +8,7 @@ A few harmless vendor quirks are repaired instead; see `load_series`.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,19 @@ def _normalise(name: str) -> str:
     return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 
-def _line(position: int) -> int:
-    """CSV line number of the data row at 0-based `position` (line 1 is the header)."""
-    return int(position) + 2
+def _line(frame: pd.DataFrame, position: int) -> int:
+    """CSV line number of the data row at 0-based `position` (see _data_line_numbers)."""
+    return int(frame.index[position])
+
+
+def _data_line_numbers(path: Path, n_rows: int) -> np.ndarray:
+    """File line of each data row: pandas skips blank lines, so a row's position alone drifts."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        non_blank = [number for number, line in enumerate(handle, start=1) if line.strip()]
+    data_lines = non_blank[1:]
+    if len(data_lines) != n_rows:  # quoted line breaks: fall back to one line per row
+        return np.arange(n_rows) + 2
+    return np.asarray(data_lines)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -46,9 +57,17 @@ def _read_csv(path: Path) -> pd.DataFrame:
             (col for col in header.columns if _normalise(col) in DATE_COLUMN_NAMES), None
         )
         dtypes = {date_column: str} if date_column is not None else None
-        return pd.read_csv(path, dtype=dtypes, skipinitialspace=True)
+        with warnings.catch_warnings():
+            # index_col=False keeps a trailing comma on every row from shifting the columns
+            # one to the right; pandas then drops surplus fields with only a warning.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, dtype=dtypes, skipinitialspace=True, index_col=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
+    except pd.errors.ParserWarning:
+        raise DataError(
+            f"{path}: not a readable CSV file (a row has more fields than the header)"
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         reason = " ".join(str(exc).split())
         raise DataError(f"{path}: not a readable CSV file ({reason})") from None
@@ -90,7 +109,7 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
     if not_a_number.any():
         position = int(np.argmax(not_a_number.to_numpy()))
         raise DataError(
-            f"{path}: line {_line(position)}, column {column!r}: "
+            f"{path}: line {_line(frame, position)}, column {column!r}: "
             f"{raw.iloc[position]!r} is not a number"
         )
     array = values.to_numpy(dtype=np.float64)
@@ -98,7 +117,7 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
     if bad.any():
         position = int(np.argmax(bad))
         what = "missing value" if np.isnan(array[position]) else f"{array[position]} is not finite"
-        raise DataError(f"{path}: line {_line(position)}, column {column!r}: {what}")
+        raise DataError(f"{path}: line {_line(frame, position)}, column {column!r}: {what}")
     return array
 
 
@@ -112,18 +131,18 @@ def _timestamps(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
         position = int(np.argmax(parsed.isna().to_numpy()))
         value = raw.iloc[position]
         what = "missing date" if pd.isna(value) else f"{value!r} is not a date"
-        raise DataError(f"{path}: line {_line(position)}, column {column!r}: {what}")
+        raise DataError(f"{path}: line {_line(frame, position)}, column {column!r}: {what}")
     stamps = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     step = np.diff(stamps.astype(np.int64))
     if (step <= 0).any():
         position = int(np.argmax(step <= 0)) + 1
         if step[position - 1] == 0:
             raise DataError(
-                f"{path}: line {_line(position)}, column {column!r}: duplicate timestamp "
-                f"{raw.iloc[position]!r} (also on line {_line(position - 1)})"
+                f"{path}: line {_line(frame, position)}, column {column!r}: duplicate timestamp "
+                f"{raw.iloc[position]!r} (also on line {_line(frame, position - 1)})"
             )
         raise DataError(
-            f"{path}: line {_line(position)}, column {column!r}: timestamps are not in "
+            f"{path}: line {_line(frame, position)}, column {column!r}: timestamps are not in "
             f"ascending order ({raw.iloc[position]!r} comes after {raw.iloc[position - 1]!r}); "
             "sort the file by time"
         )
@@ -131,13 +150,14 @@ def _timestamps(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def _reject_first(
-    path: Path, bad: np.ndarray, column: str, values: np.ndarray, problem: str
+    path: Path, frame: pd.DataFrame, bad: np.ndarray, column: str, values: np.ndarray, problem: str
 ) -> None:
     """Raises for the first row flagged in `bad`, quoting that row's value."""
     if bad.any():
         position = int(np.argmax(bad))
         raise DataError(
-            f"{path}: line {_line(position)}, column {column!r}: {values[position]:g} {problem}"
+            f"{path}: line {_line(frame, position)}, column {column!r}: "
+            f"{values[position]:g} {problem}"
         )
 
 
@@ -154,6 +174,7 @@ def load_series(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     frame = _read_csv(path)
+    frame.index = _data_line_numbers(path, len(frame))
     columns = _find_columns(path, frame)
     if len(frame) == 0:
         raise DataError(f"{path}: has a header but no data rows")
@@ -161,11 +182,13 @@ def load_series(path: str | Path) -> pd.DataFrame:
     for name in (*PRICE_COLUMNS, ADJ_CLOSE):
         if name in values:
             price = values[name]
-            _reject_first(path, price <= 0, columns[name], price, "is not a positive price")
+            _reject_first(path, frame, price <= 0, columns[name], price, "is not a positive price")
     volume = values["volume"]
-    _reject_first(path, volume < 0, columns["volume"], volume, "is a negative volume")
+    _reject_first(path, frame, volume < 0, columns["volume"], volume, "is a negative volume")
     high, low = values["high"], values["low"]
-    _reject_first(path, high < low, columns["high"], high, "is below the Low of the same bar")
+    _reject_first(
+        path, frame, high < low, columns["high"], high, "is below the Low of the same bar"
+    )
     stamps = _timestamps(path, frame, columns["date"])
 
     if ADJ_CLOSE in values:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,7 +165,8 @@ def parse_section(cls: type, raw: Any, name: str) -> Any:
     for key in raw:
         if key not in fields:
             raise ConfigError(
-                f"{name}.{key} is not a known parameter; {name} takes: {', '.join(fields)}"
+                f"{name}.{key} = {raw[key]!r} is not a known parameter; "
+                f"{name} takes: {', '.join(fields)}"
             )
     values = {}
     for key, spec in fields.items():
@@ -208,6 +210,18 @@ def parse_params(raw: Any) -> Params:
     return params
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML 1.2 numbers: `1e-4` is a float, as DVC (ruamel.yaml) reads it, not the string
+    that PyYAML's YAML 1.1 rules make of it."""
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Reads and validates params.yaml; the one way stages get their configuration."""
     path = Path(path)
@@ -216,7 +230,7 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (run from the repository root)") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_ParamsLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     return parse_params(raw)

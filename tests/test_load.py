@@ -1,0 +1,356 @@
+"""Raw CSVs: each rejected problem names the file, the column and the first offending line;
+the accepted variants load; the documented repairs happen and are announced."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import Project, tiny_params
+
+from finseq.dataset import make_window_sets, prepare_dataset
+from finseq.errors import DataError
+from finseq.features import WARMUP_BARS
+from finseq.load import load_series
+from finseq.params import WindowConfig
+from finseq.synthetic import synthetic_ohlcv
+
+HEADER = ["Date", "Open", "High", "Low", "Close", "Volume"]
+COLUMN_INDEX = {name: index for index, name in enumerate(HEADER)}
+
+
+def good_rows() -> list[list[str]]:
+    """Six valid bars; row i of this list is line i + 2 of the file."""
+    return [[f"2020-01-0{day}", "10", "11", "9", "10.5", "1000"] for day in (2, 3, 6, 7, 8, 9)]
+
+
+def write_csv(directory: Path, rows: list[list[str]], header=HEADER, name="prices.csv") -> Path:
+    path = directory / name
+    path.write_text("\n".join(",".join(row) for row in [header, *rows]) + "\n")
+    return path
+
+
+def with_cell(row: int, column: str, value: str) -> list[list[str]]:
+    rows = good_rows()
+    rows[row][COLUMN_INDEX[column]] = value
+    return rows
+
+
+def swapped_dates(first: int) -> list[list[str]]:
+    rows = good_rows()
+    rows[first][0], rows[first + 1][0] = rows[first + 1][0], rows[first][0]
+    return rows
+
+
+def repeated_date(row: int) -> list[list[str]]:
+    rows = good_rows()
+    rows[row][0] = rows[row - 1][0]
+    return rows
+
+
+def high_below_low(row: int) -> list[list[str]]:
+    rows = good_rows()
+    rows[row][1:5] = ["10", "8", "9", "8.5"]
+    return rows
+
+
+REJECTED_CELLS = [
+    pytest.param(
+        with_cell(3, "High", "abc"), "line 5, column 'High': 'abc' is not a number", id="text"
+    ),
+    pytest.param(with_cell(2, "Low", ""), "line 4, column 'Low': missing value", id="empty-cell"),
+    pytest.param(with_cell(2, "Close", "NaN"), "line 4, column 'Close': missing value", id="nan"),
+    pytest.param(with_cell(1, "High", "inf"), "line 3, column 'High': inf is not finite", id="inf"),
+    pytest.param(
+        with_cell(4, "Open", "-inf"), "line 6, column 'Open': -inf is not finite", id="minus-inf"
+    ),
+    pytest.param(
+        with_cell(2, "Volume", ""), "line 4, column 'Volume': missing value", id="empty-volume"
+    ),
+    pytest.param(
+        with_cell(2, "Close", "0"), "line 4, column 'Close': 0 is not a positive price", id="zero"
+    ),
+    pytest.param(
+        with_cell(0, "Open", "-3"),
+        "line 2, column 'Open': -3 is not a positive price",
+        id="negative-price",
+    ),
+    pytest.param(
+        with_cell(5, "Volume", "-5"),
+        "line 7, column 'Volume': -5 is a negative volume",
+        id="negative-volume",
+    ),
+    pytest.param(
+        high_below_low(4),
+        "line 6, column 'High': 8 is below the Low of the same bar",
+        id="high<low",
+    ),
+    pytest.param(
+        swapped_dates(2),
+        "line 5, column 'Date': timestamps are not in ascending order "
+        "('2020-01-06' comes after '2020-01-07')",
+        id="unsorted",
+    ),
+    pytest.param(
+        repeated_date(3),
+        "line 5, column 'Date': duplicate timestamp '2020-01-06' (also on line 4)",
+        id="duplicate",
+    ),
+    pytest.param(
+        with_cell(3, "Date", "yesterday"),
+        "line 5, column 'Date': 'yesterday' is not a date",
+        id="not-a-date",
+    ),
+    pytest.param(with_cell(1, "Date", ""), "line 3, column 'Date': missing date", id="no-date"),
+]
+
+
+@pytest.mark.parametrize(("rows", "expected"), REJECTED_CELLS)
+def test_a_bad_cell_is_named_by_file_line_and_column(tmp_path: Path, rows, expected):
+    path = write_csv(tmp_path, rows)
+    with pytest.raises(DataError) as raised:
+        load_series(path)
+    assert str(raised.value).startswith(f"{path}: {expected}")
+
+
+def test_line_numbers_count_blank_lines_that_pandas_skips(tmp_path: Path):
+    path = tmp_path / "prices.csv"
+    rows = with_cell(3, "High", "abc")
+    lines = [
+        ",".join(HEADER),
+        *(",".join(row) for row in rows[:2]),
+        "",
+        "  ",
+        "\n".join(",".join(row) for row in rows[2:]),
+    ]
+    path.write_text("\n".join(lines) + "\n\n")
+    with pytest.raises(DataError, match=r"line 7, column 'High': 'abc' is not a number"):
+        load_series(path)
+
+
+def write_bytes(directory: Path, content: bytes) -> Path:
+    path = directory / "prices.csv"
+    path.write_bytes(content)
+    return path
+
+
+def test_a_missing_file_is_named(tmp_path: Path):
+    path = tmp_path / "absent.csv"
+    with pytest.raises(DataError, match=rf"^{path}: file not found$"):
+        load_series(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(b"", "file is empty", id="empty"),
+        pytest.param(b"\n\n", "file is empty", id="blank-lines"),
+        pytest.param(
+            (",".join(HEADER) + "\n").encode(), "has a header but no data rows", id="header-only"
+        ),
+        pytest.param(
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+            "not a CSV file (it contains binary data)",
+            id="binary",
+        ),
+        pytest.param(
+            b"Date,Open,High,Low,Close,Volume\n2020-01-02,10,11,9,10\xff,1\n",
+            "not a readable CSV file ('utf-8' codec can't decode",
+            id="not-utf8",
+        ),
+        pytest.param(
+            b"Date,Open,High,Low,Close,Volume\n2020-01-02,10,11,9,10,1,7\n",
+            "not a readable CSV file (a row has more fields than the header)",
+            id="surplus-fields-in-every-row",
+        ),
+        pytest.param(
+            b"Date,Open,High,Low,Close,Volume\n2020-01-02,10,11,9,10,1\n2020-01-03,10,11,9,10,1,7,8\n",
+            "not a readable CSV file (Error tokenizing data. C error: Expected 6 fields in line 3",
+            id="surplus-fields-in-a-later-row",
+        ),
+    ],
+)
+def test_an_unreadable_file_is_named_with_the_reason(tmp_path: Path, content, expected):
+    path = write_bytes(tmp_path, content)
+    with pytest.raises(DataError) as raised:
+        load_series(path)
+    assert str(raised.value).startswith(f"{path}: {expected}")
+
+
+def test_no_date_column_lists_the_names_looked_for_and_the_columns_found(tmp_path: Path):
+    path = write_csv(tmp_path, good_rows(), header=["Day", *HEADER[1:]])
+    with pytest.raises(DataError) as raised:
+        load_series(path)
+    assert str(raised.value) == (
+        f"{path}: no date column (looked for Date, Datetime, Timestamp or Time); "
+        "columns are: Day, Open, High, Low, Close, Volume"
+    )
+
+
+def test_missing_ohlcv_columns_are_each_named(tmp_path: Path):
+    rows = [[row[0], row[1], row[2], row[4]] for row in good_rows()]
+    path = write_csv(tmp_path, rows, header=["Date", "Open", "High", "Close"])
+    with pytest.raises(DataError) as raised:
+        load_series(path)
+    assert str(raised.value) == (
+        f"{path}: missing column(s) Low, Volume; columns are: Date, Open, High, Close"
+    )
+
+
+def test_two_columns_that_mean_the_same_thing_are_refused(tmp_path: Path):
+    rows = [[*row, row[4]] for row in good_rows()]
+    path = write_csv(tmp_path, rows, header=[*HEADER, "close"])
+    with pytest.raises(DataError, match=r"columns 'Close' and 'close' mean the same thing"):
+        load_series(path)
+
+
+def test_a_plain_file_loads_to_float_ohlcv_indexed_by_time(tmp_path: Path, capsys):
+    frame = load_series(write_csv(tmp_path, good_rows()))
+    assert list(frame.columns) == ["open", "high", "low", "close", "volume"]
+    assert (frame.dtypes == np.float64).all()
+    assert frame.index.name == "timestamp"
+    assert frame.loc["2020-01-06"].tolist() == [10.0, 11.0, 9.0, 10.5, 1000.0]
+    assert capsys.readouterr().err == ""
+
+
+def test_column_names_match_ignoring_case_spaces_and_underscores(tmp_path: Path):
+    header = ["date", " OPEN", "high", "Low ", "close", "adj_close", "VOLUME"]
+    rows = [[*row[:5], row[4], row[5]] for row in good_rows()]
+    frame = load_series(write_csv(tmp_path, rows, header=header))
+    assert frame.loc["2020-01-02"].tolist() == [10.0, 11.0, 9.0, 10.5, 1000.0]
+
+
+def test_a_trailing_comma_on_every_line_does_not_shift_the_columns(tmp_path: Path):
+    path = tmp_path / "prices.csv"
+    path.write_text("\n".join(",".join(row) + "," for row in [HEADER, *good_rows()]) + "\n")
+    frame = load_series(path)
+    assert frame.loc["2020-01-02"].tolist() == [10.0, 11.0, 9.0, 10.5, 1000.0]
+
+
+def test_intraday_timestamps_with_time_zones_become_naive_utc(tmp_path: Path):
+    stamps = ["2020-03-02 09:30:00-05:00", "2020-03-02 09:31:00-05:00", "2020-03-02 15:32:00+01:00"]
+    rows = [[stamp, "10", "11", "9", "10.5", "5"] for stamp in stamps]
+    frame = load_series(write_csv(tmp_path, rows, header=["Datetime", *HEADER[1:]]))
+    assert frame.index.tz is None
+    assert list(frame.index) == [
+        pd.Timestamp("2020-03-02 14:30"),
+        pd.Timestamp("2020-03-02 14:31"),
+        pd.Timestamp("2020-03-02 14:32"),
+    ]
+
+
+def test_gaps_in_dates_are_kept_as_they_are(tmp_path: Path):
+    rows = good_rows()
+    rows[3][0], rows[4][0], rows[5][0] = "2020-02-03", "2020-02-10", "2021-01-04"
+    frame = load_series(write_csv(tmp_path, rows))
+    assert [str(day.date()) for day in frame.index[2:]] == [
+        "2020-01-06",
+        "2020-02-03",
+        "2020-02-10",
+        "2021-01-04",
+    ]
+
+
+def test_adj_close_scales_open_high_low_close_but_not_volume(tmp_path: Path):
+    adjusted = ["5.25", "5.25", "2.1", "2.1", "2.1", "2.1"]  # Close is 10.5: factors 0.5, 0.2
+    rows = [[*row[:5], adj, row[5]] for row, adj in zip(good_rows(), adjusted, strict=True)]
+    frame = load_series(write_csv(tmp_path, rows, header=[*HEADER[:5], "Adj Close", "Volume"]))
+    np.testing.assert_allclose(frame.iloc[0][["open", "high", "low", "close"]], [5, 5.5, 4.5, 5.25])
+    np.testing.assert_allclose(frame.iloc[2][["open", "high", "low", "close"]], [2, 2.2, 1.8, 2.1])
+    assert (frame["volume"] == 1000).all()
+
+
+def test_high_and_low_inside_the_open_close_range_are_widened_with_a_note(tmp_path: Path, capsys):
+    rows = good_rows()
+    rows[1][1:5] = ["10", "10.2", "9", "10.5"]  # High below Close
+    rows[4][1:5] = ["10", "11", "10.1", "10.1"]  # Low above Open
+    path = write_csv(tmp_path, rows)
+    frame = load_series(path)
+    assert frame.iloc[1]["high"] == 10.5
+    assert frame.iloc[4]["low"] == 10.0
+    assert frame.iloc[0][["high", "low"]].tolist() == [11.0, 9.0]
+    assert capsys.readouterr().err == (
+        f"note: {path}: 2 bar(s) had High/Low inside the Open-Close range; widened to cover it\n"
+    )
+
+
+def synthetic_file(directory: Path, name: str, n_bars: int, seed: int) -> Path:
+    path = directory / name
+    synthetic_ohlcv(n_bars, seed).to_csv(path, index=False)
+    return path
+
+
+def test_a_series_too_short_to_label_after_warm_up_is_named(tmp_path: Path):
+    config = tiny_params()
+    horizon = config.label.horizon
+    long = synthetic_file(tmp_path, "long.csv", 300, seed=1)
+    short = synthetic_file(tmp_path, "short.csv", WARMUP_BARS + horizon, seed=2)
+    frames = {str(path): load_series(path) for path in (long, short)}
+    with pytest.raises(DataError) as raised:
+        prepare_dataset(frames, config.label, config.split)
+    assert str(raised.value) == (
+        f"{short}: only {WARMUP_BARS + horizon} bars; at least {WARMUP_BARS + horizon + 1} are "
+        f"needed (warm-up {WARMUP_BARS} + label.horizon {horizon} + 1)"
+    )
+
+
+def test_a_series_too_short_for_warm_up_seq_len_and_horizon_is_named(tmp_path: Path):
+    config = tiny_params()
+    horizon = config.label.horizon
+    long = synthetic_file(tmp_path, "long.csv", 300, seed=1)
+    short = synthetic_file(tmp_path, "short.csv", WARMUP_BARS + 20, seed=2)
+    frames = {str(path): load_series(path) for path in (long, short)}
+    data = prepare_dataset(frames, config.label, config.split)
+    assert make_window_sets(data, WindowConfig(seq_len=8, stride=1)).seq_len == 8
+    with pytest.raises(DataError) as raised:
+        make_window_sets(data, WindowConfig(seq_len=30, stride=1))
+    assert str(raised.value) == (
+        f"{short}: only {WARMUP_BARS + 20} bars; too short for warm-up ({WARMUP_BARS}) "
+        f"+ window.seq_len (30) + label.horizon ({horizon}) = {WARMUP_BARS + 30 + horizon}"
+    )
+
+
+def run_stage(project: Project, stage: str) -> subprocess.CompletedProcess:
+    return project.run("python", "-m", f"finseq.stages.{stage}", check=False)
+
+
+def only_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_prepare_stops_on_a_bad_row_with_one_line_and_writes_nothing(project: Project):
+    path = project.path / "data" / "raw" / "series_001.csv"
+    frame = pd.read_csv(path)
+    frame.loc[123, "High"] = frame.loc[123, "Low"] / 2
+    frame.to_csv(path, index=False)
+    line = only_error_line(run_stage(project, "prepare"))
+    assert line.startswith(
+        "error: data/raw/series_001.csv: line 125, column 'High': "
+    ) and line.endswith("is below the Low of the same bar")
+    assert not (project.path / "data" / "prepared").exists()
+    assert not (project.path / "metrics" / "data.json").exists()
+
+
+@pytest.mark.slow
+def test_window_names_the_series_too_short_for_seq_len(project: Project):
+    path = project.path / "data" / "raw" / "series_001.csv"
+    synthetic_ohlcv(WARMUP_BARS + 20, seed=3).to_csv(path, index=False)
+    prepared = run_stage(project, "prepare")
+    assert prepared.returncode == 0, prepared.stderr
+    params = project.read_params()
+    params["window"]["seq_len"] = 30
+    project.write_params(params)
+    line = only_error_line(run_stage(project, "window"))
+    assert line.startswith(
+        f"error: data/raw/series_001.csv: only {WARMUP_BARS + 20} bars; too short for warm-up"
+    )
+    assert "window.seq_len (30)" in line
+    assert not (project.path / "data" / "windows").exists()

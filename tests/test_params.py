@@ -1,0 +1,284 @@
+"""Bad parameters stop a stage before any work, with one line naming the key, value and rule.
+
+Three layers: parse_params/load_params directly; the real stage entry points run as
+subprocesses on a project's params.yaml; and `dvc exp run -S`, the way users mistype them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import Project, make_project, merge, tiny_params_dict
+
+from finseq.errors import ConfigError
+from finseq.params import load_params, parse_params
+
+BAD_PARAMS = [
+    pytest.param(
+        {"model": {"hiden_dim": 32}},
+        ["model.hiden_dim = 32", "not a known parameter", "type, hidden_dim, num_layers, dropout"],
+        id="unknown-key",
+    ),
+    pytest.param(
+        {"train": {"epochs": "ten"}},
+        ["train.epochs = 'ten'", "wrong type", "expected an integer"],
+        id="string-for-int",
+    ),
+    pytest.param(
+        {"train": {"epochs": 2.5}},
+        ["train.epochs = 2.5", "wrong type", "expected an integer"],
+        id="float-for-int",
+    ),
+    pytest.param(
+        {"train": {"learning_rate": True}},
+        ["train.learning_rate = True", "wrong type", "expected a number"],
+        id="bool-for-float",
+    ),
+    pytest.param(
+        {"model": {"type": "transformer"}},
+        ["model.type = 'transformer'", "one of: lstm, gru, linear"],
+        id="unknown-model-type",
+    ),
+    pytest.param(
+        {"window": {"seq_len": 0}},
+        ["window.seq_len = 0", "expected >= 1"],
+        id="zero-seq-len",
+    ),
+    pytest.param(
+        {"train": {"batch_size": -64}},
+        ["train.batch_size = -64", "expected >= 1"],
+        id="negative-batch-size",
+    ),
+    pytest.param(
+        {"split": {"train": 0.0}},
+        ["split.train = 0.0", "expected > 0 and < 1"],
+        id="no-room-for-train",
+    ),
+    pytest.param(
+        {"split": {"train": 0.9, "val": 0.1}},
+        ["split.train + split.val = 0.9 + 0.1", "no room for test", "sum must be < 1"],
+        id="no-room-for-test",
+    ),
+    pytest.param(
+        {"label": {"method": "quantile"}},
+        ["label.method = 'quantile'", "one of: fixed_horizon, triple_barrier"],
+        id="unknown-label-method",
+    ),
+    pytest.param(
+        {"train": {"device": "tpu"}},
+        ["train.device = 'tpu'", "one of: auto, cpu, cuda"],
+        id="unknown-device",
+    ),
+    pytest.param(
+        {"train": {"threads": 0}},
+        ["train.threads = 0", "'auto' or an integer >= 1"],
+        id="zero-threads",
+    ),
+    pytest.param(
+        {"model": {"dropout": 1.0}},
+        ["model.dropout = 1.0", ">= 0 and < 1"],
+        id="dropout-one",
+    ),
+    pytest.param(
+        {"train": {"learning_rate": float("nan")}},
+        ["train.learning_rate = nan", "not NaN"],
+        id="nan-learning-rate",
+    ),
+    pytest.param(
+        {"data": {"files": "data/raw/sp500.csv"}},
+        ["data.files = 'data/raw/sp500.csv'", "expected a list of strings"],
+        id="file-not-in-a-list",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD_PARAMS)
+def test_parse_params_names_the_key_the_value_and_what_is_allowed(overrides, expected):
+    with pytest.raises(ConfigError) as raised:
+        parse_params(tiny_params_dict(**overrides))
+    message = str(raised.value)
+    for fragment in expected:
+        assert fragment in message
+    assert "\n" not in message
+
+
+def test_a_misspelt_section_is_refused_with_the_list_of_sections():
+    raw = tiny_params_dict()
+    raw["modle"] = {"hidden_dim": 32}
+    with pytest.raises(ConfigError, match=r"^modle is not a known section .*model, train"):
+        parse_params(raw)
+
+
+def test_a_missing_key_is_named():
+    raw = tiny_params_dict()
+    del raw["train"]["patience"]
+    with pytest.raises(ConfigError, match=r"^train\.patience is missing from params\.yaml$"):
+        parse_params(raw)
+
+
+def test_load_params_reports_a_missing_file_and_invalid_yaml(tmp_path: Path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "params.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  type: [lstm\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML") as raised:
+        load_params(broken)
+    assert "\n" not in str(raised.value)
+
+
+def test_load_params_reads_exponent_notation_as_a_number_like_dvc_does(tmp_path: Path):
+    """PyYAML alone reads `1e-4` as a string; DVC's YAML 1.2 parser reads a float."""
+    path = tmp_path / "params.yaml"
+    text = yaml.safe_dump(tiny_params_dict(train={"learning_rate": "LR"}))
+    path.write_text(text.replace("learning_rate: LR", "learning_rate: 1e-4"))
+    assert load_params(path).train.learning_rate == pytest.approx(1e-4)
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A project whose pipeline ran once and was committed, so experiments start clean."""
+    project = make_project(tmp_path_factory.mktemp("params") / "repo")
+    project.run("dvc", "repro")
+    project.commit("reproduced")
+    return project
+
+
+@contextmanager
+def params_changed(project: Project, **overrides: dict) -> Iterator[None]:
+    original = (project.path / "params.yaml").read_text()
+    project.write_params(merge(project.read_params(), overrides))
+    try:
+        yield
+    finally:
+        (project.path / "params.yaml").write_text(original)
+
+
+def run_stage(project: Project, stage: str) -> subprocess.CompletedProcess:
+    return project.run("python", "-m", f"finseq.stages.{stage}", check=False)
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit status 2, no traceback, and stderr is exactly one `error: ...` line."""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert result.returncode == 2
+    return lines[0]
+
+
+STAGE_CASES = [
+    pytest.param(
+        "train", {"model": {"hiden_dim": 32}}, ["model.hiden_dim = 32", "hidden_dim"], id="unknown"
+    ),
+    pytest.param(
+        "train", {"train": {"epochs": "ten"}}, ["train.epochs = 'ten'", "an integer"], id="type"
+    ),
+    pytest.param(
+        "train",
+        {"model": {"type": "transformer"}},
+        ["model.type = 'transformer'", "lstm, gru, linear"],
+        id="model-type",
+    ),
+    pytest.param("window", {"window": {"seq_len": 0}}, ["window.seq_len = 0", ">= 1"], id="seq0"),
+    pytest.param(
+        "train", {"train": {"batch_size": -1}}, ["train.batch_size = -1", ">= 1"], id="batch"
+    ),
+    pytest.param(
+        "prepare",
+        {"split": {"train": 0.001}},
+        ["split.train = 0.001", "leave a split empty", "at least one bar"],
+        id="split-no-train",
+    ),
+    pytest.param(
+        "prepare",
+        {"label": {"method": "quantile"}},
+        ["label.method = 'quantile'", "fixed_horizon, triple_barrier"],
+        id="label-method",
+    ),
+    pytest.param(
+        "window",
+        {"window": {"seq_len": 200}},
+        ["window.seq_len = 200", "no val windows", "lower window.seq_len"],
+        id="seq-longer-than-val",
+    ),
+    pytest.param(
+        "window",
+        {"window": {"seq_len": 500}},
+        ["series_000.csv: only 400 bars", "window.seq_len (500)"],
+        id="seq-longer-than-series",
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stage", "overrides", "expected"), STAGE_CASES)
+def test_a_stage_stops_on_a_bad_param_with_one_error_line(reproduced, stage, overrides, expected):
+    with params_changed(reproduced, **overrides):
+        result = run_stage(reproduced, stage)
+    assert_one_error_line(result, *expected)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible, so cuda is allowed")
+def test_train_refuses_cuda_without_a_gpu(reproduced):
+    with params_changed(reproduced, train={"device": "cuda"}):
+        result = run_stage(reproduced, "train")
+    assert_one_error_line(result, "train.device = 'cuda'", "no CUDA GPU", "'auto' or 'cpu'")
+
+
+def restore_last_commit(project: Project) -> None:
+    """What a user does after a failed experiment: params and metrics from git, outs from cache."""
+    project.run("git", "checkout", "--", "params.yaml", "metrics")
+    project.run("dvc", "checkout")
+    assert "up to date" in project.run("dvc", "status").stdout
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_refuses_to_set_a_key_that_params_yaml_lacks(reproduced):
+    """DVC's own check: `-S` may only change keys that exist; nothing runs, nothing changes."""
+    before = (reproduced.path / "params.yaml").read_text()
+    result = reproduced.run("dvc", "exp", "run", "-S", "model.hiden_dim=32", check=False)
+    assert result.returncode != 0
+    assert "Could not override 'model.hiden_dim'" in result.stderr + result.stdout
+    assert "Running stage" not in result.stdout
+    assert (reproduced.path / "params.yaml").read_text() == before
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_adding_a_misspelt_key_fails_in_the_stage_that_reads_it(reproduced):
+    """`-S +model.hiden_dim=32` adds the key; `model` changed, so train reruns and refuses it."""
+    try:
+        result = reproduced.run("dvc", "exp", "run", "-S", "+model.hiden_dim=32", check=False)
+        assert result.returncode != 0
+        assert "Running stage 'train'" in result.stdout
+        output = result.stdout + result.stderr
+        assert "error: model.hiden_dim = 32 is not a known parameter" in output
+        assert "Traceback" not in output
+    finally:
+        restore_last_commit(reproduced)
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_adding_a_misspelt_section_reruns_nothing_but_the_next_stage_refuses_it(
+    reproduced,
+):
+    """No stage declares `modle`, so DVC finds nothing changed and records the experiment.
+
+    DVC cannot catch this; the params file is then refused by whichever stage runs next.
+    """
+    try:
+        result = reproduced.run("dvc", "exp", "run", "-S", "+modle.hidden_dim=32")
+        assert "Running stage" not in result.stdout
+        assert "modle:" in (reproduced.path / "params.yaml").read_text()
+        assert_one_error_line(run_stage(reproduced, "evaluate"), "modle is not a known section")
+    finally:
+        restore_last_commit(reproduced)
