@@ -136,6 +136,15 @@ def make_project(
     return project
 
 
+def reproduced_project(directory: Path) -> Project:
+    """A tiny project whose pipeline ran once and was committed: every output is in git or
+    the DVC cache, so a test can break things and restore them."""
+    project = make_project(directory)
+    project.run("dvc", "repro")
+    project.commit("reproduced")
+    return project
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return make_project(tmp_path / "repo")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Project, make_project
+from conftest import Project, reproduced_project
 
 from finseq.atomic import atomic_path, write_json
 from finseq.checkpoint import save_checkpoint
@@ -100,10 +100,7 @@ def snapshot(project: Project) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A project whose pipeline ran and was committed: every output is in git or the cache."""
-    project = make_project(tmp_path_factory.mktemp("failures") / "repo")
-    project.run("dvc", "repro")
-    project.commit("reproduced")
-    return project
+    return reproduced_project(tmp_path_factory.mktemp("failures") / "repo")
 
 
 @pytest.fixture

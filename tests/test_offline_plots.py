@@ -15,7 +15,7 @@ from configparser import ConfigParser
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_FILES, ROOT, Project, make_project
+from conftest import PROJECT_FILES, ROOT, Project, reproduced_project
 
 TEMPLATE_DIR = ROOT / ".dvc" / "plots"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -124,10 +124,7 @@ def drawn_texts(segment: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def plotted(tmp_path_factory) -> Project:
-    project = make_project(tmp_path_factory.mktemp("plots") / "repo")
-    project.run("dvc", "repro")
-    project.commit("reproduce tiny pipeline")
-    return project
+    return reproduced_project(tmp_path_factory.mktemp("plots") / "repo")
 
 
 @pytest.mark.slow

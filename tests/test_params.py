@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import Project, make_project, merge, tiny_params_dict
+from conftest import Project, merge, reproduced_project, tiny_params_dict
 
 from finseq.errors import ConfigError
 from finseq.params import load_params, parse_params
@@ -143,10 +143,7 @@ def test_load_params_reads_exponent_notation_as_a_number_like_dvc_does(tmp_path:
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A project whose pipeline ran once and was committed, so experiments start clean."""
-    project = make_project(tmp_path_factory.mktemp("params") / "repo")
-    project.run("dvc", "repro")
-    project.commit("reproduced")
-    return project
+    return reproduced_project(tmp_path_factory.mktemp("params") / "repo")
 
 
 @contextmanager

@@ -9,7 +9,6 @@ would break byte-for-byte reproducibility) next to a meta.json.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from finseq.atomic import atomic_path
-from finseq.errors import ConfigError, DataError
+from finseq.errors import ConfigError, DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
 from finseq.labels import make_labels
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
@@ -26,11 +25,6 @@ from finseq.windows import window_ends
 
 CLASS_LABELS = (-1, 0, 1)
 ARRAYS = ("features", "labels", "is_sample", "series", "split", "timestamps")
-
-
-def note(message: str) -> None:
-    """A remark the user should see, which does not stop the stage."""
-    print(f"note: {message}", file=sys.stderr)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from finseq.errors import ConfigError
+from finseq.errors import ConfigError, note
 from finseq.params import TrainConfig
 from finseq.windows import gather_windows, window_offsets
 
@@ -53,6 +53,16 @@ def resolve_threads(requested: int | str, cwd: str | Path | None = None) -> int:
     if requested != "auto":
         return int(requested)
     return 1 if in_dvc_temp_workspace(cwd) else usable_cores()
+
+
+def has_native_bf16(device: torch.device) -> bool | None:
+    """Whether `device` computes bf16 in hardware; None when torch cannot tell."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -219,6 +229,11 @@ def configure_torch(config: TrainConfig) -> torch.device:
     """Device, CPU threads and deterministic kernels for one run; returns the device."""
     device = resolve_device(config.device)
     torch.set_num_threads(resolve_threads(config.threads))
+    if config.precision == "bf16" and has_native_bf16(device) is False:
+        note(
+            f"train.precision = 'bf16' but this {device.type} has no native bf16 support; "
+            "it is emulated and likely slower than 'fp32' here"
+        )
     # CPU kernels are deterministic; on CUDA some (e.g. cuDNN RNN backward) are not, so warn only.
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     return device
