@@ -38,13 +38,16 @@ def test_fit_learns_a_learnable_problem_and_restores_its_best_epoch():
     torch.manual_seed(0)
     model = build_model(ModelConfig("gru", 16, 1, 0.0), n_features=3)
     seen = []
-    result = fit(model, learnable_data(), train_config(epochs=15, learning_rate=0.01), seen.append)
+    config = train_config(epochs=15, learning_rate=0.01)
+    result = fit(model, learnable_data(), config, seen.append)
     assert [epoch.epoch for epoch in seen] == list(range(1, result.epochs_run + 1))
     assert seen[-1].val_accuracy > 0.9
     best = min(seen, key=lambda epoch: epoch.val_loss)
     assert result.best_epoch == best.epoch
     data = learnable_data()
-    logits = predict_logits(model, data.features, data.val_ends, data.seq_len, 1000)
+    logits = predict_logits(
+        model, data.features, data.val_ends, data.seq_len, 1000, config.precision
+    )
     restored_loss = torch.nn.functional.cross_entropy(logits, data.classes[data.val_ends])
     assert float(restored_loss) == pytest.approx(best.val_loss, rel=1e-5)
 

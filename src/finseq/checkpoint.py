@@ -20,11 +20,11 @@ from torch import nn
 
 from finseq.atomic import atomic_path
 from finseq.errors import ConfigError, DataError
+from finseq.labels import CLASS_LABELS
 from finseq.models import build_model
 from finseq.params import ModelConfig, parse_section
 
 FORMAT_VERSION = 1
-CLASS_LABELS = [-1, 0, 1]  # class index i predicts label CLASS_LABELS[i]
 REQUIRED_KEYS = (
     "format_version",
     "state_dict",

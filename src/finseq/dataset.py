@@ -18,12 +18,11 @@ import pandas as pd
 from finseq.atomic import atomic_path
 from finseq.errors import ConfigError, DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
-from finseq.labels import make_labels
+from finseq.labels import CLASS_LABELS, make_labels
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
 from finseq.split import SPLIT_NAMES, TRAIN, assign_split, cut_dates, purge_mask
 from finseq.windows import window_ends
 
-CLASS_LABELS = (-1, 0, 1)
 ARRAYS = ("features", "labels", "is_sample", "series", "split", "timestamps")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-NUM_CLASSES = 3
+from finseq.labels import CLASS_LABELS, NUM_CLASSES
 
 
 def class_prior(train_classes: np.ndarray) -> np.ndarray:
@@ -75,3 +75,10 @@ def split_metrics(
         "majority_accuracy": float(np.mean(classes == majority)),
         "skill": 1.0 - loss / prior_loss,
     }
+
+
+def confusion_csv(classes: np.ndarray, predicted: np.ndarray) -> str:
+    """One `actual,predicted` row of labels per sample: the input of DVC's confusion template."""
+    labels = np.asarray(CLASS_LABELS)
+    rows = np.char.add(np.char.add(labels[classes].astype(str), ","), labels[predicted].astype(str))
+    return "\n".join(["actual,predicted", *rows.tolist()]) + "\n"

@@ -18,6 +18,10 @@ import pandas as pd
 
 from finseq.params import LabelConfig
 
+# Class index i of every model's output stands for label CLASS_LABELS[i]: class = label + 1.
+CLASS_LABELS = (-1, 0, 1)
+NUM_CLASSES = len(CLASS_LABELS)
+
 
 def trailing_volatility(close: np.ndarray, vol_window: int) -> np.ndarray:
     """Std of the `vol_window` one-bar log returns ending at each bar; NaN until defined."""

@@ -12,9 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from finseq.labels import NUM_CLASSES
 from finseq.params import ModelConfig
-
-NUM_CLASSES = 3
 
 
 class RecurrentClassifier(nn.Module):

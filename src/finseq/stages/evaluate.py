@@ -4,9 +4,10 @@ import numpy as np
 import torch
 
 from finseq.atomic import write_json, write_text
-from finseq.checkpoint import CLASS_LABELS, load_checkpoint
+from finseq.checkpoint import load_checkpoint
 from finseq.dataset import PreparedData, WindowSets
-from finseq.evaluate import class_prior, split_metrics
+from finseq.errors import DataError
+from finseq.evaluate import class_prior, confusion_csv, split_metrics
 from finseq.params import load_params
 from finseq.stages import (
     CONFUSION_FILE,
@@ -25,34 +26,33 @@ def main() -> None:
     data = PreparedData.load(PREPARED_DIR)
     windows = WindowSets.load(WINDOWS_DIR)
     model, checkpoint = load_checkpoint(MODEL_FILE, device)
+    if (
+        checkpoint["seq_len"] != windows.seq_len
+        or checkpoint["feature_names"] != data.meta["feature_names"]
+    ):
+        raise DataError(f"{MODEL_FILE} was trained on other windows or features; run `dvc repro`")
     features = torch.as_tensor(data.features, device=device)
     classes = data.labels.astype(np.int64) + 1
     prior = class_prior(classes[windows.ends["train"]])
-    metrics, predictions = {}, {}
+    metrics, predicted = {}, {}
     for split in ("val", "test"):
-        ends = windows.ends[split]
-        ends_tensor = torch.as_tensor(ends, device=device)
+        ends = torch.as_tensor(windows.ends[split], device=device)
         logits = (
             predict_logits(
                 model,
                 features,
-                ends_tensor,
-                checkpoint["seq_len"],
+                ends,
+                windows.seq_len,
                 params.evaluate.batch_size,
                 params.train.precision,
             )
             .cpu()
             .numpy()
         )
-        metrics[split] = split_metrics(logits, classes[ends], prior)
-        predictions[split] = logits.argmax(axis=1)
+        metrics[split] = split_metrics(logits, classes[windows.ends[split]], prior)
+        predicted[split] = logits.argmax(axis=1)
     write_json(EVAL_METRICS, metrics)
-    test_classes = classes[windows.ends["test"]]
-    rows = [
-        f"{CLASS_LABELS[a]},{CLASS_LABELS[p]}"
-        for a, p in zip(test_classes, predictions["test"], strict=True)
-    ]
-    write_text(CONFUSION_FILE, "\n".join(["actual,predicted", *rows]) + "\n")
+    write_text(CONFUSION_FILE, confusion_csv(classes[windows.ends["test"]], predicted["test"]))
 
 
 if __name__ == "__main__":
