@@ -7,7 +7,6 @@ this directory on sys.path; tests add it themselves.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import resource
 import shutil
@@ -27,22 +26,16 @@ from finseq.params import Params, parse_params
 from finseq.training import usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-# What a git + DVC copy of the pipeline needs besides its data and params.yaml.
-PROJECT_FILES = ("dvc.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore")
+# The tests' helpers build the same temporary git + DVC copies of the pipeline.
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import (  # noqa: E402
+    copy_pipeline_files,
+    default_params_dict,
+    dvc_environment,
+    merge,
+)
+
 MB = 1e6
-
-
-def default_params_dict() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
-def merge(base: dict, overrides: dict) -> dict:
-    """`base` with `overrides` ({section: {key: value}}) applied, as a new dict."""
-    merged = json.loads(json.dumps(base))
-    for section, values in overrides.items():
-        merged.setdefault(section, {}).update(values)
-    return merged
 
 
 def default_params(**overrides: dict) -> Params:
@@ -153,34 +146,18 @@ def write_json(path: str | Path | None, payload: dict) -> None:
 
 
 def subprocess_environment(home: Path) -> dict[str, str]:
-    """Environment for stage and dvc subprocesses: this venv first on PATH, no analytics,
-    private DVC config dirs, and each workspace's own `src` first on the import path."""
-    env = dict(os.environ)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    for name in ("DVC_SITE_CACHE_DIR", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
-        directory = home / name.lower()
-        directory.mkdir(parents=True, exist_ok=True)
-        env[name] = str(directory)
-    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "finseq benchmarks"
-    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "benchmarks@finseq.invalid"
-    env["PYTHONUNBUFFERED"] = "1"
+    """The tests' environment for dvc subprocesses (venv first on PATH, no analytics, private
+    DVC config), with each workspace's own `src` first on the import path."""
+    env = dvc_environment(home)
     # Relative, so that DVC's temporary experiment workspaces import their own copy.
     env["PYTHONPATH"] = "src"
     return env
 
 
 def copy_pipeline(directory: Path, params: dict, raw_files: Sequence[Path]) -> None:
-    """Copies dvc.yaml, the package and `raw_files` (into data/raw, unless they are there
-    already) and writes `params`, whose data.files are pointed at data/raw."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        target = directory / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target)
-    shutil.copytree(
-        ROOT / "src", directory / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
+    """Copies the pipeline and `raw_files` (into data/raw, unless they are there already) and
+    writes `params`, whose data.files are pointed at data/raw."""
+    copy_pipeline_files(directory)
     raw_dir = directory / "data" / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
     for path in raw_files:

@@ -111,10 +111,8 @@ class Project:
         self.run("git", "commit", "-q", "-m", message)
 
 
-def make_project(
-    directory: Path, params: dict | None = None, n_series: int = 2, n_bars: int = 400
-) -> Project:
-    """Copies the pipeline into `directory`, writes tiny data and params, and commits."""
+def copy_pipeline_files(directory: Path) -> None:
+    """Copies what a project needs besides data and params: dvc.yaml, DVC config, the package."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         target = directory / name
@@ -123,6 +121,13 @@ def make_project(
     shutil.copytree(
         ROOT / "src", directory / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
+
+
+def make_project(
+    directory: Path, params: dict | None = None, n_series: int = 2, n_bars: int = 400
+) -> Project:
+    """Copies the pipeline into `directory`, writes tiny data and params, and commits."""
+    copy_pipeline_files(directory)
     files = write_panel(directory / "data" / "raw", n_series=n_series, n_bars=n_bars, seed=7)
     params = params or tiny_params_dict()
     params["data"]["files"] = [str(path.relative_to(directory)) for path in files]
