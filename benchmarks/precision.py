@@ -34,7 +34,7 @@ from benchlib import (
 from finseq.evaluate import class_prior, split_metrics
 from finseq.models import build_model
 from finseq.params import Params
-from finseq.training import TrainingData, fit, predict_logits, resolve_threads
+from finseq.training import TrainingData, configure_torch, fit, predict_logits
 
 PRECISIONS = ("fp32", "bf16")
 COMPARED = [
@@ -248,8 +248,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     params = default_params()
-    torch.set_num_threads(resolve_threads(params.train.threads))
-    torch.use_deterministic_algorithms(True)
+    configure_torch(params.train)
     dataset = build_dataset(params)
     if args.max_windows:
         dataset = first_train_windows(dataset, args.max_windows)

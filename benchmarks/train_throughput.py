@@ -272,6 +272,7 @@ def run_worker(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     # As finseq.training.configure_torch does for the train stage.
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    torch.set_flush_denormal(True)
     if device.type == "cuda":
         # warn_only reports every nondeterministic CUDA kernel; the train stage accepts them.
         warnings.filterwarnings("ignore", message=".*deterministic.*")

@@ -129,6 +129,17 @@ def test_a_split_no_series_can_fill_with_one_window_is_a_config_error_naming_seq
     with pytest.raises(ConfigError) as raised:
         make_window_sets(data, WindowConfig(seq_len=30, stride=1))
     assert str(raised.value) == (
-        "window.seq_len = 30 leaves no val windows: the longest val stretch of any series "
-        "has 24 rows after warm-up; lower window.seq_len or widen the split"
+        "window.seq_len = 30 (window.stride = 1) leaves no val windows: the longest val stretch "
+        "of any series has 24 rows after warm-up; lower window.seq_len or widen the split"
     )
+
+
+def test_a_split_whose_every_sample_is_purged_names_horizon_embargo_and_vol_window():
+    frames = {"full.csv": frame_on(CALENDAR, seed=1)}
+    narrow_val = SplitConfig(train=0.7, val=0.03, embargo=30)  # val: 24 rows < horizon + 30
+    with pytest.raises(ConfigError) as raised:
+        prepare_dataset(frames, LABEL, narrow_val)
+    message = str(raised.value)
+    assert message.startswith("no val samples are left of 24 val rows")
+    assert f"label.horizon ({LABEL.horizon}) + split.embargo (30)" in message
+    assert f"label.vol_window ({LABEL.vol_window})" in message

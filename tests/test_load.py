@@ -242,6 +242,26 @@ def test_intraday_timestamps_with_time_zones_become_naive_utc(tmp_path: Path):
     ]
 
 
+def test_separate_date_and_time_columns_are_joined(tmp_path: Path):
+    rows = [["2020-03-02", f"09:3{minute}", "10", "11", "9", "10.5", "5"] for minute in range(3)]
+    frame = load_series(write_csv(tmp_path, rows, header=["Date", "Time", *HEADER[1:]]))
+    assert list(frame.index) == [pd.Timestamp(f"2020-03-02 09:3{minute}") for minute in range(3)]
+
+
+def test_a_time_without_a_date_is_refused_rather_than_dated_today(tmp_path: Path):
+    rows = [[f"09:3{minute}", "10", "11", "9", "10.5", "5"] for minute in range(3)]
+    with pytest.raises(DataError) as raised:
+        load_series(write_csv(tmp_path, rows, header=["Time", *HEADER[1:]]))
+    assert str(raised.value).endswith("line 2, column 'Time': '09:30' has a time but no date")
+
+
+def test_unparseable_stamps_give_one_error_and_no_pandas_warning(tmp_path: Path, recwarn):
+    rows = [[str(1577836800 + 86400 * day), "10", "11", "9", "10.5", "5"] for day in range(3)]
+    with pytest.raises(DataError, match=r"line 2, column 'Date': '1577836800' is not a date"):
+        load_series(write_csv(tmp_path, rows))
+    assert not [warning for warning in recwarn if issubclass(warning.category, UserWarning)]
+
+
 def test_gaps_in_dates_are_kept_as_they_are(tmp_path: Path):
     rows = good_rows()
     rows[3][0], rows[4][0], rows[5][0] = "2020-02-03", "2020-02-10", "2021-01-04"

@@ -77,7 +77,7 @@ BAD_PARAMS = [
     ),
     pytest.param(
         {"train": {"threads": 0}},
-        ["train.threads = 0", "'auto' or an integer >= 1"],
+        ["train.threads = 0", "'auto' or an integer from 1 to 1024"],
         id="zero-threads",
     ),
     pytest.param(
@@ -87,8 +87,23 @@ BAD_PARAMS = [
     ),
     pytest.param(
         {"train": {"learning_rate": float("nan")}},
-        ["train.learning_rate = nan", "not NaN"],
+        ["train.learning_rate = nan", "a finite number"],
         id="nan-learning-rate",
+    ),
+    pytest.param(
+        {"train": {"learning_rate": 1e300}},
+        ["train.learning_rate = 1e+300", "a finite number of magnitude <= 1e+30"],
+        id="huge-learning-rate",
+    ),
+    pytest.param(
+        {"train": {"seed": 2**64}},
+        ["train.seed = 18446744073709551616", "an integer of magnitude <= 2147483647"],
+        id="huge-seed",
+    ),
+    pytest.param(
+        {"model": {"hidden_dim": 100_000}},
+        ["model.hidden_dim = 100000", ">= 1 and <= 8192"],
+        id="huge-hidden-dim",
     ),
     pytest.param(
         {"data": {"files": "data/raw/sp500.csv"}},
@@ -130,6 +145,16 @@ def test_load_params_reports_a_missing_file_and_invalid_yaml(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML") as raised:
         load_params(broken)
     assert "\n" not in str(raised.value)
+
+
+def test_load_params_reports_a_path_that_is_not_a_readable_text_file(tmp_path: Path):
+    (tmp_path / "params.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"params\.yaml: cannot be read as text"):
+        load_params(tmp_path / "params.yaml")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00model")
+    with pytest.raises(ConfigError, match=r"binary\.yaml: cannot be read as text"):
+        load_params(binary)
 
 
 def test_load_params_reads_exponent_notation_as_a_number_like_dvc_does(tmp_path: Path):

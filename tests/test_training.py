@@ -96,6 +96,17 @@ def test_divergence_is_reported_as_a_parameter_problem():
         fit(model, poisoned, train_config(epochs=2, grad_clip=0.0))
 
 
+def test_a_validation_loss_that_is_never_finite_is_reported_as_divergence():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("linear", 4, 1, 0.0), n_features=3)
+    data = learnable_data()
+    features = data.features.clone()
+    features[data.val_ends] = float("nan")
+    poisoned = dataclasses.replace(data, features=features)
+    with pytest.raises(ConfigError, match="the validation loss was never finite"):
+        fit(model, poisoned, train_config(epochs=2))
+
+
 def test_threads_auto_is_one_inside_dvc_temporary_workspaces_and_all_cores_elsewhere(tmp_path):
     queued = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
     assert in_dvc_temp_workspace(queued)

@@ -54,14 +54,22 @@ class PreparedData:
     @classmethod
     def load(cls, directory: str | Path, *, mmap: bool = False) -> PreparedData:
         directory = Path(directory)
-        if not (directory / "meta.json").is_file():
-            raise DataError(f"{directory}: no prepared data here; run `dvc repro prepare` first")
+        _require_files(directory, [*(f"{name}.npy" for name in ARRAYS), "meta.json"], "prepare")
         mode = "r" if mmap else None
         arrays = {
             name: np.load(directory / f"{name}.npy", allow_pickle=False, mmap_mode=mode)
             for name in ARRAYS
         }
         return cls(**arrays, meta=json.loads((directory / "meta.json").read_text()))
+
+
+def _require_files(directory: Path, names: list[str], stage: str) -> None:
+    missing = [name for name in names if not (directory / name).is_file()]
+    if missing:
+        raise DataError(
+            f"{directory}: missing {', '.join(missing)}; run `dvc repro {stage}` "
+            "(or `dvc checkout`) first"
+        )
 
 
 def series_name(path: str) -> str:
@@ -134,6 +142,9 @@ def prepare_dataset(
             f"split.train = {split_config.train} leaves no training rows after the "
             f"{WARMUP_BARS}-bar warm-up of each series; raise split.train"
         )
+    _check_every_split_has_samples(
+        stacked["split"], stacked["is_sample"], label_config, split_config
+    )
     scaler = StandardScaler.fit(raw_features[train_rows])
     meta = {
         "files": list(files),
@@ -150,6 +161,21 @@ def prepare_dataset(
     data = PreparedData(features=scaler.transform(raw_features), meta=meta, **stacked)
     _note_empty_splits(data)
     return data
+
+
+def _check_every_split_has_samples(
+    split: np.ndarray, is_sample: np.ndarray, label_config: LabelConfig, split_config: SplitConfig
+) -> None:
+    """A split whose every bar is purged or unlabelled: name the params that did it."""
+    for split_code, split_name in enumerate(SPLIT_NAMES):
+        rows = int((split == split_code).sum())
+        if rows and not (is_sample & (split == split_code)).any():
+            raise ConfigError(
+                f"no {split_name} samples are left of {rows} {split_name} rows: each needs "
+                f"label.horizon ({label_config.horizon}) + split.embargo ({split_config.embargo}) "
+                f"bars after it inside the split and label.vol_window ({label_config.vol_window}) "
+                "bars before it; lower those or widen the split"
+            )
 
 
 def _counts_by_series_and_split(series: np.ndarray, split: np.ndarray, n_series: int) -> np.ndarray:
@@ -205,8 +231,7 @@ class WindowSets:
     @classmethod
     def load(cls, directory: str | Path) -> WindowSets:
         directory = Path(directory)
-        if not (directory / "meta.json").is_file():
-            raise DataError(f"{directory}: no window data here; run `dvc repro window` first")
+        _require_files(directory, [*(f"{name}.npy" for name in SPLIT_NAMES), "meta.json"], "window")
         meta = json.loads((directory / "meta.json").read_text())
         ends = {
             name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in SPLIT_NAMES
@@ -232,9 +257,10 @@ def make_window_sets(data: PreparedData, config: WindowConfig) -> WindowSets:
     for split_code, split_name in enumerate(SPLIT_NAMES):
         if windows[:, split_code].sum() == 0:
             raise ConfigError(
-                f"window.seq_len = {config.seq_len} leaves no {split_name} windows: the longest "
-                f"{split_name} stretch of any series has {rows[:, split_code].max()} rows after "
-                "warm-up; lower window.seq_len or widen the split"
+                f"window.seq_len = {config.seq_len} (window.stride = {config.stride}) leaves no "
+                f"{split_name} windows: the longest {split_name} stretch of any series has "
+                f"{rows[:, split_code].max()} rows after warm-up; lower window.seq_len or "
+                "widen the split"
             )
     for code, split_code in np.argwhere(windows == 0):
         note(

@@ -1,8 +1,9 @@
 """Raw OHLCV CSV → validated frame, one series per file.
 
-Every data problem the pipeline rejects is raised here, as a DataError naming
-the file, the column and the first offending line (the header is line 1).
-A few harmless vendor quirks are repaired instead; see `load_series`.
+Every problem within one file is raised here, as a DataError naming the file, the
+column and the first offending line (the header is line 1); problems of a series as a
+whole (too short for the windows) are raised by finseq.dataset. A few harmless vendor
+quirks are repaired instead; see `load_series`.
 """
 
 from __future__ import annotations
@@ -53,10 +54,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a CSV file (it contains binary data)")
     try:
         header = pd.read_csv(path, nrows=0)
-        date_column = next(
-            (col for col in header.columns if _normalise(col) in DATE_COLUMN_NAMES), None
-        )
-        dtypes = {date_column: str} if date_column is not None else None
+        dtypes = {col: str for col in header.columns if _normalise(col) in DATE_COLUMN_NAMES}
         with warnings.catch_warnings():
             # index_col=False keeps a trailing comma on every row from shifting the columns
             # one to the right; pandas then drops surplus fields with only a warning.
@@ -96,6 +94,9 @@ def _find_columns(path: Path, frame: pd.DataFrame) -> dict[str, str]:
             f"columns are: {', '.join(map(str, frame.columns))}"
         )
     columns = {"date": by_normalised[date_key]}
+    if date_key == "date" and "time" in by_normalised:
+        # Intraday exports often split the stamp into a Date and a Time column.
+        columns["time"] = by_normalised["time"]
     for name in (*OHLCV_COLUMNS, ADJ_CLOSE):
         if name in by_normalised:
             columns[name] = by_normalised[name]
@@ -121,12 +122,31 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
     return array
 
 
-def _timestamps(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
-    """Parses dates or date-times; zone-aware values are converted to UTC, then made naive."""
-    raw = frame[column]
-    parsed = pd.to_datetime(raw, utc=True, errors="coerce")
+TIME_WITHOUT_DATE = r"^\s*\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?\s*([AaPp][Mm])?\s*$"
+
+
+def _parse_stamps(raw: pd.Series, **options: str) -> pd.Series:
+    with warnings.catch_warnings():
+        # pandas warns when it cannot infer one format; the NaT it returns is reported below.
+        warnings.simplefilter("ignore", UserWarning)
+        return pd.to_datetime(raw, utc=True, errors="coerce", **options)
+
+
+def _timestamps(path: Path, frame: pd.DataFrame, raw: pd.Series, column: str) -> np.ndarray:
+    """Parses dates or date-times; zone-aware values are converted to UTC, then made naive.
+
+    A time with no date ('09:30') is rejected: pandas would silently give it today's date.
+    """
+    time_only = raw.astype(str).str.match(TIME_WITHOUT_DATE).to_numpy()
+    if time_only.any():
+        position = int(np.argmax(time_only))
+        raise DataError(
+            f"{path}: line {_line(frame, position)}, column {column!r}: "
+            f"{raw.iloc[position]!r} has a time but no date"
+        )
+    parsed = _parse_stamps(raw)
     if parsed.isna().any():
-        parsed = pd.to_datetime(raw, utc=True, errors="coerce", format="mixed")
+        parsed = _parse_stamps(raw, format="mixed")
     if parsed.isna().any():
         position = int(np.argmax(parsed.isna().to_numpy()))
         value = raw.iloc[position]
@@ -165,12 +185,14 @@ def load_series(path: str | Path) -> pd.DataFrame:
     """Reads one OHLCV CSV and returns a frame indexed by timestamp.
 
     Columns of the result: open, high, low, close, volume (float64). Column names are
-    matched ignoring case, spaces and underscores. Rejected: see the DataError
-    messages below. Repaired, with a note on stderr:
+    matched ignoring case, spaces and underscores; separate Date and Time columns are
+    joined. Rejected: see the DataError messages below. Repaired:
       - if an Adj Close column is present, Open/High/Low/Close are multiplied by
-        Adj Close / Close so that splits and dividends do not appear as returns;
+        Adj Close / Close so that splits and dividends do not appear as returns
+        (volume is left as reported);
       - a High below max(Open, Close) is raised to it, a Low above min(Open, Close)
-        is lowered to it (a common vendor rounding glitch; High < Low is rejected).
+        is lowered to it, with a note on stderr (a common vendor rounding glitch;
+        High < Low is rejected).
     """
     path = Path(path)
     frame = _read_csv(path)
@@ -178,7 +200,11 @@ def load_series(path: str | Path) -> pd.DataFrame:
     columns = _find_columns(path, frame)
     if len(frame) == 0:
         raise DataError(f"{path}: has a header but no data rows")
-    values = {name: _numeric(path, frame, columns[name]) for name in columns if name != "date"}
+    values = {
+        name: _numeric(path, frame, columns[name])
+        for name in columns
+        if name not in ("date", "time")
+    }
     for name in (*PRICE_COLUMNS, ADJ_CLOSE):
         if name in values:
             price = values[name]
@@ -189,7 +215,12 @@ def load_series(path: str | Path) -> pd.DataFrame:
     _reject_first(
         path, frame, high < low, columns["high"], high, "is below the Low of the same bar"
     )
-    stamps = _timestamps(path, frame, columns["date"])
+    stamp_text = frame[columns["date"]]
+    stamp_column = columns["date"]
+    if "time" in columns:
+        stamp_text = stamp_text + " " + frame[columns["time"]]
+        stamp_column = f"{columns['date']} + {columns['time']}"
+    stamps = _timestamps(path, frame, stamp_text, stamp_column)
 
     if ADJ_CLOSE in values:
         factor = values[ADJ_CLOSE] / values["close"]

@@ -21,6 +21,10 @@ from finseq.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
 
+# Every number must fit the 32-bit types torch and numpy compute with.
+LARGEST_INTEGER = 2**31 - 1
+LARGEST_NUMBER = 1e30
+
 # A rule takes a parsed value and returns None when it is allowed, else a
 # phrase describing what is allowed ("an integer >= 1").
 Rule = Callable[[Any], str | None]
@@ -49,10 +53,10 @@ def _rule(check: Rule | None = None) -> Any:
     return field(metadata={"rule": check})
 
 
-def _positive_int_or_auto(v: Any) -> str | None:
-    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+def _threads(v: Any) -> str | None:
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024):
         return None
-    return "'auto' or an integer >= 1"
+    return "'auto' or an integer from 1 to 1024"
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,8 @@ class WindowConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     type: str = _rule(_one_of("lstm", "gru", "linear"))
-    hidden_dim: int = _rule(_at_least(1))
-    num_layers: int = _rule(_at_least(1))
+    hidden_dim: int = _rule(_between(1, 8192))
+    num_layers: int = _rule(_between(1, 32))
     dropout: float = _rule(_between(0, 1, high_open=True))
 
 
@@ -99,13 +103,13 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = _rule(_at_least(1))
     batch_size: int = _rule(_at_least(1))
-    learning_rate: float = _rule(_between(0, math.inf, low_open=True, high_open=True))
+    learning_rate: float = _rule(_between(0, 10, low_open=True))
     weight_decay: float = _rule(_at_least(0))
     grad_clip: float = _rule(_at_least(0))
     patience: int = _rule(_at_least(1))
     seed: int = _rule(_at_least(0))
     device: str = _rule(_one_of("auto", "cpu", "cuda"))
-    threads: int | str = _rule(_positive_int_or_auto)
+    threads: int | str = _rule(_threads)
     precision: str = _rule(_one_of("fp32", "bf16"))
 
 
@@ -150,8 +154,16 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
         )
     if annotation == "float":
         value = float(value)
-        if math.isnan(value):
-            raise ConfigError(f"{key} = {value!r} is not allowed: expected a number, not NaN")
+        if not math.isfinite(value) or abs(value) > LARGEST_NUMBER:
+            raise ConfigError(
+                f"{key} = {value!r} is not allowed: expected a finite number of magnitude "
+                f"<= {LARGEST_NUMBER:g}"
+            )
+    if isinstance(value, int) and not -LARGEST_INTEGER <= value <= LARGEST_INTEGER:
+        raise ConfigError(
+            f"{key} = {value!r} is not allowed: expected an integer of magnitude "
+            f"<= {LARGEST_INTEGER}"
+        )
     if annotation == "tuple[str, ...]":
         value = tuple(value)
     return value
@@ -229,6 +241,8 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (run from the repository root)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as text ({exc})") from None
     try:
         raw = yaml.load(text, Loader=_ParamsLoader)
     except yaml.YAMLError as exc:
