@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader
 
 from finseq.models import build_model
 from finseq.params import ModelConfig, TrainConfig
-from finseq.training import TrainingData, autocast, fit, usable_cores
+from finseq.training import TrainingData, autocast, fit, set_numerics, usable_cores
 from finseq.windows import gather_windows, window_offsets
 
 GATES = {"lstm": 4, "gru": 3}
@@ -270,9 +270,7 @@ def run_worker(args: argparse.Namespace) -> dict:
     threads = args.threads[0]
     torch.set_num_threads(threads)
     device = torch.device(args.device)
-    # As finseq.training.configure_torch does for the train stage.
-    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
-    torch.set_flush_denormal(True)
+    set_numerics(device)  # as finseq.training.configure_torch does for the train stage
     if device.type == "cuda":
         # warn_only reports every nondeterministic CUDA kernel; the train stage accepts them.
         warnings.filterwarnings("ignore", message=".*deterministic.*")

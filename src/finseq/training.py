@@ -230,20 +230,28 @@ def fit(
     )
 
 
-def configure_torch(config: TrainConfig) -> torch.device:
-    """Device, CPU threads and deterministic kernels for one run; returns the device."""
-    device = resolve_device(config.device)
-    torch.set_num_threads(resolve_threads(config.threads))
+def set_numerics(device: torch.device) -> None:
+    """Deterministic kernels and flushed denormals, for every run of a model."""
     # Gradients through saturated gates can become denormal floats, which x86 CPUs handle
     # many times slower; flushing them (|x| < 1.2e-38) to zero changes nothing that matters.
+    # NumPy computes its float limits lazily and warns if it first does so after the flush.
+    for dtype in (np.float32, np.float64):
+        np.finfo(dtype)
     torch.set_flush_denormal(True)
+    # CPU kernels are deterministic; on CUDA some (e.g. cuDNN RNN backward) are not, so warn only.
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+
+
+def configure_torch(config: TrainConfig) -> torch.device:
+    """Device, CPU threads and numerics for one run; returns the device."""
+    device = resolve_device(config.device)
+    torch.set_num_threads(resolve_threads(config.threads))
+    set_numerics(device)
     if config.precision == "bf16" and has_native_bf16(device) is False:
         note(
             f"train.precision = 'bf16' but this {device.type} has no native bf16 support; "
             "it is emulated and likely slower than 'fp32' here"
         )
-    # CPU kernels are deterministic; on CUDA some (e.g. cuDNN RNN backward) are not, so warn only.
-    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     return device
 
 
