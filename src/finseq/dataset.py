@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finseq.atomic import atomic_path
+from finseq.atomic import atomic_path, write_json
 from finseq.errors import ConfigError, DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
 from finseq.labels import CLASS_LABELS, make_labels
@@ -47,9 +47,7 @@ class PreparedData:
         with atomic_path(directory, directory=True) as temporary:
             for name in ARRAYS:
                 np.save(temporary / f"{name}.npy", getattr(self, name), allow_pickle=False)
-            (temporary / "meta.json").write_text(
-                json.dumps(self.meta, indent=2, sort_keys=True) + "\n"
-            )
+            write_json(temporary / "meta.json", self.meta)
 
     @classmethod
     def load(cls, directory: str | Path, *, mmap: bool = False) -> PreparedData:
@@ -226,7 +224,7 @@ class WindowSets:
         with atomic_path(directory, directory=True) as temporary:
             for name, ends in self.ends.items():
                 np.save(temporary / f"{name}.npy", ends, allow_pickle=False)
-            (temporary / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            write_json(temporary / "meta.json", meta)
 
     @classmethod
     def load(cls, directory: str | Path) -> WindowSets:
