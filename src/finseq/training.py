@@ -171,10 +171,11 @@ def fit(
 
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = torch.randperm(n_train, generator=shuffle).to(device)
+        # One gather per epoch puts the window ends in shuffled order; a batch is then a view.
+        shuffled_ends = data.train_ends[torch.randperm(n_train, generator=shuffle).to(device)]
         loss_sum = torch.zeros((), device=device)
         for start in range(0, n_train, config.batch_size):
-            ends = data.train_ends[order[start : start + config.batch_size]]
+            ends = shuffled_ends[start : start + config.batch_size]
             with autocast(device, config.precision):
                 logits = model(gather_windows(data.features, ends, offsets))
             loss = functional.cross_entropy(logits.float(), data.classes[ends])
