@@ -1,7 +1,7 @@
 """Scaling of prepare, window and one training epoch with the number of bars, and their memory.
 
     python benchmarks/scaling.py                              # 50x5000 and 500x5000 bars
-    python benchmarks/scaling.py --sizes 5x2000 10x2000       # smoke run
+    python benchmarks/scaling.py --sizes 5x2000 10x2000 --repeats 1   # smoke run
 
 For each size (series x bars per series) it writes a synthetic panel
 (finseq.synthetic.write_panel, the raw CSV format) into a temporary copy of the
@@ -12,6 +12,16 @@ subprocess, so that each stage's wall time and peak RSS (os.wait4's rusage of th
 child alone) are its own. A stage's wall time includes starting Python and importing
 its modules; a three-line driver around the stage's own `run_stage(main)` also times
 the import and the work apart, and time per bar is the work's.
+
+The sizes are run interleaved, not one after the other (see run_sizes), because
+this machine's speed drifts over minutes.
+
+A stage's work has a fixed part (reading params.yaml, first calls into NumPy and
+torch, creating output files) besides its per-bar part. The same stages on a
+minimal panel (--baseline, 2 x 1,000 bars) measure that fixed part, and the net
+time per bar, (work - baseline work) / (bars - baseline bars), is what should stay
+flat as the panel grows. Prepare and window run --repeats times per size, train
+twice but once at the largest size (median work, largest peak RSS).
 Targets (issue 5): window outputs <= 1.1x the feature matrix bytes + 8 bytes per
 window; time per bar flat within 20% between the sizes; every stage's peak RSS
 under 4 GB at the largest size.
@@ -23,11 +33,12 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +83,18 @@ class StageRun:
     peak_rss_bytes: int
 
 
+def summarise(runs: list[StageRun]) -> dict:
+    """Median times and the largest peak RSS over repeated runs of one stage."""
+    return {
+        "stage": runs[0].stage,
+        "wall_s": statistics.median(run.wall_s for run in runs),
+        "import_s": statistics.median(run.import_s for run in runs),
+        "work_s": statistics.median(run.work_s for run in runs),
+        "work_s_runs": [run.work_s for run in runs],
+        "peak_rss_bytes": max(run.peak_rss_bytes for run in runs),
+    }
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'50x5000' -> (50 series, 5000 bars each)."""
     try:
@@ -111,28 +134,52 @@ def window_bytes(project: Path) -> dict[str, int]:
     }
 
 
-def run_size(workdir: Path, n_series: int, n_bars: int, overrides: dict) -> dict:
-    project = workdir / f"{n_series}x{n_bars}"
-    start = time.perf_counter()
-    files = write_panel(project / "data" / "raw", n_series, n_bars, seed=0)
-    panel_s = time.perf_counter() - start
-    params = default_params_dict()
-    for section, values in overrides.items():
-        params[section].update(values)
-    copy_pipeline(project, params, files)
+def run_sizes(
+    workdir: Path, sizes: list[tuple[int, int]], overrides: dict, repeats: int = 1
+) -> list[dict]:
+    """Writes each panel, then runs every stage on every size, the sizes interleaved.
+
+    This machine's speed drifts by tens of percent over minutes, so the sizes are not
+    run one after the other: prepare and window run `repeats` rounds of every size in
+    turn, and train runs every size, then every size but the largest once more, so
+    that the smaller sizes' epochs lie on both sides of the largest one's.
+    """
+    panels = []
+    for n_series, n_bars in sizes:
+        project = workdir / f"{n_series}x{n_bars}"
+        start = time.perf_counter()
+        files = write_panel(project / "data" / "raw", n_series, n_bars, seed=0)
+        panel_s = time.perf_counter() - start
+        params = default_params_dict()
+        for section, values in overrides.items():
+            params[section].update(values)
+        copy_pipeline(project, params, files)
+        panels.append((project, n_series, n_bars, panel_s))
     env = subprocess_environment(workdir / "home")
-    runs = []
+    runs: dict[tuple[int, str], list[StageRun]] = {}
     for stage in STAGES:
-        print(f"  {n_series}x{n_bars}: {stage} ...", file=sys.stderr)
-        runs.append(run_stage_measured(stage, project, env))
-    return {
-        "series": n_series,
-        "bars_per_series": n_bars,
-        "bars": n_series * n_bars,
-        "panel_write_s": panel_s,
-        "stages": [asdict(run) for run in runs],
-        "bytes": window_bytes(project),
-    }
+        for round_index in range(min(repeats, 2) if stage == "train" else repeats):
+            for index, (project, n_series, n_bars, _) in enumerate(panels):
+                if stage == "train" and round_index == 1 and index == len(panels) - 1:
+                    continue
+                print(f"  {n_series}x{n_bars}: {stage} ...", file=sys.stderr)
+                runs.setdefault((index, stage), []).append(run_stage_measured(stage, project, env))
+    return [
+        {
+            "series": n_series,
+            "bars_per_series": n_bars,
+            "bars": n_series * n_bars,
+            "panel_write_s": panel_s,
+            "stages": [summarise(runs[(index, stage)]) for stage in STAGES],
+            "bytes": window_bytes(project),
+        }
+        for index, (project, n_series, n_bars, panel_s) in enumerate(panels)
+    ]
+
+
+def run_size(workdir: Path, n_series: int, n_bars: int, overrides: dict, repeats: int = 1) -> dict:
+    """One size on its own: `run_sizes` for a single panel."""
+    return run_sizes(workdir, [(n_series, n_bars)], overrides, repeats)[0]
 
 
 def per_bar_us(size: dict, stage: dict) -> float:
@@ -140,7 +187,17 @@ def per_bar_us(size: dict, stage: dict) -> float:
     return stage["work_s"] / size["bars"] * 1e6
 
 
-def report(sizes: list[dict], model: dict) -> str:
+def net_per_bar_us(size: dict, stage: dict, baseline: dict, baseline_stage: dict) -> float:
+    """Microseconds per bar of the work beyond the baseline panel's (the fixed cost)."""
+    extra_s = stage["work_s"] - baseline_stage["work_s"]
+    return extra_s / (size["bars"] - baseline["bars"]) * 1e6
+
+
+def size_name(size: dict) -> str:
+    return f"{size['series']}x{size['bars_per_series']}"
+
+
+def report(sizes: list[dict], model: dict, baseline: dict | None = None) -> str:
     lines = [
         "## Scaling (benchmarks/scaling.py)",
         "",
@@ -148,25 +205,42 @@ def report(sizes: list[dict], model: dict) -> str:
         f"- model: {model['type']}, hidden {model['hidden_dim']}, {model['num_layers']} layers; "
         "one training epoch over every train window; each stage its own fresh Python process",
         "- wall s: the whole process; import s: importing the stage's modules; work s: the "
-        "stage itself (reading inputs, computing, writing outputs); us/bar: work s per bar",
-        "",
+        "stage itself (reading inputs, computing, writing outputs), median over runs; "
+        "us/bar: work s per bar",
     ]
+    if baseline is not None:
+        lines.append(
+            f"- baseline {size_name(baseline)}: a minimal panel whose work is the stages' "
+            "fixed cost; net us/bar = (work s - baseline work s) / (bars - baseline bars)"
+        )
+    lines.append("")
     rows = []
-    for size in sizes:
+    for size in ([baseline] if baseline is not None else []) + sizes:
         for stage in size["stages"]:
             rows.append(
                 [
-                    f"{size['series']}x{size['bars_per_series']}",
+                    size_name(size),
                     f"{size['bars']:,}",
                     stage["stage"],
+                    len(stage.get("work_s_runs", [stage["work_s"]])),
                     f"{stage['wall_s']:.1f}",
                     f"{stage['import_s']:.1f}",
-                    f"{stage['work_s']:.1f}",
-                    f"{per_bar_us(size, stage):.2f}",
+                    f"{stage['work_s']:.3f}",
+                    f"{per_bar_us(size, stage):.3f}",
                     f"{stage['peak_rss_bytes'] / MB:,.0f}",
                 ]
             )
-    headers = ["size", "bars", "stage", "wall s", "import s", "work s", "us/bar", "peak RSS MB"]
+    headers = [
+        "size",
+        "bars",
+        "stage",
+        "runs",
+        "wall s",
+        "import s",
+        "work s",
+        "us/bar",
+        "peak RSS MB",
+    ]
     lines.append(markdown_table(headers, rows))
 
     lines += ["", "Window outputs against the feature matrix:", ""]
@@ -177,7 +251,7 @@ def report(sizes: list[dict], model: dict) -> str:
         ratio = (b["feature_matrix"] + b["window_outputs"]) / ideal
         rows.append(
             [
-                f"{size['series']}x{size['bars_per_series']}",
+                size_name(size),
                 f"{b['windows']:,}",
                 f"{b['feature_matrix'] / MB:,.1f}",
                 f"{b['window_outputs'] / MB:,.2f}",
@@ -196,30 +270,7 @@ def report(sizes: list[dict], model: dict) -> str:
     lines.append(markdown_table(headers, rows))
 
     if len(sizes) > 1:
-        small, large = sizes[0], sizes[-1]
-        lines += [
-            "",
-            f"Time per bar, {large['series']}x{large['bars_per_series']} against "
-            f"{small['series']}x{small['bars_per_series']} (flat: within "
-            f"{FLAT_TOLERANCE:.0%}):",
-            "",
-        ]
-        rows = []
-        for small_stage, large_stage in zip(small["stages"], large["stages"], strict=True):
-            ratio = per_bar_us(large, large_stage) / per_bar_us(small, small_stage)
-            rows.append(
-                [
-                    small_stage["stage"],
-                    f"{per_bar_us(small, small_stage):.2f}",
-                    f"{per_bar_us(large, large_stage):.2f}",
-                    f"{ratio:.2f}",
-                    "yes" if abs(ratio - 1) <= FLAT_TOLERANCE else "no",
-                ]
-            )
-        small_name = f"{small['series']}x{small['bars_per_series']}"
-        large_name = f"{large['series']}x{large['bars_per_series']}"
-        headers = ["stage", f"us/bar {small_name}", f"us/bar {large_name}", "ratio", "flat"]
-        lines.append(markdown_table(headers, rows))
+        lines += ["", *time_per_bar_lines(sizes[0], sizes[-1], baseline)]
     largest = sizes[-1]
     worst = max(largest["stages"], key=lambda stage: stage["peak_rss_bytes"])
     lines += [
@@ -232,6 +283,36 @@ def report(sizes: list[dict], model: dict) -> str:
     return "\n".join(lines)
 
 
+def time_per_bar_lines(small: dict, large: dict, baseline: dict | None) -> list[str]:
+    """The flatness table: raw us/bar, and net of the fixed cost when a baseline was run."""
+    flat_on = "net us/bar" if baseline is not None else "us/bar"
+    lines = [
+        f"Time per bar, {size_name(large)} against {size_name(small)} (flat: {flat_on} "
+        f"within {FLAT_TOLERANCE:.0%}):",
+        "",
+    ]
+    headers = ["stage", f"us/bar {size_name(small)}", f"us/bar {size_name(large)}", "ratio"]
+    if baseline is not None:
+        headers += [f"net {size_name(small)}", f"net {size_name(large)}", "net ratio"]
+    headers.append("flat")
+    rows = []
+    stages = zip(small["stages"], large["stages"], strict=True)
+    for index, (small_stage, large_stage) in enumerate(stages):
+        raw = [per_bar_us(small, small_stage), per_bar_us(large, large_stage)]
+        row = [small_stage["stage"], f"{raw[0]:.3f}", f"{raw[1]:.3f}", f"{raw[1] / raw[0]:.2f}"]
+        ratio = raw[1] / raw[0]
+        if baseline is not None:
+            fixed = baseline["stages"][index]
+            net = [
+                net_per_bar_us(small, small_stage, baseline, fixed),
+                net_per_bar_us(large, large_stage, baseline, fixed),
+            ]
+            ratio = net[1] / net[0]
+            row += [f"{net[0]:.3f}", f"{net[1]:.3f}", f"{ratio:.2f}"]
+        rows.append([*row, "yes" if abs(ratio - 1) <= FLAT_TOLERANCE else "no"])
+    return [*lines, markdown_table(headers, rows)]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -240,6 +321,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=parse_size,
         default=[(50, 5000), (500, 5000)],
         help="SERIESxBARS, smallest first (default: 50x5000 500x5000)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=parse_size,
+        default=(2, 1000),
+        help="minimal panel measuring the fixed cost (default 2x1000; 0x0: none)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of prepare and window per size (default 3); train runs at most twice",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary projects")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -250,18 +343,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     overrides = {"train": {"epochs": 1, "patience": 1}}
     workdir = Path(tempfile.mkdtemp(prefix="finseq-scaling-"))
-    sizes = []
+    with_baseline = args.baseline[0] > 0
     try:
-        for n_series, n_bars in args.sizes:
-            sizes.append(run_size(workdir, n_series, n_bars, overrides))
+        measured = run_sizes(
+            workdir, [args.baseline] * with_baseline + args.sizes, overrides, args.repeats
+        )
+        baseline, sizes = (measured[0], measured[1:]) if with_baseline else (None, measured)
     finally:
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     model = default_params_dict()["model"]
-    print(report(sizes, model))
-    write_json(args.json, {"overrides": overrides, "model": model, "sizes": sizes})
+    print(report(sizes, model, baseline))
+    write_json(
+        args.json, {"overrides": overrides, "model": model, "baseline": baseline, "sizes": sizes}
+    )
 
 
 if __name__ == "__main__":

@@ -6,16 +6,19 @@
 
 On the default data and model (params.yaml), for each model type, batch size and
 thread count it times three ways of feeding the same training step:
-  (a) own loop: finseq.training.fit over every train window, each batch one gather
-      over the 2-D feature matrix (validation cut to one window);
+  (a) own loop: finseq.training.fit, each batch one gather over the 2-D feature
+      matrix (validation cut to one window);
   (b) reference: a per-sample torch Dataset returning (window slice, label) and a
       DataLoader(batch_size, shuffle=True, num_workers=0) feeding the same step;
-  (c) compute bound: the same step repeated on one fixed, pre-gathered batch.
-Each loop runs --epochs epochs per round (1 on CPU, 20 on CUDA, where an epoch
-of the default data is only a few milliseconds' work). a/c is the share of the
-model's own speed the loop keeps. Each thread count runs in a fresh subprocess
-(torch.set_num_threads, as train.threads does), and each round times a, b and c
-back to back so that the ratios are paired.
+  (c) compute bound: the same step repeated on one fixed, pre-gathered batch
+      of randomly drawn windows.
+Each round trains (a) and (b) for --epochs epochs (1 on CPU, 20 on CUDA, where an
+epoch of the default data is only a few milliseconds' work) over --round-windows
+train windows (2048 on CPU, a different chunk each round; all on CUDA), and (c)
+for as many steps. a/c is the share of the model's own speed the loop keeps.
+Each thread count runs in a fresh subprocess (torch.set_num_threads, as
+train.threads does), and each round times a, b and c back to back so that the
+ratios are paired; many short rounds keep the pairs close in time.
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ class Bench:
     train_config: TrainConfig
     device: torch.device
     epochs: int = 1  # per timed loop: enough steps for a stable time on a fast device
+    round_windows: int = 0  # train windows per round and loop; 0: all of them
 
     def __post_init__(self) -> None:
         # fit validates after its epoch; one val window keeps that out of the timing.
@@ -164,9 +168,20 @@ class Bench:
     def n_train(self) -> int:
         return len(self.train_ends)
 
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.n_train / self.train_config.batch_size)
+    def round_ends(self, round_index: int) -> np.ndarray:
+        return self.round_ends_of(self.train_ends, self.round_windows, round_index)
+
+    @staticmethod
+    def round_ends_of(train_ends: np.ndarray, round_windows: int, round_index: int) -> np.ndarray:
+        """The train windows of one round: a chunk that moves on from round to round, so that
+        the rounds together cover the train set; every train window when round_windows is 0."""
+        if not 0 < round_windows < len(train_ends):
+            return train_ends
+        start = round_index * round_windows
+        return np.take(train_ends, range(start, start + round_windows), mode="wrap")
+
+    def steps(self, n_windows: int, epochs: int) -> int:
+        return epochs * math.ceil(n_windows / self.train_config.batch_size)
 
     def new_model(self) -> tuple[nn.Module, torch.optim.Optimizer]:
         torch.manual_seed(self.train_config.seed)
@@ -178,23 +193,29 @@ class Bench:
         )
         return model, optimizer
 
-    def own_loop(self, model: nn.Module, windows: int | None = None) -> int:
-        """(a) finseq.training.fit for `epochs` epochs (one epoch of `windows` windows to warm
-        up); returns the samples trained on."""
-        data, epochs = self.data, self.epochs
-        if windows is not None:
-            data, epochs = dataclasses.replace(data, train_ends=data.train_ends[:windows]), 1
+    def own_loop(self, model: nn.Module, ends: np.ndarray | None = None, epochs: int = 0) -> int:
+        """(a) finseq.training.fit for `epochs` epochs (default: the bench's) over the windows
+        ending at `ends` (default: every train window); returns the samples trained on."""
+        ends = self.train_ends if ends is None else ends
+        epochs = epochs or self.epochs
+        data = dataclasses.replace(
+            self.data, train_ends=torch.as_tensor(ends, dtype=torch.int64).to(self.device)
+        )
         # Patience above the epoch count: fit never stops early on the one val window.
         fit(model, data, dataclasses.replace(self.train_config, epochs=epochs, patience=epochs + 1))
-        return epochs * len(data.train_ends)
+        return epochs * len(ends)
 
     def reference_loop(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, windows: int | None = None
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        ends: np.ndarray | None = None,
+        epochs: int = 0,
     ) -> int:
-        """(b) `epochs` epochs (one epoch of `windows` windows to warm up) through a per-sample
-        Dataset and a shuffling DataLoader."""
-        ends = self.train_ends[:windows] if windows is not None else self.train_ends
-        epochs = 1 if windows is not None else self.epochs
+        """(b) `epochs` epochs (default: the bench's) over the windows ending at `ends` (default:
+        every train window) through a per-sample Dataset and a shuffling DataLoader."""
+        ends = self.train_ends if ends is None else ends
+        epochs = epochs or self.epochs
         loader = DataLoader(
             WindowDataset(self.cpu_features, self.cpu_classes, ends, self.seq_len),
             batch_size=self.train_config.batch_size,
@@ -214,13 +235,17 @@ class Bench:
         float(loss_sum)
         return epochs * len(ends)
 
-    def compute_bound(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, steps: int | None = None
-    ) -> int:
-        """(c) The same step on one fixed batch, as many steps as `epochs` epochs have."""
-        steps = steps if steps is not None else self.epochs * self.steps_per_epoch
+    def compute_bound(self, model: nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> int:
+        """(c) The same step `steps` times on one fixed batch.
+
+        The batch is drawn as the loops draw theirs (seeded random windows), not the
+        first `batch_size` windows, which overlap and all come from one stretch of one series.
+        """
         batch = min(self.train_config.batch_size, self.n_train)
-        ends = self.data.train_ends[:batch]
+        draw = torch.Generator().manual_seed(self.train_config.seed)
+        ends = self.data.train_ends[
+            torch.randperm(self.n_train, generator=draw)[:batch].to(self.device)
+        ]
         offsets = window_offsets(self.seq_len, self.device)
         windows = gather_windows(self.data.features, ends, offsets)
         classes = self.data.classes[ends]
@@ -232,29 +257,40 @@ class Bench:
         return steps * batch
 
 
-def measure(bench: Bench, rounds: int) -> dict:
-    """Samples/s of (a), (b), (c): median over `rounds`, each round timing all three back to back.
+LOOPS = ["a", "b", "c"]
 
-    The order rotates from round to round so that a slow spell of the machine does not
-    always land on the same loop; a/c and b/c are taken within each round.
+
+def run_loop(bench: Bench, models: dict, name: str, ends: np.ndarray) -> int:
+    """Runs loop `name` of one round over the windows ending at `ends`; returns its samples."""
+    model, optimizer = models[name]
+    if name == "a":
+        return bench.own_loop(model, ends)
+    if name == "b":
+        return bench.reference_loop(model, optimizer, ends)
+    return bench.compute_bound(model, optimizer, bench.steps(len(ends), bench.epochs))
+
+
+def measure(bench: Bench, rounds: int) -> dict:
+    """Samples/s of (a), (b), (c): median over `rounds`, each round timing all three back to back
+    on the same windows (c: as many steps as they take).
+
+    Rounds are short and many so that a and c of one round run seconds apart: a slow spell
+    of a shared machine then slows both, and their ratio stays fair. The order rotates from
+    round to round so that no loop always runs first; a/c and b/c are taken within each round.
     """
-    models = {name: bench.new_model() for name in ("a", "b", "c")}
-    warm_windows = min(bench.n_train, 4 * bench.train_config.batch_size)
-    bench.own_loop(models["a"][0], warm_windows)
-    bench.reference_loop(*models["b"], warm_windows)
+    models = {name: bench.new_model() for name in LOOPS}
+    warm_ends = bench.train_ends[: min(bench.n_train, 4 * bench.train_config.batch_size)]
+    bench.own_loop(models["a"][0], warm_ends, epochs=1)
+    bench.reference_loop(*models["b"], warm_ends, epochs=1)
     bench.compute_bound(*models["c"], steps=4)
-    loops = {
-        "a": lambda: bench.own_loop(models["a"][0]),
-        "b": lambda: bench.reference_loop(*models["b"]),
-        "c": lambda: bench.compute_bound(*models["c"]),
-    }
-    rates: dict[str, list[float]] = {name: [] for name in loops}
+    rates: dict[str, list[float]] = {name: [] for name in LOOPS}
     for round_index in range(rounds):
-        order = list(loops)[round_index % 3 :] + list(loops)[: round_index % 3]
+        ends = bench.round_ends(round_index)
+        order = LOOPS[round_index % 3 :] + LOOPS[: round_index % 3]
         for name in order:
             synchronize(bench.device)
             start = time.perf_counter()
-            samples = loops[name]()
+            samples = run_loop(bench, models, name, ends)
             synchronize(bench.device)
             rates[name].append(samples / (time.perf_counter() - start))
     return {
@@ -299,6 +335,7 @@ def run_worker(args: argparse.Namespace) -> dict:
                 train_config,
                 device,
                 args.epochs,
+                args.round_windows,
             )
             flops = training_flops_per_sample(
                 model_type,
@@ -329,7 +366,8 @@ def run_worker(args: argparse.Namespace) -> dict:
             "n_features": n_features,
             "seq_len": dataset.windows.seq_len,
             "windows": {name: len(split_ends) for name, split_ends in ends.items()},
-            "train_windows_timed": len(train_ends),
+            "train_windows": len(train_ends),
+            "round_windows": len(Bench.round_ends_of(train_ends, args.round_windows, 0)),
         },
         "model": dataclasses.asdict(dataclasses.replace(params.model, hidden_dim=args.hidden)),
         "train": dataclasses.asdict(params.train),
@@ -341,7 +379,7 @@ def worker_command(args: argparse.Namespace, threads: int) -> list[str]:
     command += ["--models", *args.models, "--batches", *map(str, args.batches)]
     command += ["--threads", str(threads), "--device", args.device, "--precision", args.precision]
     command += ["--hidden", str(args.hidden), "--rounds", str(args.rounds)]
-    command += ["--epochs", str(args.epochs)]
+    command += ["--epochs", str(args.epochs), "--round-windows", str(args.round_windows)]
     command += ["--mm-size", str(args.mm_size)]
     command += ["--mm-repeats", str(args.mm_repeats), "--max-windows", str(args.max_windows)]
     return command
@@ -375,10 +413,12 @@ def report(args: argparse.Namespace, workers: list[dict]) -> str:
         f"- data: {', '.join(data['files'])}: {data['rows']:,} rows x {data['n_features']} "
         f"features; windows of {data['seq_len']} bars: train {data['windows']['train']:,}, "
         f"val {data['windows']['val']:,}, test {data['windows']['test']:,}; "
-        f"{data['train_windows_timed']:,} train windows per timed epoch",
+        f"each round trains every loop for {args.epochs} epoch(s) over "
+        f"{data['round_windows']:,} of the {data['train_windows']:,} train windows, a different "
+        "chunk each round",
         f"- model: hidden {model['hidden_dim']}, {model['num_layers']} layers, dropout "
         f"{model['dropout']}; Adam lr {train['learning_rate']}, grad_clip {train['grad_clip']}; "
-        f"precision {args.precision}; {args.rounds} round(s), each {args.epochs} epoch(s) per loop",
+        f"precision {args.precision}; {args.rounds} round(s)",
         f"- {FLOP_FORMULA}: "
         + ", ".join(
             f"{name} {flops / 1e6:.2f} MFLOP"
@@ -481,14 +521,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per loop")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="timed rounds per loop (default 15; cuda 5)"
+    )
     parser.add_argument(
         "--epochs", type=int, default=None, help="epochs per loop and round (default 1; cuda 20)"
     )
     parser.add_argument("--mm-size", type=int, default=None, help="default 2048; 8192 on cuda")
     parser.add_argument("--mm-repeats", type=int, default=10)
     parser.add_argument(
-        "--max-windows", type=int, default=0, help="train windows per epoch (default 0: all)"
+        "--max-windows", type=int, default=0, help="train windows used (default 0: all)"
+    )
+    parser.add_argument(
+        "--round-windows",
+        type=int,
+        default=None,
+        help="train windows per round and loop (default 2048; cuda 0: all)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 256 windows")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -496,12 +544,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.threads is None:
         args.threads = sorted({1, usable_cores()})
+    if args.rounds is None:
+        args.rounds = 5 if args.device == "cuda" else 15
+    if args.round_windows is None:
+        args.round_windows = 0 if args.device == "cuda" else 2048
     if args.epochs is None:
         args.epochs = 20 if args.device == "cuda" else 1
     if args.mm_size is None:
         args.mm_size = 8192 if args.device == "cuda" else 2048
     if args.quick:
-        args.rounds, args.max_windows, args.mm_size, args.mm_repeats = 1, 256, 512, 3
+        args.rounds, args.max_windows, args.mm_size, args.mm_repeats = 2, 256, 512, 3
+        args.round_windows = 128
     return args
 
 

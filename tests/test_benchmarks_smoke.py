@@ -101,6 +101,18 @@ def test_throughput_runs_all_three_loops_over_the_train_windows(toy):
     assert len(result["a_over_c"]) == len(result["b_over_c"]) == 2
 
 
+def test_throughput_rounds_move_through_the_train_windows_in_chunks():
+    ends = np.arange(100, 110)
+    chunks = [train_throughput.Bench.round_ends_of(ends, 4, index) for index in range(3)]
+    assert [chunk.tolist() for chunk in chunks] == [
+        [100, 101, 102, 103],
+        [104, 105, 106, 107],
+        [108, 109, 100, 101],
+    ]
+    assert train_throughput.Bench.round_ends_of(ends, 0, 5).tolist() == ends.tolist()
+    assert train_throughput.Bench.round_ends_of(ends, 50, 1).tolist() == ends.tolist()
+
+
 def test_window_memory_compares_int64_ends_with_a_materialised_array():
     memory = benchlib.WindowMemory.of(rows=100, n_features=23, n_windows=90, seq_len=60)
     assert memory.feature_matrix == 100 * 23 * 4
@@ -166,6 +178,30 @@ def test_scaling_size_argument():
     assert scaling.parse_size("50x5000") == (50, 5000)
     with pytest.raises(Exception, match="SERIESxBARS"):
         scaling.parse_size("50by5000")
+
+
+def test_scaling_net_time_per_bar_removes_the_fixed_cost():
+    def size(series, bars, fixed_s, us_per_bar):
+        work = fixed_s + series * bars * us_per_bar / 1e6
+        stage = {"stage": "window", "work_s": work, "wall_s": work + 1, "import_s": 1}
+        return {
+            "series": series,
+            "bars_per_series": bars,
+            "bars": series * bars,
+            "stages": [stage | {"peak_rss_bytes": 1}],
+        }
+
+    # 7 ms fixed + 0.025 us per bar: raw us/bar falls by half, net us/bar is flat.
+    baseline, small, large = (size(n, 5000, 0.007, 0.025) for n in (2, 50, 500))
+    baseline["bars_per_series"], baseline["bars"] = 1000, 2000
+    baseline["stages"][0]["work_s"] = 0.007 + 2000 * 0.025 / 1e6
+    table = "\n".join(scaling.time_per_bar_lines(small, large, baseline))
+    window_row = next(line for line in table.splitlines() if line.startswith("| window"))
+    cells = [cell.strip() for cell in window_row.strip("|").split("|")]
+    assert cells[1:] == ["0.053", "0.028", "0.52", "0.025", "0.025", "1.00", "yes"]
+    # Without a baseline the raw ratio decides, and it is not flat.
+    table = "\n".join(scaling.time_per_bar_lines(small, large, None))
+    assert next(line for line in table.splitlines() if line.startswith("| window")).endswith("no |")
 
 
 @pytest.mark.slow
