@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from finseq import features as features_module
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
 from finseq.synthetic import synthetic_ohlcv
 
@@ -79,3 +80,27 @@ def test_scaler_centres_and_scales_its_training_rows_and_keeps_constant_columns_
     assert np.allclose(scaled[:, 0].std(), 1, atol=1e-4)
     assert (scaled[:, 1] == 0).all()
     assert scaler.std[1] == 1.0
+
+
+def test_scaler_fit_in_blocks_and_parts_matches_the_whole_array(monkeypatch):
+    monkeypatch.setattr(features_module, "SCALER_BLOCK_ROWS", 7)
+    rng = np.random.default_rng(1)
+    rows = rng.normal([100.0, -3.0, 0.0], [5.0, 0.01, 1e-3], size=(101, 3))
+    parts = [rows[:0], rows[:40], rows[40:41], rows[41:]]
+    scaler = StandardScaler.fit(iter(parts))
+    assert np.allclose(scaler.mean, rows.mean(axis=0), rtol=1e-13, atol=0)
+    assert np.allclose(scaler.std, rows.std(axis=0), rtol=1e-10, atol=0)
+    whole = StandardScaler.fit(rows)
+    assert np.allclose(whole.std, scaler.std, rtol=1e-12, atol=0)
+    expected = ((rows - scaler.mean) / scaler.std).astype(np.float32)
+    assert np.array_equal(scaler.transform(rows), expected)
+    with pytest.raises(ValueError, match="zero rows"):
+        StandardScaler.fit([rows[:0]])
+
+
+def test_scaler_treats_a_constant_column_that_is_not_exact_in_binary_as_constant():
+    # NumPy's std of this column is 2.8e-17, not 0: dividing by it would blow rounding up.
+    rows = np.column_stack([np.full(70_001, 0.1), np.arange(70_001.0)])
+    scaler = StandardScaler.fit(rows)
+    assert scaler.std[0] == 1.0
+    assert np.abs(scaler.transform(rows)[:, 0]).max() < 1e-12

@@ -125,15 +125,17 @@ def prepare_dataset(
                 "timestamps": timestamps[rows],
             }
         )
+    # The float64 features stay one array per series (the bulk of memory): checked, fit and
+    # scaled part by part into one float32 matrix, never stacked in float64.
+    raw_features = [part.pop("features") for part in parts]
     stacked = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-    raw_features = stacked.pop("features")
-    if not np.isfinite(raw_features).all():
-        row, column = np.argwhere(~np.isfinite(raw_features))[0]
-        path = files[stacked["series"][row]]
-        raise DataError(
-            f"{path}: feature {FEATURE_NAMES[column]} is not finite at "
-            f"{pd.Timestamp(stacked['timestamps'][row])}; check the bars before it"
-        )
+    for code, series_features in enumerate(raw_features):
+        if not np.isfinite(series_features).all():
+            row, column = np.argwhere(~np.isfinite(series_features))[0]
+            raise DataError(
+                f"{files[code]}: feature {FEATURE_NAMES[column]} is not finite at "
+                f"{pd.Timestamp(parts[code]['timestamps'][row])}; check the bars before it"
+            )
     train_rows = stacked["split"] == TRAIN
     if not train_rows.any():
         raise ConfigError(
@@ -143,7 +145,10 @@ def prepare_dataset(
     _check_every_split_has_samples(
         stacked["split"], stacked["is_sample"], label_config, split_config
     )
-    scaler = StandardScaler.fit(raw_features[train_rows])
+    scaler = StandardScaler.fit(
+        series_features[part["split"] == TRAIN]
+        for series_features, part in zip(raw_features, parts, strict=True)
+    )
     meta = {
         "files": list(files),
         "series_names": [series_name(path) for path in files],
@@ -156,7 +161,12 @@ def prepare_dataset(
         "scaler_mean": scaler.mean.tolist(),
         "scaler_std": scaler.std.tolist(),
     }
-    data = PreparedData(features=scaler.transform(raw_features), meta=meta, **stacked)
+    features = np.empty((len(stacked["split"]), len(FEATURE_NAMES)), dtype=np.float32)
+    start = 0
+    for series_features in raw_features:
+        features[start : start + len(series_features)] = scaler.transform(series_features)
+        start += len(series_features)
+    data = PreparedData(features=features, meta=meta, **stacked)
     _note_empty_splits(data)
     return data
 

@@ -9,6 +9,7 @@ fall back to a neutral value instead of producing inf/NaN.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,6 +120,15 @@ def compute_features(frame: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
+# Rows per block in the scaler: float64 temporaries stay a few MB however large the panel.
+SCALER_BLOCK_ROWS = 1 << 15
+
+
+def _row_blocks(rows: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, len(rows), SCALER_BLOCK_ROWS):
+        yield rows[start : start + SCALER_BLOCK_ROWS]
+
+
 @dataclass(frozen=True)
 class StandardScaler:
     """Per-feature mean and standard deviation, fit on training rows only."""
@@ -127,14 +137,40 @@ class StandardScaler:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, train_rows: np.ndarray) -> StandardScaler:
-        """A constant feature gets std 1 so that it scales to 0 rather than inf."""
-        if len(train_rows) == 0:
+    def fit(cls, train_rows: np.ndarray | Iterable[np.ndarray]) -> StandardScaler:
+        """Fits on one array of rows, or on arrays of rows taken one at a time (e.g. one per
+        series), in blocks merged exactly (Chan et al.), so that memory stays flat.
+
+        A constant feature (std within rounding of zero) gets std 1, so it scales to 0
+        rather than to inf or rounding noise.
+        """
+        arrays = [train_rows] if isinstance(train_rows, np.ndarray) else train_rows
+        count, mean, m2 = 0, 0.0, 0.0
+        for array in arrays:
+            for block in _row_blocks(array):
+                values = block.astype(np.float64, copy=False)
+                n = len(values)
+                if n == 0:
+                    continue
+                block_mean = values.mean(axis=0)
+                block_m2 = np.square(values - block_mean).sum(axis=0)
+                delta = block_mean - mean
+                total = count + n
+                mean = mean + delta * (n / total)
+                m2 = m2 + block_m2 + np.square(delta) * (count * n / total)
+                count = total
+        if count == 0:
             raise ValueError("cannot fit a scaler on zero rows")
-        values = train_rows.astype(np.float64)
-        mean = values.mean(axis=0)
-        std = values.std(axis=0)
-        return cls(mean=mean, std=np.where(std > 0, std, 1.0))
+        std = np.sqrt(m2 / count)
+        constant = std <= 1e-12 * np.maximum(np.abs(mean), 1.0)
+        return cls(mean=mean, std=np.where(constant, 1.0, std))
 
     def transform(self, rows: np.ndarray) -> np.ndarray:
-        return ((rows.astype(np.float64) - self.mean) / self.std).astype(np.float32)
+        """float32 z-scores, computed in float64 block by block."""
+        scaled = np.empty(rows.shape, dtype=np.float32)
+        for start in range(0, len(rows), SCALER_BLOCK_ROWS):
+            block = rows[start : start + SCALER_BLOCK_ROWS]
+            scaled[start : start + len(block)] = (
+                np.subtract(block, self.mean, dtype=np.float64) / self.std
+            )
+        return scaled
