@@ -202,7 +202,8 @@ def report(sizes: list[dict], model: dict, baseline: dict | None = None) -> str:
         "## Scaling (benchmarks/scaling.py)",
         "",
         f"- machine: {machine_line()}",
-        f"- model: {model['type']}, hidden {model['hidden_dim']}, {model['num_layers']} layers; "
+        f"- model: {model['type']}, hidden {model['hidden_dim']}, {model['num_layers']} layers, "
+        f"precision {model.get('precision', 'fp32')} (params.yaml); "
         "one training epoch over every train window; each stage its own fresh Python process",
         "- wall s: the whole process; import s: importing the stage's modules; work s: the "
         "stage itself (reading inputs, computing, writing outputs), median over runs; "
@@ -354,7 +355,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    model = default_params_dict()["model"]
+    model = default_params_dict()["model"] | {
+        "precision": default_params_dict()["train"]["precision"]
+    }
     print(report(sizes, model, baseline))
     write_json(
         args.json, {"overrides": overrides, "model": model, "baseline": baseline, "sizes": sizes}
