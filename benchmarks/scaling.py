@@ -21,7 +21,8 @@ torch, creating output files) besides its per-bar part. The same stages on a
 minimal panel (--baseline, 2 x 1,000 bars) measure that fixed part, and the net
 time per bar, (work - baseline work) / (bars - baseline bars), is what should stay
 flat as the panel grows. Prepare and window run --repeats times per size, train
-twice but once at the largest size (median work, largest peak RSS).
+twice (once with --repeats 1) but once at the largest size (median work, largest
+peak RSS). Sizes are sorted by bars; the baseline must be smaller than all of them.
 Targets (issue 5): window outputs <= 1.1x the feature matrix bytes + 8 bytes per
 window; time per bar flat within 20% between the sizes; every stage's peak RSS
 under 4 GB at the largest size.
@@ -321,7 +322,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         type=parse_size,
         default=[(50, 5000), (500, 5000)],
-        help="SERIESxBARS, smallest first (default: 50x5000 500x5000)",
+        help="SERIESxBARS (default: 50x5000 500x5000)",
     )
     parser.add_argument(
         "--baseline",
@@ -344,7 +345,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     overrides = {"train": {"epochs": 1, "patience": 1}}
     workdir = Path(tempfile.mkdtemp(prefix="finseq-scaling-"))
+    args.sizes.sort(key=lambda size: size[0] * size[1])
     with_baseline = args.baseline[0] > 0
+    if with_baseline and args.baseline[0] * args.baseline[1] >= args.sizes[0][0] * args.sizes[0][1]:
+        sys.exit("error: --baseline must have fewer bars than the smallest of --sizes")
     try:
         measured = run_sizes(
             workdir, [args.baseline] * with_baseline + args.sizes, overrides, args.repeats

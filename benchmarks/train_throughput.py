@@ -414,8 +414,12 @@ def report(args: argparse.Namespace, workers: list[dict]) -> str:
         f"features; windows of {data['seq_len']} bars: train {data['windows']['train']:,}, "
         f"val {data['windows']['val']:,}, test {data['windows']['test']:,}; "
         f"each round trains every loop for {args.epochs} epoch(s) over "
-        f"{data['round_windows']:,} of the {data['train_windows']:,} train windows, a different "
-        "chunk each round",
+        + (
+            f"{data['round_windows']:,} of the {data['train_windows']:,} train windows, a "
+            "different chunk each round"
+            if data["round_windows"] < data["train_windows"]
+            else f"all {data['train_windows']:,} train windows"
+        ),
         f"- model: hidden {model['hidden_dim']}, {model['num_layers']} layers, dropout "
         f"{model['dropout']}; Adam lr {train['learning_rate']}, grad_clip {train['grad_clip']}; "
         f"precision {args.precision}; {args.rounds} round(s)",
@@ -538,7 +542,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="train windows per round and loop (default 2048; cuda 0: all)",
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 round, 256 windows")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 rounds of 128 of 256 windows"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from finseq.dataset import make_window_sets, prepare_dataset
-from finseq.errors import ConfigError
+from finseq.errors import ConfigError, DataError
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
 from finseq.split import SPLIT_NAMES, TEST, TRAIN, VAL
 from finseq.synthetic import synthetic_ohlcv
@@ -143,3 +143,14 @@ def test_a_split_whose_every_sample_is_purged_names_horizon_embargo_and_vol_wind
     assert message.startswith("no val samples are left of 24 val rows")
     assert f"label.horizon ({LABEL.horizon}) + split.embargo (30)" in message
     assert f"label.vol_window ({LABEL.vol_window})" in message
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+def test_a_feature_that_is_not_finite_names_the_series_file_and_the_first_bad_bar():
+    frames = {"full.csv": frame_on(CALENDAR, seed=1), "late.csv": frame_on(CALENDAR[100:], seed=2)}
+    frames["late.csv"].loc[CALENDAR[400], "close"] = np.inf
+    with pytest.raises(DataError) as raised:
+        prepare_dataset(frames, LABEL, SPLIT)
+    message = str(raised.value)
+    assert message.startswith("late.csv: feature ")
+    assert message.endswith(f"is not finite at {CALENDAR[400]}; check the bars before it"), message
