@@ -8,6 +8,7 @@ would break byte-for-byte reproducibility) next to a meta.json.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,9 +146,12 @@ def prepare_dataset(
     _check_every_split_has_samples(
         stacked["split"], stacked["is_sample"], label_config, split_config
     )
+    # Row range of each series in the stacked arrays, in the order they were stacked.
+    bounds = np.cumsum([0, *(len(series_features) for series_features in raw_features)])
+    series_rows = [slice(start, end) for start, end in itertools.pairwise(bounds)]
     scaler = StandardScaler.fit(
-        series_features[part["split"] == TRAIN]
-        for series_features, part in zip(raw_features, parts, strict=True)
+        series_features[train_rows[rows]]
+        for series_features, rows in zip(raw_features, series_rows, strict=True)
     )
     meta = {
         "files": list(files),
@@ -161,11 +165,9 @@ def prepare_dataset(
         "scaler_mean": scaler.mean.tolist(),
         "scaler_std": scaler.std.tolist(),
     }
-    features = np.empty((len(stacked["split"]), len(FEATURE_NAMES)), dtype=np.float32)
-    start = 0
-    for series_features in raw_features:
-        features[start : start + len(series_features)] = scaler.transform(series_features)
-        start += len(series_features)
+    features = np.empty((bounds[-1], len(FEATURE_NAMES)), dtype=np.float32)
+    for series_features, rows in zip(raw_features, series_rows, strict=True):
+        features[rows] = scaler.transform(series_features)
     data = PreparedData(features=features, meta=meta, **stacked)
     _note_empty_splits(data)
     return data

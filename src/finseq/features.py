@@ -124,9 +124,9 @@ def compute_features(frame: pd.DataFrame) -> pd.DataFrame:
 SCALER_BLOCK_ROWS = 1 << 15
 
 
-def _row_blocks(rows: np.ndarray) -> Iterator[np.ndarray]:
-    for start in range(0, len(rows), SCALER_BLOCK_ROWS):
-        yield rows[start : start + SCALER_BLOCK_ROWS]
+def _row_blocks(n_rows: int) -> Iterator[slice]:
+    for start in range(0, n_rows, SCALER_BLOCK_ROWS):
+        yield slice(start, start + SCALER_BLOCK_ROWS)
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,8 @@ class StandardScaler:
         arrays = [train_rows] if isinstance(train_rows, np.ndarray) else train_rows
         count, mean, m2 = 0, 0.0, 0.0
         for array in arrays:
-            for block in _row_blocks(array):
-                values = block.astype(np.float64, copy=False)
+            for block in _row_blocks(len(array)):
+                values = array[block].astype(np.float64, copy=False)
                 n = len(values)
                 if n == 0:
                     continue
@@ -168,9 +168,6 @@ class StandardScaler:
     def transform(self, rows: np.ndarray) -> np.ndarray:
         """float32 z-scores, computed in float64 block by block."""
         scaled = np.empty(rows.shape, dtype=np.float32)
-        for start in range(0, len(rows), SCALER_BLOCK_ROWS):
-            block = rows[start : start + SCALER_BLOCK_ROWS]
-            scaled[start : start + len(block)] = (
-                np.subtract(block, self.mean, dtype=np.float64) / self.std
-            )
+        for block in _row_blocks(len(rows)):
+            scaled[block] = np.subtract(rows[block], self.mean, dtype=np.float64) / self.std
         return scaled
