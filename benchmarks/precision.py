@@ -43,7 +43,7 @@ COMPARED = [
 
 
 def training_data(dataset: Dataset, val_windows: int | None = None) -> TrainingData:
-    prepared, ends = dataset.prepared, dataset.windows.ends
+    prepared, ends = dataset, dataset.ends
     val_ends = ends["val"][:val_windows] if val_windows else ends["val"]
     return TrainingData.from_arrays(
         prepared.features,
@@ -57,8 +57,10 @@ def training_data(dataset: Dataset, val_windows: int | None = None) -> TrainingD
 
 def first_train_windows(dataset: Dataset, count: int) -> Dataset:
     """The dataset with only its first `count` train windows, for smoke runs."""
-    ends = {**dataset.windows.ends, "train": dataset.windows.ends["train"][:count]}
-    return Dataset(dataset.prepared, dataclasses.replace(dataset.windows, ends=ends))
+    ends = {**dataset.ends, "train": dataset.ends["train"][:count]}
+    all_ends = {**dataset.windows.ends, dataset.fold: ends}
+    windows = dataclasses.replace(dataset.windows, ends=all_ends)
+    return Dataset(dataset.prepared, windows)
 
 
 def training_speed(
@@ -95,11 +97,11 @@ def train_and_score(
     start = time.perf_counter()
     result = fit(model, data, config, eval_batch_size=params.evaluate.batch_size)
     seconds = time.perf_counter() - start
-    classes = dataset.prepared.labels.astype(np.int64) + 1
-    prior = class_prior(classes[dataset.windows.ends["train"]])
+    classes = dataset.labels.astype(np.int64) + 1
+    prior = class_prior(classes[dataset.ends["train"]])
     scores = {}
     for split in ("val", "test"):
-        ends = dataset.windows.ends[split]
+        ends = dataset.ends[split]
         logits = predict_logits(
             model,
             data.features,
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = build_dataset(params)
     if args.max_windows:
         dataset = first_train_windows(dataset, args.max_windows)
-    args.train_windows = len(dataset.windows.ends["train"])
+    args.train_windows = len(dataset.ends["train"])
     args.steps_per_epoch = -(-args.train_windows // params.train.batch_size)
     print("timing fp32 and bf16 training ...", file=sys.stderr)
     speed = training_speed(dataset, params, args.speed_epochs, args.rounds)

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from benchlib import (
     MB,
+    ONE_SPLIT,
     copy_pipeline,
     default_params_dict,
     machine_line,
@@ -128,10 +129,12 @@ def window_bytes(project: Path) -> dict[str, int]:
     meta = json.loads((outputs / "meta.json").read_text())
     return {
         "rows": int(features.shape[0]),
-        "feature_matrix": int(features.nbytes),
+        # What training gathers from: the float32 matrix a fold's scaler makes of features.npy
+        # (stored unscaled in float64, so that every fold can scale it its own way).
+        "feature_matrix": int(features.shape[0] * features.shape[1] * 4),
         "window_outputs": sum(path.stat().st_size for path in outputs.iterdir()),
-        "windows": sum(meta["windows"].values()),
-        "train_windows": int(meta["windows"]["train"]),
+        "windows": sum(sum(parts.values()) for parts in meta["windows"].values()),
+        "train_windows": sum(int(parts["train"]) for parts in meta["windows"].values()),
     }
 
 
@@ -139,6 +142,9 @@ def run_sizes(
     workdir: Path, sizes: list[tuple[int, int]], overrides: dict, repeats: int = 1
 ) -> list[dict]:
     """Writes each panel, then runs every stage on every size, the sizes interleaved.
+
+    The pipeline runs on one holdout split (ONE_SPLIT), so that the time per bar is that of
+    one model, comparable across sizes and with earlier runs.
 
     This machine's speed drifts by tens of percent over minutes, so the sizes are not
     run one after the other: prepare and window run `repeats` rounds of every size in
@@ -152,7 +158,7 @@ def run_sizes(
         files = write_panel(project / "data" / "raw", n_series, n_bars, seed=0)
         panel_s = time.perf_counter() - start
         params = default_params_dict()
-        for section, values in overrides.items():
+        for section, values in {**ONE_SPLIT, **overrides}.items():
             params[section].update(values)
         copy_pipeline(project, params, files)
         panels.append((project, n_series, n_bars, panel_s))

@@ -312,7 +312,7 @@ def run_worker(args: argparse.Namespace) -> dict:
         warnings.filterwarnings("ignore", message=".*deterministic.*")
     params = default_params()
     dataset = build_dataset(params)
-    prepared, ends = dataset.prepared, dataset.windows.ends
+    prepared, ends = dataset, dataset.ends
     train_ends = ends["train"][: args.max_windows] if args.max_windows else ends["train"]
     peak = matmul_peak_gflops(args.mm_size, device, args.mm_repeats)
     results = []

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finseq.params import Params, parse_params
+from finseq.params import Params, SplitConfig, parse_params, parse_section
 from finseq.synthetic import write_panel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,8 @@ PROJECT_FILES = (
     ".dvc/.gitignore",
     # The offline plots page that .dvc/config names as plots.html_template.
     ".dvc/plots/offline.html",
+    # The vega-lite template of the by-fold validation loss chart (dvc.yaml's plots).
+    ".dvc/plots/by_fold.json",
 )
 
 
@@ -63,6 +65,16 @@ def tiny_params_dict(**overrides: dict) -> dict:
 
 def tiny_params(**overrides: dict) -> Params:
     return parse_params(tiny_params_dict(**overrides))
+
+
+def split_config(**overrides: object) -> SplitConfig:
+    """params.yaml's split section with `overrides` (e.g. method="holdout", train=0.6)."""
+    values = {**default_params_dict()["split"], **overrides}
+    return parse_section(SplitConfig, values, "split")
+
+
+def holdout_split(train: float, val: float, embargo: int) -> SplitConfig:
+    return split_config(method="holdout", train=train, val=val, embargo=embargo)
 
 
 def dvc_environment(home: Path) -> dict[str, str]:

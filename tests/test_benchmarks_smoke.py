@@ -29,7 +29,7 @@ import train_throughput
 def toy(tmp_path_factory):
     """Tiny params over a generated 2-series panel, and its prepared data and window ends."""
     files = write_panel(tmp_path_factory.mktemp("raw"), n_series=2, n_bars=300, seed=3)
-    params = tiny_params(data={"files": [str(path) for path in files]})
+    params = tiny_params(data={"files": [str(path) for path in files]}, split={"method": "holdout"})
     return params, benchlib.build_dataset(params)
 
 
@@ -55,13 +55,13 @@ def test_the_timed_step_is_the_step_fit_takes(toy):
     """(b) and (c) time train_step; one epoch of fit over exactly one batch must equal it."""
     params, dataset = toy
     model_config = dataclasses.replace(params.model, dropout=0.0)
-    ends = dataset.windows.ends["train"][:32]
+    ends = dataset.ends["train"][:32]
     config = dataclasses.replace(params.train, epochs=1, batch_size=len(ends))
     data = TrainingData.from_arrays(
-        dataset.prepared.features,
-        dataset.prepared.labels,
+        dataset.features,
+        dataset.labels,
         ends,
-        dataset.windows.ends["val"],
+        dataset.ends["val"],
         dataset.windows.seq_len,
         torch.device("cpu"),
     )
@@ -81,18 +81,18 @@ def test_the_timed_step_is_the_step_fit_takes(toy):
 def test_throughput_runs_all_three_loops_over_the_train_windows(toy):
     params, dataset = toy
     bench = train_throughput.Bench(
-        dataset.prepared.features,
-        dataset.prepared.labels,
-        dataset.windows.ends["train"],
-        dataset.windows.ends["val"],
+        dataset.features,
+        dataset.labels,
+        dataset.ends["train"],
+        dataset.ends["val"],
         dataset.windows.seq_len,
         params.model,
         params.train,
         torch.device("cpu"),
     )
     model, optimizer = bench.new_model()
-    assert bench.own_loop(model) == len(dataset.windows.ends["train"])
-    assert bench.reference_loop(model, optimizer) == len(dataset.windows.ends["train"])
+    assert bench.own_loop(model) == len(dataset.ends["train"])
+    assert bench.reference_loop(model, optimizer) == len(dataset.ends["train"])
     batch = min(params.train.batch_size, bench.n_train)
     assert bench.compute_bound(model, optimizer, steps=3) == 3 * batch
     result = train_throughput.measure(bench, rounds=2)
@@ -168,7 +168,7 @@ def test_precision_trains_and_scores_both_ways(toy):
         scored = precision.train_and_score(dataset, params, precision_name, seed=1, epochs=1)
         assert scored["best_epoch"] == 1
         for split in ("val", "test"):
-            assert scored[split]["samples"] == len(dataset.windows.ends[split])
+            assert scored[split]["samples"] == len(dataset.ends[split])
             assert np.isfinite(scored[split]["loss"])
     speed = precision.training_speed(dataset, params, epochs=1, rounds=1)
     assert all(len(rates) == 1 and rates[0] > 0 for rates in speed.values())

@@ -10,16 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import holdout_split
 
 from finseq.dataset import make_window_sets, prepare_dataset
 from finseq.errors import ConfigError, DataError
-from finseq.params import LabelConfig, SplitConfig, WindowConfig
+from finseq.params import LabelConfig, WindowConfig
 from finseq.split import SPLIT_NAMES, TEST, TRAIN, VAL
 from finseq.synthetic import synthetic_ohlcv
 
 CALENDAR = pd.bdate_range("2000-01-03", periods=800)
 LABEL = LabelConfig(method="triple_barrier", horizon=5, threshold=0.8, vol_window=20)
-SPLIT = SplitConfig(train=0.7, val=0.15, embargo=5)  # cuts at CALENDAR[560] and CALENDAR[680]
+SPLIT = holdout_split(train=0.7, val=0.15, embargo=5)  # cuts at CALENDAR[560] and CALENDAR[680]
 WINDOW = WindowConfig(seq_len=20, stride=1)
 
 
@@ -77,7 +78,9 @@ def test_each_series_has_windows_exactly_in_the_splits_it_covers(prepared):
     }
     for code, name in enumerate(data.meta["series_names"]):
         with_windows = {
-            split for split in SPLIT_NAMES if (data.series[windows.ends[split]] == code).any()
+            split
+            for split in SPLIT_NAMES
+            if (data.series[windows.ends["holdout"][split]] == code).any()
         }
         assert with_windows == covered[name]
 
@@ -86,27 +89,27 @@ def test_no_window_spans_two_series_or_two_splits(prepared):
     data, windows, _ = prepared
     offsets = np.arange(-WINDOW.seq_len + 1, 1)
     for split_code, split_name in enumerate(SPLIT_NAMES):
-        ends = windows.ends[split_name]
+        ends = windows.ends["holdout"][split_name]
         rows = ends[:, None] + offsets
         assert (data.series[rows] == data.series[ends][:, None]).all()
-        assert (data.split[rows] == split_code).all()
+        assert (data.parts[0][rows] == split_code).all()
 
 
 def test_rows_are_split_by_calendar_date_whatever_the_series_covers(prepared):
     data, _, _ = prepared
-    assert data.meta["val_start"] == CALENDAR[560].isoformat()
-    assert data.meta["test_start"] == CALENDAR[680].isoformat()
+    assert data.meta["folds"]["holdout"]["val_start"] == CALENDAR[560].isoformat()
+    assert data.meta["folds"]["holdout"]["test_start"] == CALENDAR[680].isoformat()
     expected = np.where(
         data.timestamps < CALENDAR[560].to_datetime64(),
         TRAIN,
         np.where(data.timestamps < CALENDAR[680].to_datetime64(), VAL, TEST),
     )
-    np.testing.assert_array_equal(data.split, expected)
+    np.testing.assert_array_equal(data.parts[0], expected)
 
 
 def last_sample(data, name: str, split_code: int) -> pd.Timestamp:
     code = data.meta["series_names"].index(name)
-    rows = (data.series == code) & (data.split == split_code) & data.is_sample
+    rows = (data.series == code) & (data.parts[0] == split_code) & data.samples[0]
     return pd.Timestamp(data.timestamps[rows].max())
 
 
@@ -124,7 +127,7 @@ def test_purge_counts_bars_of_the_series_across_a_gap_at_the_cut(prepared):
 
 def test_a_split_no_series_can_fill_with_one_window_is_a_config_error_naming_seq_len():
     frames = {"full.csv": frame_on(CALENDAR, seed=1)}
-    narrow_val = SplitConfig(train=0.7, val=0.03, embargo=5)  # val: CALENDAR[560:584]
+    narrow_val = holdout_split(train=0.7, val=0.03, embargo=5)  # val: CALENDAR[560:584]
     data = prepare_dataset(frames, LABEL, narrow_val)
     with pytest.raises(ConfigError) as raised:
         make_window_sets(data, WindowConfig(seq_len=30, stride=1))
@@ -136,7 +139,7 @@ def test_a_split_no_series_can_fill_with_one_window_is_a_config_error_naming_seq
 
 def test_a_split_whose_every_sample_is_purged_names_horizon_embargo_and_vol_window():
     frames = {"full.csv": frame_on(CALENDAR, seed=1)}
-    narrow_val = SplitConfig(train=0.7, val=0.03, embargo=30)  # val: 24 rows < horizon + 30
+    narrow_val = holdout_split(train=0.7, val=0.03, embargo=30)  # val: 24 rows < horizon + 30
     with pytest.raises(ConfigError) as raised:
         prepare_dataset(frames, LABEL, narrow_val)
     message = str(raised.value)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from conftest import holdout_split, split_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from finseq.dataset import make_window_sets, prepare_dataset
 from finseq.features import WARMUP_BARS, compute_features
 from finseq.labels import make_labels
-from finseq.params import LabelConfig, SplitConfig, WindowConfig
+from finseq.params import LabelConfig, WindowConfig
 from finseq.split import TRAIN
 from finseq.synthetic import synthetic_ohlcv
 from finseq.windows import gather_windows, window_ends, window_offsets
@@ -180,7 +181,11 @@ def test_labels_are_nan_where_the_horizon_or_the_volatility_is_missing(frame, co
 
 
 SMALL_LABEL = LabelConfig(method="triple_barrier", horizon=5, threshold=0.8, vol_window=20)
-SMALL_SPLIT = SplitConfig(train=0.6, val=0.2, embargo=3)
+# Both ways of cutting: every fold's scaler and windows must ignore what lies past its cut.
+SMALL_SPLITS = {
+    "holdout": holdout_split(train=0.6, val=0.2, embargo=3),
+    "walk_forward": split_config(oos_start=0.5, folds=2, val_share=0.2, embargo=3),
+}
 
 
 @st.composite
@@ -194,23 +199,29 @@ def panels(draw) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def split_start(frames: dict[str, pd.DataFrame]) -> pd.Timestamp:
-    """The validation cut of these frames, as prepare_dataset draws it."""
-    return pd.Timestamp(prepare_dataset(frames, SMALL_LABEL, SMALL_SPLIT).meta["val_start"])
+def fold_val_starts(prepared) -> dict[str, pd.Timestamp]:
+    """Each fold's validation cut: the first bar its scaler must not see."""
+    return {
+        fold: pd.Timestamp(prepared.meta["folds"][fold]["val_start"])
+        for fold in prepared.fold_names
+    }
 
 
 @PROPERTY_SETTINGS
-@given(data=st.data())
-def test_changing_bars_after_a_val_or_test_time_changes_no_prepared_window_before_it(data):
+@given(data=st.data(), method=st.sampled_from(list(SMALL_SPLITS)))
+def test_changing_bars_after_a_val_or_test_time_changes_no_prepared_window_before_it(data, method):
     """The whole prepare → window path, scaler included, over several series at once.
 
-    The cut time is in val or test, so the train-only scaler is the same before and
-    after the change; every window ending at or before it must be bit-for-bit equal.
+    For every fold whose val cut is at or before the changed time, the train-only scaler is
+    the same before and after the change; every window ending at or before that time, scaled
+    as the fold scales it, must be bit-for-bit equal.
     """
+    split = SMALL_SPLITS[method]
     frames = data.draw(panels())
     stamps = np.unique(np.concatenate([frame.index.to_numpy() for frame in frames.values()]))
-    val_start = split_start(frames)
-    cut = pd.Timestamp(data.draw(st.sampled_from(list(stamps[stamps >= val_start][:-1]))))
+    val_starts = fold_val_starts(prepare_dataset(frames, SMALL_LABEL, split))
+    earliest = min(val_starts.values())
+    cut = pd.Timestamp(data.draw(st.sampled_from(list(stamps[stamps >= earliest][:-1]))))
     seed = data.draw(st.integers(0, 2**32 - 1))
     changed = {
         path: changed_bars(frame, frame.index > cut, COLUMNS, seed + index)
@@ -218,30 +229,36 @@ def test_changing_bars_after_a_val_or_test_time_changes_no_prepared_window_befor
     }
     window_config = WindowConfig(seq_len=data.draw(st.integers(1, 20)), stride=1)
 
-    def windows_up_to_cut(source: dict[str, pd.DataFrame]) -> torch.Tensor:
-        prepared = prepare_dataset(source, SMALL_LABEL, SMALL_SPLIT)
-        ends = np.concatenate(list(make_window_sets(prepared, window_config).ends.values()))
+    def windows_up_to_cut(source: dict[str, pd.DataFrame], fold: str) -> torch.Tensor:
+        prepared = prepare_dataset(source, SMALL_LABEL, split)
+        parts = make_window_sets(prepared, window_config).ends[fold]
+        ends = np.concatenate(list(parts.values()))
         ends = torch.as_tensor(ends[prepared.timestamps[ends] <= cut.to_datetime64()])
-        features = torch.as_tensor(prepared.features)
+        features = torch.as_tensor(prepared.scaled_features(fold))
         return gather_windows(features, ends, window_offsets(window_config.seq_len))
 
-    assert torch.equal(windows_up_to_cut(changed), windows_up_to_cut(frames))
+    checked = [fold for fold, start in val_starts.items() if start <= cut]
+    assert checked
+    for fold in checked:
+        assert torch.equal(windows_up_to_cut(changed, fold), windows_up_to_cut(frames, fold))
 
 
 @PROPERTY_SETTINGS
-@given(data=st.data())
-def test_scaler_statistics_ignore_every_val_and_test_bar(data):
+@given(data=st.data(), method=st.sampled_from(list(SMALL_SPLITS)))
+def test_scaler_statistics_ignore_every_val_and_test_bar(data, method):
+    """Each fold's scaler, changed bars from its own val cut on: the statistics stay put."""
+    split = SMALL_SPLITS[method]
     frames = data.draw(panels())
-    val_start = split_start(frames)
+    before = prepare_dataset(frames, SMALL_LABEL, split)
+    fold = data.draw(st.sampled_from(before.fold_names))
+    val_start = fold_val_starts(before)[fold]
     seed = data.draw(st.integers(0, 2**32 - 1))
     changed = {
         path: changed_bars(frame, frame.index >= val_start, COLUMNS, seed + index)
         for index, (path, frame) in enumerate(frames.items())
     }
-    before = prepare_dataset(frames, SMALL_LABEL, SMALL_SPLIT)
-    after = prepare_dataset(changed, SMALL_LABEL, SMALL_SPLIT)
-    held_out = before.split != TRAIN
+    after = prepare_dataset(changed, SMALL_LABEL, split)
+    held_out = before.parts[before.fold_index(fold)] != TRAIN
     assert not np.array_equal(after.features[held_out], before.features[held_out])
-    assert after.meta["scaler_mean"] == before.meta["scaler_mean"]
-    assert after.meta["scaler_std"] == before.meta["scaler_std"]
-    np.testing.assert_array_equal(after.features[~held_out], before.features[~held_out])
+    for key in ("scaler_mean", "scaler_std"):
+        assert after.meta["folds"][fold][key] == before.meta["folds"][fold][key]

@@ -154,8 +154,12 @@ def windowed(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A project with prepared data and windows: evaluate then only needs a model file."""
     project = make_project(tmp_path_factory.mktemp("checkpoint") / "repo")
     project.run("dvc", "repro", "window")
-    (project.path / "models").mkdir()
+    (project.path / "models" / "folds").mkdir(parents=True)
     return project
+
+
+# The first model evaluate loads: walk-forward's first fold.
+FIRST_FOLD_MODEL = "models/folds/f1.pth"
 
 
 def evaluate(project: Project) -> subprocess.CompletedProcess:
@@ -165,12 +169,12 @@ def evaluate(project: Project) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_evaluate_refuses_a_malicious_model_with_one_error_line(windowed, tmp_path: Path):
     marker = tmp_path / "pwned"
-    write_malicious(windowed.path / "models" / "model.pth", marker)
+    write_malicious(windowed.path / FIRST_FOLD_MODEL, marker)
     result = evaluate(windowed)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        "error: models/model.pth: refused to load: it asks for exec, which is not a "
+        f"error: {FIRST_FOLD_MODEL}: refused to load: it asks for exec, which is not a "
         "tensor or plain value and could run code; load only checkpoints written by finseq"
     ]
     assert not marker.exists()
@@ -179,8 +183,8 @@ def test_evaluate_refuses_a_malicious_model_with_one_error_line(windowed, tmp_pa
 
 @pytest.mark.slow
 def test_evaluate_names_a_truncated_model_with_one_error_line(windowed, tmp_path: Path):
-    (windowed.path / "models" / "model.pth").write_bytes(genuine_bytes(tmp_path)[:1000])
+    (windowed.path / FIRST_FOLD_MODEL).write_bytes(genuine_bytes(tmp_path)[:1000])
     result = evaluate(windowed)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [f"error: models/model.pth: {NOT_AN_ARCHIVE}"]
+    assert result.stderr.strip().splitlines() == [f"error: {FIRST_FOLD_MODEL}: {NOT_AN_ARCHIVE}"]

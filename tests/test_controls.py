@@ -16,13 +16,12 @@ import torch
 from conftest import ROOT, default_params_dict, merge, tiny_params
 
 from finseq.dataset import PreparedData, make_window_sets, prepare_dataset
-from finseq.evaluate import class_prior, split_metrics
+from finseq.evaluate import FoldScores, class_prior, pooled_metrics
 from finseq.load import load_series
-from finseq.models import build_model
 from finseq.params import Params, parse_params
 from finseq.split import TRAIN
 from finseq.synthetic import synthetic_ohlcv
-from finseq.training import TrainingData, fit, predict_logits
+from finseq.training import score_fold, train_fold
 
 pytestmark = pytest.mark.slow
 
@@ -39,58 +38,73 @@ def synthetic_frames(n_series: int, n_bars: int, seed: int, **kwargs: float) -> 
     }
 
 
-def permute_train_labels(data: PreparedData, seed: int) -> PreparedData:
-    """Training labels shuffled among the training samples; val and test labels untouched."""
-    train_samples = np.flatnonzero(data.is_sample & (data.split == TRAIN))
+def permute_train_labels(data: PreparedData, fold: str, seed: int) -> PreparedData:
+    """`fold`'s training labels shuffled among its training samples; every other label,
+    its val and test labels included, untouched."""
+    index = data.fold_index(fold)
+    train_samples = np.flatnonzero(data.samples[index] & (data.parts[index] == TRAIN))
     labels = data.labels.copy()
     labels[train_samples] = np.random.default_rng(seed).permutation(labels[train_samples])
     return dataclasses.replace(data, labels=labels)
 
 
 def run_pipeline(frames: dict, params: Params, shuffle_seed: int | None = None) -> dict:
-    """prepare → window → train → evaluate on CPU; returns the test split's metrics.
+    """prepare → window → train → evaluate on CPU through the functions the stages call;
+    returns the pooled out-of-sample (test) metrics of every scored fold.
 
     One torch thread, so the quoted values do not depend on the runner's core count.
     """
     data = prepare_dataset(frames, params.label, params.split)
-    if shuffle_seed is not None:
-        data = permute_train_labels(data, shuffle_seed)
     windows = make_window_sets(data, params.window)
     device = torch.device("cpu")
-    training_data = TrainingData.from_arrays(
-        data.features,
-        data.labels,
-        windows.ends["train"],
-        windows.ends["val"],
-        windows.seq_len,
-        device,
-    )
+    classes = data.labels.astype(np.int64) + 1
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    scores = []
     try:
-        torch.manual_seed(params.train.seed)
-        model = build_model(params.model, data.features.shape[1])
-        fit(model, training_data, params.train, eval_batch_size=params.evaluate.batch_size)
-        test_ends = windows.ends["test"]
-        logits = predict_logits(
-            model,
-            training_data.features,
-            torch.as_tensor(test_ends),
-            windows.seq_len,
-            params.evaluate.batch_size,
-        )
+        for fold in data.meta["evaluated_folds"]:
+            training = (
+                data if shuffle_seed is None else permute_train_labels(data, fold, shuffle_seed)
+            )
+            model, _ = train_fold(
+                training,
+                windows,
+                fold,
+                params.model,
+                params.train,
+                device,
+                eval_batch_size=params.evaluate.batch_size,
+            )
+            logits = score_fold(
+                model,
+                data,
+                windows,
+                fold,
+                ("val", "test"),
+                device,
+                batch_size=params.evaluate.batch_size,
+                precision=params.train.precision,
+            )
+            ends = {part: windows.ends[fold][part] for part in ("val", "test")}
+            prior = class_prior(classes[windows.ends[fold]["train"]])
+            scores.append(FoldScores(fold=fold, ends=ends, logits=logits, prior=prior))
     finally:
         torch.set_num_threads(threads)
-    classes = data.labels.astype(np.int64) + 1
-    prior = class_prior(classes[windows.ends["train"]])
-    return split_metrics(logits.numpy(), classes[test_ends], prior)
+    return pooled_metrics(scores, classes, "test")
+
+
+# Walk-forward controls use 3 folds from 40% of the history on, to keep the suite short.
+SPLITS = {
+    "holdout": {"method": "holdout"},
+    "walk_forward": {"method": "walk_forward", "oos_start": 0.4, "folds": 3},
+}
 
 
 def control_params(**overrides: dict) -> Params:
     """Tiny settings for the synthetic controls: short windows, one small recurrent layer."""
     base = {
         "label": {"method": "triple_barrier", "horizon": 5, "threshold": 0.8, "vol_window": 20},
-        "split": {"embargo": 5},
+        "split": {"embargo": 5, "method": "holdout"},
         "window": {"seq_len": 20},
         "model": {"hidden_dim": 16, "num_layers": 1, "dropout": 0.0},
         "train": {
@@ -124,8 +138,10 @@ PLANTED_SKILL_BOUND = 0.05
 ACCURACY_TOLERANCE = 0.02
 
 
-@pytest.mark.parametrize("model_type", ["lstm", "gru"])
-def test_no_signal_control_gives_no_test_skill(model_type):
+@pytest.mark.parametrize(
+    ("model_type", "split"), [("lstm", "holdout"), ("gru", "holdout"), ("lstm", "walk_forward")]
+)
+def test_no_signal_control_gives_no_test_skill(model_type, split):
     """i.i.d. returns of constant volatility: a clearly positive skill could only be leakage.
 
     Labels use the repository's triple_barrier settings. Observed test skill, seeds 0-9:
@@ -133,7 +149,8 @@ def test_no_signal_control_gives_no_test_skill(model_type):
     centred window (a leak), seed 0 reached 0.193 (lstm) and 0.204 (gru).
     """
     frames = synthetic_frames(N_SERIES, N_BARS, seed=0, drift=0.0)
-    metrics = run_pipeline(frames, control_params(model={"type": model_type}))
+    params = control_params(model={"type": model_type}, split=SPLITS[split])
+    metrics = run_pipeline(frames, params)
     assert metrics["samples"] > 3000
     assert metrics["skill"] < NO_SKILL_BOUND
 
@@ -167,8 +184,20 @@ def test_planted_signal_is_learned_and_matches_the_linear_baseline(
     assert metrics["accuracy"] >= linear_on_planted_signal["accuracy"] - ACCURACY_TOLERANCE
 
 
-@pytest.mark.parametrize("model_type", ["lstm", "gru"])
-def test_shuffled_training_labels_give_no_test_skill(model_type):
+def test_planted_signal_is_learned_walking_forward(planted_signal_frames):
+    """The same planted signal, found out of sample in every walk-forward test block pooled."""
+    params = control_params(
+        label=PLANTED_LABEL, model={"type": "lstm"}, split=SPLITS["walk_forward"]
+    )
+    metrics = run_pipeline(planted_signal_frames, params)
+    assert metrics["samples"] > 10_000
+    assert metrics["skill"] > PLANTED_SKILL_BOUND
+
+
+@pytest.mark.parametrize(
+    ("model_type", "split"), [("lstm", "holdout"), ("gru", "holdout"), ("lstm", "walk_forward")]
+)
+def test_shuffled_training_labels_give_no_test_skill(model_type, split):
     """The repository's data, label and split settings with the training labels permuted.
 
     Any skill must come from the link between windows and their labels; with that
@@ -179,6 +208,7 @@ def test_shuffled_training_labels_give_no_test_skill(model_type):
     raw = merge(
         default_params_dict(),
         {
+            "split": SPLITS[split],
             "model": {"type": model_type, "hidden_dim": 8, "num_layers": 1, "dropout": 0.0},
             "train": {
                 "epochs": 5,

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import holdout_split
 
 from finseq.dataset import make_window_sets, prepare_dataset
 from finseq.features import WARMUP_BARS
@@ -21,7 +22,7 @@ from finseq.labels import (
     trailing_volatility,
     triple_barrier_labels,
 )
-from finseq.params import LabelConfig, SplitConfig, WindowConfig
+from finseq.params import LabelConfig, WindowConfig
 from finseq.synthetic import synthetic_ohlcv
 
 WIDTH = math.log(2.0)
@@ -111,9 +112,9 @@ def test_the_last_horizon_bars_have_no_label_and_are_never_samples(method):
     assert np.isnan(labels[-4:]).all()
     assert not np.isnan(labels[WARMUP_BARS:-4]).any()
 
-    data = prepare_dataset({"one.csv": frame}, label, SplitConfig(train=0.5, val=0.25, embargo=0))
-    assert not data.is_sample[-4:].any()
-    assert data.is_sample[-5]
+    data = prepare_dataset({"one.csv": frame}, label, holdout_split(train=0.5, val=0.25, embargo=0))
+    assert not data.samples[0][-4:].any()
+    assert data.samples[0][-5]
     windows = make_window_sets(data, WindowConfig(seq_len=5, stride=1))
-    assert windows.ends["test"].max() == len(data.labels) - 5
-    assert set(np.unique(data.labels[data.is_sample])) <= {-1, 0, 1}
+    assert windows.ends["holdout"]["test"].max() == len(data.labels) - 5
+    assert set(np.unique(data.labels[data.samples[0]])) <= {-1, 0, 1}

@@ -136,6 +136,7 @@ def test_plots_diff_page_renders_every_chart_without_network(browser, plotted, t
     plot_ids = PLOT_DIV.findall(html)
     assert plot_ids == [
         "Loss_per_epoch",
+        "Validation_loss_per_epoch__by_fold",
         "Validation_accuracy_per_epoch",
         "Learning_rate",
         "metrics_confusion_test_csv",
@@ -147,6 +148,9 @@ def test_plots_diff_page_renders_every_chart_without_network(browser, plotted, t
     loss_texts = drawn_texts(segments["Loss_per_epoch"])
     assert {"Loss per epoch", "epoch", "cross-entropy"} <= loss_texts
     assert "Test confusion matrix" in drawn_texts(segments["metrics_confusion_test_csv"])
+    # One legend entry per walk-forward fold, drawn by the by_fold template.
+    by_fold_texts = drawn_texts(segments["Validation_loss_per_epoch__by_fold"])
+    assert {"fold", "f1", "f8", "final"} <= by_fold_texts
 
 
 @pytest.mark.slow

@@ -61,9 +61,39 @@ BAD_PARAMS = [
         id="no-room-for-train",
     ),
     pytest.param(
-        {"split": {"train": 0.9, "val": 0.1}},
+        {"split": {"method": "holdout", "train": 0.9, "val": 0.1}},
         ["split.train + split.val = 0.9 + 0.1", "no room for test", "sum must be < 1"],
         id="no-room-for-test",
+    ),
+    pytest.param(
+        {"split": {"method": "kfold"}},
+        ["split.method = 'kfold'", "one of: walk_forward, holdout"],
+        id="split-method",
+    ),
+    pytest.param(
+        {"split": {"history": "rolling"}},
+        ["split.history = 'rolling'", "'expanding' or an integer >= 2"],
+        id="split-history-word",
+    ),
+    pytest.param(
+        {"split": {"history": 1}},
+        ["split.history = 1", "'expanding' or an integer >= 2"],
+        id="split-history-one",
+    ),
+    pytest.param(
+        {"split": {"folds": 0}},
+        ["split.folds = 0", "expected >= 1 and <= 100"],
+        id="split-no-folds",
+    ),
+    pytest.param(
+        {"split": {"oos_start": 1.0}},
+        ["split.oos_start = 1.0", "expected > 0 and < 1"],
+        id="split-oos-start",
+    ),
+    pytest.param(
+        {"split": {"val_share": 0}},
+        ["split.val_share = 0", "expected > 0 and < 1"],
+        id="split-val-share",
     ),
     pytest.param(
         {"label": {"method": "quantile"}},
@@ -216,7 +246,7 @@ STAGE_CASES = [
     ),
     pytest.param(
         "prepare",
-        {"split": {"train": 0.001}},
+        {"split": {"method": "holdout", "train": 0.001}},
         ["split.train = 0.001", "leave a split empty", "at least one bar"],
         id="split-no-train",
     ),
@@ -229,8 +259,8 @@ STAGE_CASES = [
     pytest.param(
         "window",
         {"window": {"seq_len": 200}},
-        ["window.seq_len = 200", "no val windows", "lower window.seq_len"],
-        id="seq-longer-than-val",
+        ["window.seq_len = 200", "no train windows in fold f1", "raise split.oos_start"],
+        id="seq-longer-than-first-fold",
     ),
     pytest.param(
         "window",

@@ -39,7 +39,13 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
         assert f"Running stage '{stage}'" in output
     for path in (
         "data/prepared/features.npy",
-        "data/windows/train.npy",
+        "data/windows/f1_train.npy",
+        "data/windows/final_val.npy",
+        "models/folds/f1.pth",
+        "models/folds/final.pth",
+        "metrics/predictions.csv",
+        "metrics/train/folds/curves.tsv",
+        "metrics/train/folds/f1/plots/metrics/val/loss.tsv",
         "models/model.pth",
         "metrics/eval.json",
         "metrics/confusion_test.csv",
@@ -92,9 +98,13 @@ def test_plots_are_the_hand_written_ones_without_duplicates(reproduced):
             "Loss per epoch",
             "Validation accuracy per epoch",
             "Learning rate",
+            "Validation loss per epoch, by fold",
             "metrics/confusion_test.csv",
         ]
     ), plot_ids
+    by_fold = shown["Validation loss per epoch, by fold"][0]
+    folds = {row["fold"] for row in by_fold["content"]["data"]["values"]}
+    assert folds == {f"f{number}" for number in range(1, 9)} | {"final"}
 
 
 def test_model_is_a_weights_only_checkpoint_with_what_is_needed_to_use_it(reproduced):

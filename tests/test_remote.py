@@ -31,7 +31,7 @@ def test_push_clone_pull_restores_every_output_and_leaves_nothing_to_run(tmp_pat
     origin.commit("reproduced, with a remote")
     origin.run("dvc", "push")
     originals = output_hashes(origin)
-    assert {"models/model.pth", "data/prepared/meta.json", "data/windows/train.npy"} <= set(
+    assert {"models/model.pth", "data/prepared/meta.json", "data/windows/f1_train.npy"} <= set(
         originals
     )
 

@@ -10,13 +10,26 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import example, given, settings
+from conftest import holdout_split, split_config
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from finseq.dataset import PreparedData, WindowSets, make_window_sets, prepare_dataset
 from finseq.errors import ConfigError
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
-from finseq.split import SPLIT_NAMES, TEST, TRAIN, VAL, assign_split, cut_dates, purge_mask
+from finseq.split import (
+    OUTSIDE,
+    SPLIT_NAMES,
+    TEST,
+    TRAIN,
+    VAL,
+    assign_parts,
+    distinct_timestamps,
+    fold_plan,
+    holdout_fold,
+    purge_mask,
+    sample_mask,
+)
 from finseq.synthetic import synthetic_ohlcv
 
 CALENDAR = pd.bdate_range("2000-01-03", periods=700)
@@ -48,6 +61,27 @@ def calendar_panels(draw) -> dict[str, pd.DataFrame]:
 
 
 @st.composite
+def split_configs(draw) -> SplitConfig:
+    """Holdout, or walk-forward with expanding or rolling history and 1-5 folds."""
+    embargo = draw(st.integers(0, 6))
+    if draw(st.booleans()):
+        return split_config(
+            method="holdout",
+            train=draw(st.sampled_from([0.5, 0.6, 0.7])),
+            val=draw(st.sampled_from([0.15, 0.2])),
+            embargo=embargo,
+        )
+    return split_config(
+        method="walk_forward",
+        oos_start=draw(st.sampled_from([0.4, 0.5, 0.6])),
+        folds=draw(st.integers(1, 5)),
+        history=draw(st.sampled_from(["expanding", 250, 400])),
+        val_share=draw(st.sampled_from([0.15, 0.25])),
+        embargo=embargo,
+    )
+
+
+@st.composite
 def pipeline_configs(draw) -> tuple[LabelConfig, SplitConfig, WindowConfig]:
     label = LabelConfig(
         method=draw(st.sampled_from(["fixed_horizon", "triple_barrier"])),
@@ -55,13 +89,8 @@ def pipeline_configs(draw) -> tuple[LabelConfig, SplitConfig, WindowConfig]:
         threshold=0.5,
         vol_window=draw(st.integers(2, 20)),
     )
-    split = SplitConfig(
-        train=draw(st.sampled_from([0.5, 0.6, 0.7])),
-        val=draw(st.sampled_from([0.15, 0.2])),
-        embargo=draw(st.integers(0, 6)),
-    )
     window = WindowConfig(seq_len=draw(st.integers(1, 20)), stride=draw(st.integers(1, 3)))
-    return label, split, window
+    return label, draw(split_configs()), window
 
 
 def prepared_panel(frames, label, split, window) -> tuple[PreparedData, WindowSets]:
@@ -78,6 +107,14 @@ def series_positions(data: PreparedData, frames: dict[str, pd.DataFrame]) -> np.
     return positions
 
 
+def fold_dates(data: PreparedData, fold: str) -> dict[str, np.datetime64 | None]:
+    return {
+        key: None if value is None else np.datetime64(value)
+        for key, value in data.meta["folds"][fold].items()
+        if not key.startswith("scaler")
+    }
+
+
 PROPERTY_SETTINGS = settings(max_examples=30, deadline=None)
 
 # Always tried first: neighbours that share a split where one series ends and the next
@@ -87,79 +124,144 @@ NEIGHBOURS_IN_ONE_SPLIT = {
     "full.csv": frame_on(CALENDAR, seed=1),
     "late.csv": frame_on(CALENDAR[600:], seed=2),
 }
-DEFAULT_CONFIGS = (
-    LabelConfig(method="triple_barrier", horizon=5, threshold=0.8, vol_window=20),
-    SplitConfig(train=0.7, val=0.15, embargo=5),
-    WindowConfig(seq_len=20, stride=1),
+DEFAULT_LABEL = LabelConfig(method="triple_barrier", horizon=5, threshold=0.8, vol_window=20)
+DEFAULT_WINDOW = WindowConfig(seq_len=20, stride=1)
+on_neighbours_in_one_split = example(
+    frames=NEIGHBOURS_IN_ONE_SPLIT,
+    configs=(DEFAULT_LABEL, holdout_split(train=0.7, val=0.15, embargo=5), DEFAULT_WINDOW),
 )
-on_neighbours_in_one_split = example(frames=NEIGHBOURS_IN_ONE_SPLIT, configs=DEFAULT_CONFIGS)
+on_neighbours_walking_forward = example(
+    frames=NEIGHBOURS_IN_ONE_SPLIT,
+    configs=(DEFAULT_LABEL, split_config(oos_start=0.4, folds=4), DEFAULT_WINDOW),
+)
 
 
 @PROPERTY_SETTINGS
 @given(frames=calendar_panels(), configs=pipeline_configs())
 @on_neighbours_in_one_split
-def test_every_window_lies_inside_one_series_and_one_split(frames, configs):
+@on_neighbours_walking_forward
+def test_every_window_lies_inside_one_series_and_ends_on_a_sample_of_its_part(frames, configs):
+    """Holdout windows also lie inside one part; walk-forward windows may reach back across
+    a cut, into the past."""
     data, windows = prepared_panel(frames, *configs)
     offsets = np.arange(-windows.seq_len + 1, 1)
-    for split_code, split_name in enumerate(SPLIT_NAMES):
-        ends = windows.ends[split_name]
-        rows = ends[:, None] + offsets
-        assert (rows >= 0).all()
-        assert (data.series[rows] == data.series[ends][:, None]).all()
-        assert (data.split[rows] == split_code).all()
-        assert (np.diff(data.timestamps[rows], axis=1) > np.timedelta64(0)).all()
-        assert data.is_sample[ends].all()
+    for fold in data.fold_names:
+        parts, samples = data.parts[data.fold_index(fold)], data.samples[data.fold_index(fold)]
+        for split_name, ends in windows.ends[fold].items():
+            split_code = SPLIT_NAMES.index(split_name)
+            rows = ends[:, None] + offsets
+            assert (rows >= 0).all()
+            assert (data.series[rows] == data.series[ends][:, None]).all()
+            assert (np.diff(data.timestamps[rows], axis=1) > np.timedelta64(0)).all()
+            assert (parts[ends] == split_code).all()
+            assert samples[ends].all()
+            if data.meta["split_method"] == "holdout":
+                assert (parts[rows] == split_code).all()
 
 
 @PROPERTY_SETTINGS
 @given(frames=calendar_panels(), configs=pipeline_configs())
 @on_neighbours_in_one_split
+@on_neighbours_walking_forward
 def test_every_series_is_cut_at_the_same_calendar_dates(frames, configs):
-    """One series' test period can never overlap another series' training period."""
+    """In every fold, one series' test period can never overlap another series' training."""
     data, _ = prepared_panel(frames, *configs)
-    val_start = np.datetime64(data.meta["val_start"])
-    test_start = np.datetime64(data.meta["test_start"])
-    expected = (data.timestamps >= val_start).astype(np.int8) + (data.timestamps >= test_start)
-    np.testing.assert_array_equal(data.split, expected)
-    assert data.timestamps[data.split == TRAIN].max() < data.timestamps[data.split == VAL].min()
-    assert data.timestamps[data.split == VAL].max() < data.timestamps[data.split == TEST].min()
+    for fold in data.fold_names:
+        dates = fold_dates(data, fold)
+        stamps = data.timestamps
+        expected = np.full(len(stamps), TRAIN, dtype=np.int8)
+        expected[stamps >= dates["val_start"]] = VAL
+        if dates["test_start"] is not None:
+            expected[stamps >= dates["test_start"]] = TEST
+        if dates["train_start"] is not None:
+            expected[stamps < dates["train_start"]] = OUTSIDE
+        if dates["test_end"] is not None:
+            expected[stamps >= dates["test_end"]] = OUTSIDE
+        parts = data.parts[data.fold_index(fold)]
+        np.testing.assert_array_equal(parts, expected)
+        assert stamps[parts == TRAIN].max() < stamps[parts == VAL].min()
+        if (parts == TEST).any():
+            assert stamps[parts == VAL].max() < stamps[parts == TEST].min()
 
 
 @PROPERTY_SETTINGS
 @given(frames=calendar_panels(), configs=pipeline_configs())
 @on_neighbours_in_one_split
-def test_no_sample_label_or_embargo_reaches_into_the_next_split_of_any_series(frames, configs):
-    """AFML purge + embargo, checked with the raw bars of each series.
+@on_neighbours_walking_forward
+def test_no_sample_label_or_embargo_reaches_into_the_next_part_of_any_series(frames, configs):
+    """AFML purge + embargo at every cut of every fold, checked with the raw bars of each series.
 
     For a train (val) sample at bar p of its series, bars p .. p + horizon + embargo
-    that exist must all come before the first validation (test) bar of every series,
-    which is the shared cut date. Test samples have no later split to protect.
+    that exist must all come before the fold's val (test) cut, which is the first
+    validation (test) bar of every series. Test samples have no later part to protect.
     """
     label, split, window = configs
     data, _ = prepared_panel(frames, label, split, window)
     positions = series_positions(data, frames)
     reach = label.horizon + split.embargo
-    next_cut = {
-        TRAIN: np.datetime64(data.meta["val_start"]),
-        VAL: np.datetime64(data.meta["test_start"]),
-    }
-    first_bar_after = {
-        code: min(
-            frame.index[frame.index >= cut][0]
-            for frame in frames.values()
-            if (frame.index >= cut).any()
-        )
-        for code, cut in next_cut.items()
-    }
-    assert first_bar_after == {code: pd.Timestamp(cut) for code, cut in next_cut.items()}
-    for code, frame in enumerate(frames.values()):
-        stamps = frame.index.to_numpy()
-        for split_code, cut in next_cut.items():
-            samples = (data.series == code) & (data.split == split_code) & data.is_sample
-            label_end = positions[samples] + label.horizon
-            assert (label_end < len(stamps)).all()
-            assert (stamps[label_end] < cut).all()
-            assert (stamps[np.minimum(positions[samples] + reach, len(stamps) - 1)] < cut).all()
+    for fold in data.fold_names:
+        dates = fold_dates(data, fold)
+        next_cut = {TRAIN: dates["val_start"], VAL: dates["test_start"]}
+        if next_cut[VAL] is None:
+            del next_cut[VAL]
+        first_bar_after = {
+            code: min(
+                frame.index[frame.index >= cut][0]
+                for frame in frames.values()
+                if (frame.index >= cut).any()
+            )
+            for code, cut in next_cut.items()
+        }
+        assert first_bar_after == {code: pd.Timestamp(cut) for code, cut in next_cut.items()}
+        parts, samples = data.parts[data.fold_index(fold)], data.samples[data.fold_index(fold)]
+        for code, frame in enumerate(frames.values()):
+            stamps = frame.index.to_numpy()
+            for split_code, cut in next_cut.items():
+                kept = (data.series == code) & (parts == split_code) & samples
+                label_end = positions[kept] + label.horizon
+                assert (label_end < len(stamps)).all()
+                assert (stamps[label_end] < cut).all()
+                assert (stamps[np.minimum(positions[kept] + reach, len(stamps) - 1)] < cut).all()
+
+
+@PROPERTY_SETTINGS
+@given(frames=calendar_panels(), configs=pipeline_configs())
+@on_neighbours_walking_forward
+def test_every_out_of_sample_window_is_scored_once_by_a_model_of_only_earlier_bars(frames, configs):
+    """Walk-forward: the test blocks tile the out-of-sample period; each test window belongs
+    to exactly one fold, and everything that fold trains or early-stops on (windows, their
+    context and their labels plus embargo) lies before its test block."""
+    label, split, window = configs
+    assume(split.method == "walk_forward")
+    data, windows = prepared_panel(frames, label, split, window)
+    positions = series_positions(data, frames)
+    evaluated = data.meta["evaluated_folds"]
+    assert data.meta["model_fold"] not in evaluated
+    assert len(evaluated) == split.folds
+    scored = np.concatenate([windows.ends[fold]["test"] for fold in evaluated])
+    assert len(np.unique(scored)) == len(scored)
+    # Every labelled bar from the first block on is a test sample of exactly one fold.
+    first_block = np.datetime64(data.meta["folds"][evaluated[0]]["test_start"])
+    test_samples = np.zeros(len(data.series), dtype=np.int64)
+    for fold in evaluated:
+        index = data.fold_index(fold)
+        test_samples += data.samples[index] & (data.parts[index] == TEST)
+    labelled = data.samples.any(axis=0) | (test_samples > 0)
+    assert (
+        test_samples[data.timestamps >= first_block][labelled[data.timestamps >= first_block]] == 1
+    ).all()
+    assert (test_samples[data.timestamps < first_block] == 0).all()
+    offsets = np.arange(-windows.seq_len + 1, 1)
+    for fold in evaluated:
+        test_start = np.datetime64(data.meta["folds"][fold]["test_start"])
+        for part in ("train", "val"):
+            ends = windows.ends[fold][part]
+            assert (data.timestamps[ends[:, None] + offsets] < test_start).all()
+            for code, frame in enumerate(frames.values()):
+                mine = ends[data.series[ends] == code]
+                reach = positions[mine] + label.horizon + split.embargo
+                stamps = frame.index.to_numpy()
+                assert (stamps[np.minimum(reach, len(stamps) - 1)] < test_start).all()
 
 
 def test_purge_keeps_a_sample_only_if_its_horizon_and_embargo_stay_in_its_split():
@@ -175,17 +277,69 @@ def test_purge_does_not_drop_bars_whose_reach_runs_past_the_series_end():
     assert purge_mask(split, horizon=3, embargo=5).all()
 
 
-def test_cut_dates_fall_at_the_split_fractions_of_all_distinct_timestamps():
+def test_holdout_cuts_fall_at_the_split_fractions_of_all_distinct_timestamps():
     early = np.array(["2001-01-01", "2001-01-02", "2001-01-03"], dtype="datetime64[ns]")
     late = np.array(["2001-01-03", "2001-01-04", "2001-01-05"], dtype="datetime64[ns]")
-    cuts = cut_dates([early, late], SplitConfig(train=0.6, val=0.2, embargo=0))
+    fold = holdout_fold(distinct_timestamps([early, late]), holdout_split(0.6, 0.2, 0))
     # 5 distinct dates: train = first floor(0.6 * 5) = 3, val = the next one.
-    assert cuts.val_start == np.datetime64("2001-01-04")
-    assert cuts.test_start == np.datetime64("2001-01-05")
-    assert assign_split(late, cuts).tolist() == [TRAIN, VAL, TEST]
+    assert fold.val_start == np.datetime64("2001-01-04")
+    assert fold.test_start == np.datetime64("2001-01-05")
+    assert assign_parts(late, fold).tolist() == [TRAIN, VAL, TEST]
 
 
 def test_split_fractions_that_leave_a_split_empty_are_a_config_error():
     stamps = np.array(["2001-01-01", "2001-01-02", "2001-01-03"], dtype="datetime64[ns]")
     with pytest.raises(ConfigError, match="leave a split empty"):
-        cut_dates([stamps], SplitConfig(train=0.5, val=0.1, embargo=0))
+        holdout_fold(stamps, holdout_split(0.5, 0.1, 0))
+
+
+DAYS = np.arange(np.datetime64("2001-01-01"), np.datetime64("2001-04-11")).astype("datetime64[ns]")
+
+
+def test_walk_forward_blocks_have_equal_calendar_length_and_history_before_them():
+    """100 days, out-of-sample from day 40 to day 99: 4 blocks that start every 59 / 4 days."""
+    plan = fold_plan([DAYS], split_config(oos_start=0.4, folds=4, val_share=0.25))
+    assert plan.evaluated == ("f1", "f2", "f3", "f4")
+    assert plan.model_fold == "final"
+    day = {fold.name: fold for fold in plan.folds}
+    starts = [int(np.searchsorted(DAYS, day[f].test_start)) for f in plan.evaluated]
+    # The first day at or after first + i * 59 / 4 days: 40, 54.75, 69.5, 84.25.
+    assert starts == [40, 55, 70, 85]
+    assert [day[f].test_end for f in ("f1", "f2", "f3")] == [DAYS[55], DAYS[70], DAYS[85]]
+    assert day["f4"].test_end is None
+    # Expanding history from the first bar; its last quarter is the fold's val part.
+    assert day["f1"].train_start is None
+    assert day["f1"].val_start == DAYS[30]
+    assert day["f3"].val_start == DAYS[52]  # floor(0.75 * 70)
+    assert day["final"].val_start == DAYS[75] and day["final"].test_start is None
+
+
+def test_rolling_history_keeps_the_last_n_timestamps_before_each_block():
+    plan = fold_plan([DAYS], split_config(oos_start=0.4, folds=4, history=20, val_share=0.25))
+    fold = plan.by_name("f3")  # test block: days 70 .. 84
+    assert fold.train_start == DAYS[70 - 20]
+    assert fold.val_start == DAYS[70 - 5]
+    parts = assign_parts(DAYS, fold)
+    assert (parts[:50] == OUTSIDE).all() and (parts[85:] == OUTSIDE).all()
+    assert (parts[50:65] == TRAIN).all() and (parts[65:70] == VAL).all()
+    assert (parts[70:85] == TEST).all()
+
+
+def test_test_samples_are_kept_to_the_end_of_their_block_and_others_are_purged():
+    parts = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2, -1, -1])
+    kept = sample_mask(parts, np.ones(12, dtype=bool), horizon=1, embargo=1)
+    assert kept.tolist() == [1, 1, 0, 0, 1, 0, 0, 1, 1, 1, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"folds": 100, "oos_start": 0.9}, "split.folds = 100 over the 10 out-of-sample"),
+        ({"val_share": 0.99}, "split.val_share = 0.99 of the 40 timestamps of fold f1"),
+        ({"history": 2, "val_share": 0.6}, "split.val_share = 0.6 of the 2 timestamps"),
+        ({"oos_start": 0.001}, "split.oos_start = 0.001 over 100 distinct timestamps"),
+    ],
+)
+def test_fold_settings_that_leave_a_part_empty_are_a_config_error(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        fold_plan([DAYS], split_config(**{"oos_start": 0.4, "folds": 4, **overrides}))

@@ -8,7 +8,6 @@ would break byte-for-byte reproducibility) next to a meta.json.
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,29 @@ from finseq.errors import ConfigError, DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
 from finseq.labels import CLASS_LABELS, make_labels
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
-from finseq.split import SPLIT_NAMES, TRAIN, assign_split, cut_dates, purge_mask
+from finseq.split import (
+    FINAL,
+    HOLDOUT,
+    SPLIT_NAMES,
+    TEST,
+    TRAIN,
+    Fold,
+    assign_parts,
+    fold_plan,
+    sample_mask,
+)
 from finseq.windows import window_ends
 
-ARRAYS = ("features", "labels", "is_sample", "series", "split", "timestamps")
+ARRAYS = (
+    "features",
+    "labels",
+    "series",
+    "timestamps",
+    "forward_return",
+    "next_return",
+    "parts",
+    "samples",
+)
 
 
 @dataclass(frozen=True)
@@ -32,17 +50,39 @@ class PreparedData:
     """All series stacked row-wise, each series' rows consecutive and in time order.
 
     Warm-up rows (features not yet defined) are dropped, so every row has finite
-    features. `labels` holds -1/0/1 and is meaningful only where `is_sample`: the
-    label is defined and the purge kept it.
+    features. The features are unscaled: each fold scales them with the scaler fit on its
+    own training rows (`scaled_features`). `labels` holds -1/0/1 and is meaningful only
+    where a fold has a sample: the label is defined and the fold's purge kept it.
+    `forward_return` and `next_return` are outcomes, never inputs: what a position decided
+    at a row's bar would have earned.
     """
 
-    features: np.ndarray  # float32 (rows, features), scaled with the train-only scaler
+    features: np.ndarray  # float64 (rows, features), unscaled
     labels: np.ndarray  # int8
-    is_sample: np.ndarray  # bool
     series: np.ndarray  # int16 index into meta["series_names"]
-    split: np.ndarray  # int8: TRAIN, VAL, TEST
     timestamps: np.ndarray  # datetime64[ns]
+    forward_return: np.ndarray  # float64: log close[t + horizon] / close[t]; NaN past the end
+    next_return: np.ndarray  # float64: log open[t + 2] / open[t + 1]; NaN past the end
+    parts: np.ndarray  # int8 (folds, rows): TRAIN, VAL, TEST or OUTSIDE in each fold
+    samples: np.ndarray  # bool (folds, rows): a sample of its part in that fold
     meta: dict
+
+    @property
+    def fold_names(self) -> list[str]:
+        return list(self.meta["fold_names"])
+
+    def fold_index(self, fold: str) -> int:
+        return self.fold_names.index(fold)
+
+    def scaler(self, fold: str) -> StandardScaler:
+        statistics = self.meta["folds"][fold]
+        return StandardScaler(
+            mean=np.asarray(statistics["scaler_mean"]), std=np.asarray(statistics["scaler_std"])
+        )
+
+    def scaled_features(self, fold: str) -> np.ndarray:
+        """float32 features z-scored with the scaler of `fold`, fit on its training rows only."""
+        return self.scaler(fold).transform(self.features)
 
     def save(self, directory: str | Path) -> None:
         with atomic_path(directory, directory=True) as temporary:
@@ -91,10 +131,33 @@ def _class_counts(labels: np.ndarray) -> dict[str, int]:
     return {str(label): int((labels == label).sum()) for label in CLASS_LABELS}
 
 
+def _ahead(values: np.ndarray, bars: int) -> np.ndarray:
+    """values[t + bars] at position t, NaN past the end."""
+    shifted = np.full(len(values), np.nan)
+    if bars < len(values):
+        shifted[: len(values) - bars] = values[bars:]
+    return shifted
+
+
+def outcome_returns(frame: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """The forward log return over the label horizon, and the next-bar return.
+
+    A position decided with bars up to t (its close included) can first trade at the next
+    open, so the next-bar return is log(open[t + 2] / open[t + 1]): held from the open
+    after the decision to the open after that, when the next decision takes over.
+    """
+    log_close = np.log(frame["close"].to_numpy())
+    log_open = np.log(frame["open"].to_numpy())
+    forward = _ahead(log_close, horizon) - log_close
+    next_bar = _ahead(log_open, 2) - _ahead(log_open, 1)
+    return forward, next_bar
+
+
 def prepare_dataset(
     frames: dict[str, pd.DataFrame], label_config: LabelConfig, split_config: SplitConfig
 ) -> PreparedData:
-    """Features, labels, calendar split with purge and embargo, and train-only scaling.
+    """Features, labels, the folds' calendar parts with purge and embargo, and each fold's
+    train-only scaler statistics.
 
     `frames` maps each source file to its validated OHLCV frame (see load.load_series).
     """
@@ -107,29 +170,38 @@ def prepare_dataset(
                 f"{path}: only {len(frame)} bars; at least {minimum_bars} are needed "
                 f"(warm-up {WARMUP_BARS} + label.horizon {label_config.horizon} + 1)"
             )
-    cuts = cut_dates([frame.index.to_numpy() for frame in frames.values()], split_config)
+    plan = fold_plan([frame.index.to_numpy() for frame in frames.values()], split_config)
 
     parts = []
     for code, frame in enumerate(frames.values()):
         timestamps = frame.index.to_numpy()
-        split = assign_split(timestamps, cuts)
         labels = make_labels(frame, label_config)
-        keep = purge_mask(split, label_config.horizon, split_config.embargo)
+        labelled = ~np.isnan(labels)
+        fold_parts = np.stack([assign_parts(timestamps, fold) for fold in plan.folds])
+        fold_samples = np.stack(
+            [
+                sample_mask(fold_part, labelled, label_config.horizon, split_config.embargo)
+                for fold_part in fold_parts
+            ]
+        )
+        forward, next_bar = outcome_returns(frame, label_config.horizon)
         rows = slice(WARMUP_BARS, None)
         parts.append(
             {
                 "features": compute_features(frame).to_numpy()[rows],
                 "labels": np.nan_to_num(labels[rows]).astype(np.int8),
-                "is_sample": (~np.isnan(labels) & keep)[rows],
                 "series": np.full(len(frame) - WARMUP_BARS, code, dtype=np.int16),
-                "split": split[rows],
                 "timestamps": timestamps[rows],
+                "forward_return": forward[rows],
+                "next_return": next_bar[rows],
+                "parts": fold_parts[:, rows],
+                "samples": fold_samples[:, rows],
             }
         )
-    # The float64 features stay one array per series (the bulk of memory): checked, fit and
-    # scaled part by part into one float32 matrix, never stacked in float64.
+    # The float64 features stay one array per series until the scalers are fit: each fold's
+    # scaler is fit series by series in blocks (see StandardScaler.fit), never on a copy of
+    # the panel's training rows.
     raw_features = [part.pop("features") for part in parts]
-    stacked = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     for code, series_features in enumerate(raw_features):
         if not np.isfinite(series_features).all():
             row, column = np.argwhere(~np.isfinite(series_features))[0]
@@ -137,22 +209,27 @@ def prepare_dataset(
                 f"{files[code]}: feature {FEATURE_NAMES[column]} is not finite at "
                 f"{pd.Timestamp(parts[code]['timestamps'][row])}; check the bars before it"
             )
-    train_rows = stacked["split"] == TRAIN
-    if not train_rows.any():
-        raise ConfigError(
-            f"split.train = {split_config.train} leaves no training rows after the "
-            f"{WARMUP_BARS}-bar warm-up of each series; raise split.train"
+    stacked = {
+        name: np.concatenate([part[name] for part in parts], axis=-1 if name in FOLD_ARRAYS else 0)
+        for name in parts[0]
+    }
+    for index, fold in enumerate(plan.folds):
+        _check_every_part_has_samples(
+            fold, stacked["parts"][index], stacked["samples"][index], label_config, split_config
         )
-    _check_every_split_has_samples(
-        stacked["split"], stacked["is_sample"], label_config, split_config
-    )
-    # Row range of each series in the stacked arrays, in the order they were stacked.
-    bounds = np.cumsum([0, *(len(series_features) for series_features in raw_features)])
-    series_rows = [slice(start, end) for start, end in itertools.pairwise(bounds)]
-    scaler = StandardScaler.fit(
-        series_features[train_rows[rows]]
-        for series_features, rows in zip(raw_features, series_rows, strict=True)
-    )
+    fold_meta = {}
+    for index, fold in enumerate(plan.folds):
+        scaler = StandardScaler.fit(
+            series_features[part["parts"][index] == TRAIN]
+            for series_features, part in zip(raw_features, parts, strict=True)
+        )
+        fold_meta[fold.name] = {
+            **fold.describe(),
+            "scaler_mean": scaler.mean.tolist(),
+            "scaler_std": scaler.std.tolist(),
+        }
+    stacked["features"] = np.concatenate(raw_features)
+    del raw_features
     meta = {
         "files": list(files),
         "series_names": [series_name(path) for path in files],
@@ -160,28 +237,44 @@ def prepare_dataset(
         "feature_names": list(FEATURE_NAMES),
         "warmup_bars": WARMUP_BARS,
         "label_horizon": label_config.horizon,
-        "val_start": pd.Timestamp(cuts.val_start).isoformat(),
-        "test_start": pd.Timestamp(cuts.test_start).isoformat(),
-        "scaler_mean": scaler.mean.tolist(),
-        "scaler_std": scaler.std.tolist(),
+        "split_method": split_config.method,
+        "fold_names": [fold.name for fold in plan.folds],
+        "evaluated_folds": list(plan.evaluated),
+        "model_fold": plan.model_fold,
+        "folds": fold_meta,
     }
-    features = np.empty((bounds[-1], len(FEATURE_NAMES)), dtype=np.float32)
-    for series_features, rows in zip(raw_features, series_rows, strict=True):
-        features[rows] = scaler.transform(series_features)
-    data = PreparedData(features=features, meta=meta, **stacked)
+    data = PreparedData(meta=meta, **stacked)
     _note_empty_splits(data)
     return data
 
 
-def _check_every_split_has_samples(
-    split: np.ndarray, is_sample: np.ndarray, label_config: LabelConfig, split_config: SplitConfig
+FOLD_ARRAYS = ("parts", "samples")
+
+
+def _check_every_part_has_samples(
+    fold: Fold,
+    parts: np.ndarray,
+    samples: np.ndarray,
+    label_config: LabelConfig,
+    split_config: SplitConfig,
 ) -> None:
-    """A split whose every bar is purged or unlabelled: name the params that did it."""
+    """A part whose every bar is purged or unlabelled: name the params that did it."""
+    if not (parts == TRAIN).any() and fold.name == HOLDOUT:
+        raise ConfigError(
+            f"split.train = {split_config.train} leaves no training rows after the "
+            f"{WARMUP_BARS}-bar warm-up of each series; raise split.train"
+        )
+    if not (parts == TRAIN).any():
+        raise ConfigError(
+            f"fold {fold.name} has no training rows after the {WARMUP_BARS}-bar warm-up of each "
+            "series; give it more history (split.train, split.oos_start or split.history)"
+        )
+    where = "" if fold.name == HOLDOUT else f" in fold {fold.name}"
     for split_code, split_name in enumerate(SPLIT_NAMES):
-        rows = int((split == split_code).sum())
-        if rows and not (is_sample & (split == split_code)).any():
+        rows = int((parts == split_code).sum())
+        if rows and not (samples & (parts == split_code)).any():
             raise ConfigError(
-                f"no {split_name} samples are left of {rows} {split_name} rows: each needs "
+                f"no {split_name} samples are left of {rows} {split_name} rows{where}: each needs "
                 f"label.horizon ({label_config.horizon}) + split.embargo ({split_config.embargo}) "
                 f"bars after it inside the split and label.vol_window ({label_config.vol_window}) "
                 "bars before it; lower those or widen the split"
@@ -191,26 +284,35 @@ def _check_every_split_has_samples(
 def _counts_by_series_and_split(series: np.ndarray, split: np.ndarray, n_series: int) -> np.ndarray:
     """counts[series, split]: how many of the given rows fall in each series and split."""
     n_splits = len(SPLIT_NAMES)
-    flat = np.bincount(series.astype(np.int64) * n_splits + split, minlength=n_series * n_splits)
+    inside = split >= 0
+    flat = np.bincount(
+        series[inside].astype(np.int64) * n_splits + split[inside], minlength=n_series * n_splits
+    )
     return flat.reshape(n_series, n_splits)
 
 
 def _note_empty_splits(data: PreparedData) -> None:
+    """Per series, the parts of the scored folds it has no bars in."""
     names = data.meta["series_names"]
-    rows = _counts_by_series_and_split(data.series, data.split, len(names))
-    for code, split_code in np.argwhere(rows == 0):
-        note(
-            f"series {names[code]!r} has no {SPLIT_NAMES[split_code]} bars: "
-            "it does not cover that period"
-        )
+    for fold in data.meta["evaluated_folds"]:
+        parts = data.parts[data.fold_index(fold)]
+        rows = _counts_by_series_and_split(data.series, parts, len(names))
+        where = "" if fold == HOLDOUT else f" in fold {fold}"
+        for code, split_code in np.argwhere(rows == 0):
+            note(
+                f"series {names[code]!r} has no {SPLIT_NAMES[split_code]} bars{where}: "
+                "it does not cover that period"
+            )
 
 
-def data_summary(data: PreparedData) -> dict:
-    """Sample counts and class balance per split, for metrics/data.json."""
-    summary: dict = {"val_start": data.meta["val_start"], "test_start": data.meta["test_start"]}
+def _part_summary(data: PreparedData, fold: str) -> dict:
+    index = data.fold_index(fold)
+    summary = {}
     for split_code, split_name in enumerate(SPLIT_NAMES):
-        in_split = data.split == split_code
-        samples = in_split & data.is_sample
+        in_split = data.parts[index] == split_code
+        if fold == FINAL and split_code == TEST:
+            continue
+        samples = in_split & data.samples[index]
         summary[split_name] = {
             "rows": int(in_split.sum()),
             "samples": int(samples.sum()),
@@ -219,38 +321,78 @@ def data_summary(data: PreparedData) -> dict:
     return summary
 
 
+def data_summary(data: PreparedData) -> dict:
+    """Sample counts and class balance per part of each fold, for metrics/data.json."""
+    if data.meta["split_method"] == "holdout":
+        dates = data.meta["folds"][HOLDOUT]
+        return {
+            "val_start": dates["val_start"],
+            "test_start": dates["test_start"],
+            **_part_summary(data, HOLDOUT),
+        }
+    return {
+        "method": data.meta["split_method"],
+        "folds": {
+            fold: {
+                **{
+                    key: value
+                    for key, value in data.meta["folds"][fold].items()
+                    if not key.startswith("scaler")
+                },
+                **_part_summary(data, fold),
+            }
+            for fold in data.fold_names
+        },
+    }
+
+
 @dataclass(frozen=True)
 class WindowSets:
-    """Window end rows per split, plus the window length they were cut for."""
+    """Window end rows per fold and part, plus the window length they were cut for."""
 
     seq_len: int
     stride: int
-    ends: dict[str, np.ndarray]  # split name -> int64 end rows, ascending
+    ends: dict[str, dict[str, np.ndarray]]  # fold -> part name -> int64 end rows, ascending
 
     def save(self, directory: str | Path) -> None:
         meta = {
             "seq_len": self.seq_len,
             "stride": self.stride,
-            "windows": {name: len(ends) for name, ends in self.ends.items()},
+            "folds": list(self.ends),
+            "windows": {
+                fold: {name: len(ends) for name, ends in parts.items()}
+                for fold, parts in self.ends.items()
+            },
         }
         with atomic_path(directory, directory=True) as temporary:
-            for name, ends in self.ends.items():
-                np.save(temporary / f"{name}.npy", ends, allow_pickle=False)
+            for fold, parts in self.ends.items():
+                for name, ends in parts.items():
+                    np.save(temporary / f"{fold}_{name}.npy", ends, allow_pickle=False)
             write_json(temporary / "meta.json", meta)
 
     @classmethod
     def load(cls, directory: str | Path) -> WindowSets:
         directory = Path(directory)
-        _require_files(directory, [*(f"{name}.npy" for name in SPLIT_NAMES), "meta.json"], "window")
+        _require_files(directory, ["meta.json"], "window")
         meta = json.loads((directory / "meta.json").read_text())
+        names = [f"{fold}_{name}.npy" for fold in meta["folds"] for name in meta["windows"][fold]]
+        _require_files(directory, names, "window")
         ends = {
-            name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in SPLIT_NAMES
+            fold: {
+                name: np.load(directory / f"{fold}_{name}.npy", allow_pickle=False)
+                for name in meta["windows"][fold]
+            }
+            for fold in meta["folds"]
         }
         return cls(seq_len=meta["seq_len"], stride=meta["stride"], ends=ends)
 
 
 def make_window_sets(data: PreparedData, config: WindowConfig) -> WindowSets:
-    """Window ends for each split; stops with a clear message when a split gets none."""
+    """Window ends for each part of each fold; stops with a clear message when a part gets none.
+
+    Holdout windows lie inside one part; walk-forward windows only end in their part
+    (see finseq.windows).
+    """
     files = data.meta["files"]
     needed = data.meta["warmup_bars"] + config.seq_len + data.meta["label_horizon"]
     for path, bars in zip(files, data.meta["series_bars"], strict=True):
@@ -260,25 +402,43 @@ def make_window_sets(data: PreparedData, config: WindowConfig) -> WindowSets:
                 f"+ window.seq_len ({config.seq_len}) + label.horizon "
                 f"({data.meta['label_horizon']}) = {needed}"
             )
-    ends_all = window_ends(data.series, data.split, data.is_sample, config.seq_len, config.stride)
     names = data.meta["series_names"]
-    rows = _counts_by_series_and_split(data.series, data.split, len(names))
-    windows = _counts_by_series_and_split(data.series[ends_all], data.split[ends_all], len(names))
-    for split_code, split_name in enumerate(SPLIT_NAMES):
-        if windows[:, split_code].sum() == 0:
-            raise ConfigError(
-                f"window.seq_len = {config.seq_len} (window.stride = {config.stride}) leaves no "
-                f"{split_name} windows: the longest {split_name} stretch of any series has "
-                f"{rows[:, split_code].max()} rows after warm-up; lower window.seq_len or "
-                "widen the split"
-            )
-    for code, split_code in np.argwhere(windows == 0):
-        note(
-            f"series {names[code]!r} has no {SPLIT_NAMES[split_code]} windows of "
-            f"window.seq_len = {config.seq_len}"
+    holdout = data.meta["split_method"] == "holdout"
+    whole_series = np.zeros(len(data.series), dtype=np.int8)
+    ends: dict[str, dict[str, np.ndarray]] = {}
+    for fold in data.fold_names:
+        index = data.fold_index(fold)
+        parts = np.asarray(data.parts[index])
+        runs = parts if holdout else whole_series
+        ends_all = window_ends(
+            data.series, runs, np.asarray(data.samples[index]), config.seq_len, config.stride
         )
-    ends = {
-        split_name: ends_all[data.split[ends_all] == split_code]
-        for split_code, split_name in enumerate(SPLIT_NAMES)
-    }
+        rows = _counts_by_series_and_split(data.series, parts, len(names))
+        windows = _counts_by_series_and_split(data.series[ends_all], parts[ends_all], len(names))
+        used = [code for code in range(len(SPLIT_NAMES)) if rows[:, code].sum() > 0]
+        where = "" if fold == HOLDOUT else f" in fold {fold}"
+        for split_code in used:
+            split_name = SPLIT_NAMES[split_code]
+            if windows[:, split_code].sum() == 0:
+                setting = f"window.seq_len = {config.seq_len} (window.stride = {config.stride})"
+                if holdout:
+                    raise ConfigError(
+                        f"{setting} leaves no {split_name} windows: the longest {split_name} "
+                        f"stretch of any series has {rows[:, split_code].max()} rows after "
+                        "warm-up; lower window.seq_len or widen the split"
+                    )
+                raise ConfigError(
+                    f"{setting} leaves no {split_name} windows{where}: no {split_name} sample of "
+                    f"any series has {config.seq_len} rows of its series up to it after warm-up; "
+                    "lower window.seq_len or raise split.oos_start"
+                )
+        if fold in data.meta["evaluated_folds"]:
+            for code, split_code in np.argwhere(windows == 0):
+                note(
+                    f"series {names[code]!r} has no {SPLIT_NAMES[split_code]} windows{where} of "
+                    f"window.seq_len = {config.seq_len}"
+                )
+        ends[fold] = {
+            SPLIT_NAMES[split_code]: ends_all[parts[ends_all] == split_code] for split_code in used
+        }
     return WindowSets(seq_len=config.seq_len, stride=config.stride, ends=ends)

@@ -1,6 +1,7 @@
 """Predicted probabilities → metrics, beside the baselines any model must beat.
 
-Baselines, both fit on the training labels only:
+Baselines, both fit on the training labels only (in walk-forward, on the training
+windows of the fold whose model scored the window):
   - class prior: predicts the training class frequencies for every sample; its
     cross-entropy is `prior_loss`. `skill = 1 - loss / prior_loss` is > 0 only when
     the model knows more than the class balance.
@@ -9,7 +10,10 @@ Baselines, both fit on the training labels only:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import pandas as pd
 
 from finseq.labels import CLASS_LABELS, NUM_CLASSES
 
@@ -59,12 +63,14 @@ def macro_f1(classes: np.ndarray, predicted: np.ndarray) -> float:
 def split_metrics(
     logits: np.ndarray, classes: np.ndarray, prior: np.ndarray
 ) -> dict[str, float | int]:
-    """All metrics of one split; `classes` are class indices 0..2, `prior` from class_prior."""
+    """All metrics of one split; `classes` are class indices 0..2, `prior` from class_prior:
+    one for every sample (3,), or each sample's own (samples, 3) when folds are pooled."""
     probabilities = softmax(logits)
     predicted = probabilities.argmax(axis=1)
     loss = cross_entropy(probabilities, classes)
-    prior_loss = cross_entropy(np.broadcast_to(prior, probabilities.shape), classes)
-    majority = int(np.argmax(prior))
+    priors = np.broadcast_to(prior, probabilities.shape)
+    prior_loss = cross_entropy(priors, classes)
+    majority = priors.argmax(axis=1)
     return {
         "samples": len(classes),
         "loss": loss,
@@ -82,3 +88,78 @@ def confusion_csv(classes: np.ndarray, predicted: np.ndarray) -> str:
     labels = np.asarray(CLASS_LABELS)
     rows = np.char.add(np.char.add(labels[classes].astype(str), ","), labels[predicted].astype(str))
     return "\n".join(["actual,predicted", *rows.tolist()]) + "\n"
+
+
+@dataclass(frozen=True)
+class FoldScores:
+    """One fold's model on its own windows: end rows and logits per part, and its prior."""
+
+    fold: str
+    ends: dict[str, np.ndarray]  # part name -> end rows
+    logits: dict[str, np.ndarray]  # part name -> (windows, 3) logits
+    prior: np.ndarray  # class_prior of the fold's training windows
+
+
+def pooled_metrics(scores: list[FoldScores], classes: np.ndarray, part: str) -> dict:
+    """Metrics of `part` over every fold's windows, each beside its own fold's baselines."""
+    logits = np.concatenate([score.logits[part] for score in scores])
+    ends = np.concatenate([score.ends[part] for score in scores])
+    priors = np.concatenate(
+        [np.broadcast_to(score.prior, (len(score.ends[part]), NUM_CLASSES)) for score in scores]
+    )
+    return split_metrics(logits, classes[ends], priors)
+
+
+def fold_metrics(score: FoldScores, classes: np.ndarray, timestamps: np.ndarray) -> dict:
+    """One fold's test-block figures and its period, for the `folds.*` keys."""
+    test_ends = score.ends["test"]
+    test = split_metrics(score.logits["test"], classes[test_ends], score.prior)
+    return {
+        "first_date": pd.Timestamp(timestamps[test_ends].min()).date().isoformat(),
+        "last_date": pd.Timestamp(timestamps[test_ends].max()).date().isoformat(),
+        **{key: test[key] for key in ("samples", "skill", "loss", "prior_loss")},
+        **{key: test[key] for key in ("accuracy", "majority_accuracy", "balanced_accuracy")},
+    }
+
+
+PREDICTION_COLUMNS = (
+    "timestamp",
+    "series",
+    "fold",
+    "label",
+    "p_down",
+    "p_flat",
+    "p_up",
+    "forward_return",
+    "next_return",
+)
+
+
+def predictions_csv(
+    scores: list[FoldScores],
+    labels: np.ndarray,
+    series_names: list[str],
+    series: np.ndarray,
+    timestamps: np.ndarray,
+    forward_return: np.ndarray,
+    next_return: np.ndarray,
+) -> str:
+    """Every out-of-sample window: when, which series and fold, its label, the three
+    probabilities, and the returns a position decided at its last bar would see."""
+    ends = np.concatenate([score.ends["test"] for score in scores])
+    probabilities = softmax(np.concatenate([score.logits["test"] for score in scores]))
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.DatetimeIndex(timestamps[ends]).strftime("%Y-%m-%dT%H:%M:%S"),
+            "series": np.asarray(series_names)[series[ends]],
+            "fold": np.concatenate([[score.fold] * len(score.ends["test"]) for score in scores]),
+            "label": labels[ends].astype(int),
+            "p_down": probabilities[:, 0],
+            "p_flat": probabilities[:, 1],
+            "p_up": probabilities[:, 2],
+            "forward_return": forward_return[ends],
+            "next_return": next_return[ends],
+        },
+        columns=list(PREDICTION_COLUMNS),
+    )
+    return frame.to_csv(index=False, float_format="%.8g", lineterminator="\n")

@@ -76,13 +76,24 @@ class LabelConfig:
     vol_window: int = _rule(_at_least(2))
 
 
+def _history(v: Any) -> str | None:
+    if v == "expanding" or (isinstance(v, int) and not isinstance(v, bool) and v >= 2):
+        return None
+    return "'expanding' or an integer >= 2 (bars of a rolling window)"
+
+
 @dataclass(frozen=True)
 class SplitConfig:
-    """Chronological calendar split; test takes what train and val leave."""
+    """Calendar cuts shared by every series: purged walk-forward folds, or one holdout split."""
 
+    method: str = _rule(_one_of("walk_forward", "holdout"))
+    embargo: int = _rule(_at_least(0))
     train: float = _rule(_between(0, 1, low_open=True, high_open=True))
     val: float = _rule(_between(0, 1, low_open=True, high_open=True))
-    embargo: int = _rule(_at_least(0))
+    oos_start: float = _rule(_between(0, 1, low_open=True, high_open=True))
+    folds: int = _rule(_between(1, 100))
+    history: int | str = _rule(_history)
+    val_share: float = _rule(_between(0, 1, low_open=True, high_open=True))
 
 
 @dataclass(frozen=True)
@@ -135,7 +146,6 @@ def _type_name(annotation: str) -> str:
         "float": "a number",
         "str": "a string",
         "tuple[str, ...]": "a list of strings",
-        "int | str": "'auto' or an integer",
     }[annotation]
 
 
@@ -146,7 +156,8 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
         "str": isinstance(value, str),
         "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
-        "int | str": isinstance(value, (int, str)) and not isinstance(value, bool),
+        # Either a word or an integer: the field's own rule names what is allowed.
+        "int | str": True,
     }[annotation]
     if not ok:
         raise ConfigError(
@@ -195,7 +206,7 @@ def parse_section(cls: type, raw: Any, name: str) -> Any:
 
 
 def _check_across_sections(params: Params) -> None:
-    if params.split.train + params.split.val >= 1:
+    if params.split.method == "holdout" and params.split.train + params.split.val >= 1:
         raise ConfigError(
             f"split.train + split.val = {params.split.train} + {params.split.val} leaves no room "
             "for test: their sum must be < 1"

@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional
 
+from finseq.dataset import PreparedData, WindowSets
 from finseq.errors import ConfigError, note
-from finseq.params import TrainConfig
+from finseq.models import build_model
+from finseq.params import ModelConfig, TrainConfig
+from finseq.split import TRAIN, VAL
 from finseq.windows import gather_windows, window_offsets
 
 
@@ -231,6 +235,68 @@ def fit(
     )
 
 
+def train_fold(
+    data: PreparedData,
+    windows: WindowSets,
+    fold: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    device: torch.device,
+    *,
+    eval_batch_size: int = 4096,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> tuple[nn.Module, FitResult]:
+    """A fresh model of `model_config` fit on `fold`'s train windows, early-stopped on its val
+    windows, with the seed and settings every fold shares."""
+    training_data = TrainingData.from_arrays(
+        data.scaled_features(fold),
+        data.labels,
+        windows.ends[fold]["train"],
+        windows.ends[fold]["val"],
+        windows.seq_len,
+        device,
+    )
+    torch.manual_seed(train_config.seed)
+    model = build_model(model_config, data.features.shape[1])
+    result = fit(model, training_data, train_config, on_epoch, eval_batch_size)
+    return model, result
+
+
+def score_fold(
+    model: nn.Module,
+    data: PreparedData,
+    windows: WindowSets,
+    fold: str,
+    parts: tuple[str, ...],
+    device: torch.device,
+    *,
+    batch_size: int,
+    precision: str,
+) -> dict[str, np.ndarray]:
+    """Logits of `fold`'s model for the windows of each of its `parts`, as NumPy arrays."""
+    features = torch.as_tensor(data.scaled_features(fold), device=device)
+    return {
+        part: predict_logits(
+            model,
+            features,
+            torch.as_tensor(windows.ends[fold][part], device=device),
+            windows.seq_len,
+            batch_size,
+            precision,
+        )
+        .cpu()
+        .numpy()
+        for part in parts
+    }
+
+
+def trained_until(data: PreparedData, fold: str) -> str:
+    """The last bar a fold's model learned from or was early-stopped on (ISO timestamp)."""
+    parts = data.parts[data.fold_index(fold)]
+    seen = (parts == TRAIN) | (parts == VAL)
+    return pd.Timestamp(data.timestamps[seen].max()).isoformat()
+
+
 def set_numerics(device: torch.device) -> None:
     """Deterministic kernels and flushed denormals, for every run of a model."""
     # Gradients through saturated gates can become denormal floats, which x86 CPUs handle
@@ -256,16 +322,17 @@ def configure_torch(config: TrainConfig) -> torch.device:
     return device
 
 
-def log_epoch(live, result: EpochResult) -> None:
-    """One DVCLive step per epoch, numbered from 1."""
+def log_epoch(live, result: EpochResult, fold: str | None = None) -> None:
+    """One DVCLive step per epoch, numbered from 1, and one line on stdout."""
     live.step = result.epoch
     live.log_metric("train/loss", result.train_loss)
     live.log_metric("val/loss", result.val_loss)
     live.log_metric("val/accuracy", result.val_accuracy)
     live.log_metric("learning_rate", result.learning_rate)
     live.next_step()
+    prefix = f"fold {fold:>5}  " if fold else ""
     print(
-        f"epoch {result.epoch:3d}  train/loss {result.train_loss:.4f}  "
+        f"{prefix}epoch {result.epoch:3d}  train/loss {result.train_loss:.4f}  "
         f"val/loss {result.val_loss:.4f}  val/accuracy {result.val_accuracy:.4f}",
         flush=True,
     )
@@ -282,3 +349,14 @@ def run_summary(result: FitResult) -> dict:
         "val": {"loss": best.val_loss, "accuracy": best.val_accuracy},
         "learning_rate": best.learning_rate,
     }
+
+
+def fold_curves_tsv(results: dict[str, FitResult]) -> str:
+    """Every fold's per-epoch curves in one long table (fold, step, ...), charted by fold."""
+    lines = ["fold\tstep\ttrain_loss\tval_loss\tval_accuracy"]
+    for fold, result in results.items():
+        lines += [
+            f"{fold}\t{e.epoch}\t{e.train_loss!r}\t{e.val_loss!r}\t{e.val_accuracy!r}"
+            for e in result.history
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,7 +1,12 @@
 """Sliding windows as end indices into the 2-D feature matrix, and the batch gather.
 
 A window of `seq_len` rows ending at row e is rows e - seq_len + 1 .. e; its label
-is the label of row e. Windows are never materialised as an N x L x F array (about
+is the label of row e. Its last row and its label decide which part of a fold it
+belongs to; its earlier rows are the past, known when it is predicted. Walk-forward
+windows may therefore reach back across a cut; holdout windows keep today's stricter
+rule and stay inside one part, so that holdout results are comparable across versions.
+
+Windows are never materialised as an N x L x F array (about
 L times the feature matrix): the window stage stores one int64 end index per
 window, and training gathers each batch with one indexing operation.
 """
@@ -16,7 +21,8 @@ def segment_starts(series: np.ndarray, split: np.ndarray) -> np.ndarray:
     """For each row, the first row of its run of consecutive rows with the same series and split.
 
     Rows of one series are consecutive bars in time order, so a run is one series'
-    stretch of one split: a window must fit inside a run.
+    stretch of one split (of the whole series, if `split` is constant): a window must
+    fit inside a run.
     """
     new_run = np.ones(len(series), dtype=bool)
     new_run[1:] = (series[1:] != series[:-1]) | (split[1:] != split[:-1])

@@ -16,10 +16,12 @@ RAW_DIR = "data/raw"
 PREPARED_DIR = "data/prepared"
 WINDOWS_DIR = "data/windows"
 MODEL_FILE = "models/model.pth"
+FOLD_MODELS_DIR = "models/folds"
 DATA_METRICS = "metrics/data.json"
 TRAIN_LIVE_DIR = "metrics/train"
 EVAL_METRICS = "metrics/eval.json"
 CONFUSION_FILE = "metrics/confusion_test.csv"
+PREDICTIONS_FILE = "metrics/predictions.csv"
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:

@@ -1,23 +1,37 @@
-"""evaluate: the saved model on val and test, beside the class-prior and majority baselines."""
+"""evaluate: each fold's model on its own val and test windows, pooled, beside the baselines.
+
+Writes metrics/eval.json (val.*, test.* and, in walk-forward, folds.<fold>.*), the
+out-of-sample predictions (metrics/predictions.csv) and the test confusion matrix.
+"""
+
+from pathlib import Path
 
 import numpy as np
-import torch
 
 from finseq.atomic import write_json, write_text
 from finseq.checkpoint import load_checkpoint
 from finseq.dataset import PreparedData, WindowSets
 from finseq.errors import DataError
-from finseq.evaluate import class_prior, confusion_csv, split_metrics
+from finseq.evaluate import (
+    FoldScores,
+    class_prior,
+    confusion_csv,
+    fold_metrics,
+    pooled_metrics,
+    predictions_csv,
+)
 from finseq.params import load_params
+from finseq.split import HOLDOUT
 from finseq.stages import (
     CONFUSION_FILE,
     EVAL_METRICS,
-    MODEL_FILE,
+    FOLD_MODELS_DIR,
+    PREDICTIONS_FILE,
     PREPARED_DIR,
     WINDOWS_DIR,
     run_stage,
 )
-from finseq.training import configure_torch, predict_logits
+from finseq.training import configure_torch, score_fold
 
 
 def main() -> None:
@@ -25,34 +39,53 @@ def main() -> None:
     device = configure_torch(params.train)
     data = PreparedData.load(PREPARED_DIR)
     windows = WindowSets.load(WINDOWS_DIR)
-    model, checkpoint = load_checkpoint(MODEL_FILE, device)
-    if (
-        checkpoint["seq_len"] != windows.seq_len
-        or checkpoint["feature_names"] != data.meta["feature_names"]
-    ):
-        raise DataError(f"{MODEL_FILE} was trained on other windows or features; run `dvc repro`")
-    features = torch.as_tensor(data.features, device=device)
     classes = data.labels.astype(np.int64) + 1
-    prior = class_prior(classes[windows.ends["train"]])
-    metrics, predicted = {}, {}
-    for split in ("val", "test"):
-        ends = torch.as_tensor(windows.ends[split], device=device)
-        logits = (
-            predict_logits(
-                model,
-                features,
-                ends,
-                windows.seq_len,
-                params.evaluate.batch_size,
-                params.train.precision,
+    scores = []
+    for fold in data.meta["evaluated_folds"]:
+        model_file = Path(FOLD_MODELS_DIR) / f"{fold}.pth"
+        model, checkpoint = load_checkpoint(model_file, device)
+        if (
+            checkpoint["seq_len"] != windows.seq_len
+            or checkpoint["feature_names"] != data.meta["feature_names"]
+        ):
+            raise DataError(
+                f"{model_file} was trained on other windows or features; run `dvc repro`"
             )
-            .cpu()
-            .numpy()
+        logits = score_fold(
+            model,
+            data,
+            windows,
+            fold,
+            ("val", "test"),
+            device,
+            batch_size=params.evaluate.batch_size,
+            precision=params.train.precision,
         )
-        metrics[split] = split_metrics(logits, classes[windows.ends[split]], prior)
-        predicted[split] = logits.argmax(axis=1)
+        prior = class_prior(classes[windows.ends[fold]["train"]])
+        ends = {part: windows.ends[fold][part] for part in ("val", "test")}
+        scores.append(FoldScores(fold=fold, ends=ends, logits=logits, prior=prior))
+    metrics = {part: pooled_metrics(scores, classes, part) for part in ("val", "test")}
+    if data.meta["evaluated_folds"] != [HOLDOUT]:
+        metrics["folds"] = {
+            score.fold: fold_metrics(score, classes, data.timestamps) for score in scores
+        }
     write_json(EVAL_METRICS, metrics)
-    write_text(CONFUSION_FILE, confusion_csv(classes[windows.ends["test"]], predicted["test"]))
+    write_text(
+        PREDICTIONS_FILE,
+        predictions_csv(
+            scores,
+            data.labels,
+            data.meta["series_names"],
+            data.series,
+            data.timestamps,
+            data.forward_return,
+            data.next_return,
+        ),
+    )
+    test_ends = np.concatenate([score.ends["test"] for score in scores])
+    test_logits = np.concatenate([score.logits["test"] for score in scores])
+    predicted = test_logits.argmax(axis=1)
+    write_text(CONFUSION_FILE, confusion_csv(classes[test_ends], predicted))
 
 
 if __name__ == "__main__":
