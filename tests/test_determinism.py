@@ -50,3 +50,23 @@ def test_forced_reruns_give_bit_identical_models_metrics_and_data(project: Proje
     assert expected <= set(first)
     assert second == first
     assert (project.path / "models" / "model.pth").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_folds_trained_side_by_side_give_the_same_bytes_as_one_after_the_other(
+    project: Project,
+):
+    """train.fold_workers = 2 (one thread each) against 1: same models, metrics, predictions."""
+    hashes = {}
+    for workers in (1, 2):
+        params = project.read_params()
+        params["train"].update(device="cpu", fold_workers=workers)
+        project.write_params(params)
+        project.run("dvc", "repro")
+        hashes[workers] = {
+            name: digest
+            for name, digest in output_hashes(project).items()
+            if name.startswith(("models/", "metrics/eval.json", "metrics/predictions.csv"))
+        }
+    assert "models/folds/f1.pth" in hashes[1]
+    assert hashes[2] == hashes[1]

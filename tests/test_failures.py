@@ -117,10 +117,10 @@ def assert_at_last_commit(project: Project) -> None:
     assert "Data and pipelines are up to date" in project.run("dvc", "status").stdout
 
 
-def make_training_long(project: Project) -> None:
+def make_training_long(project: Project, fold_workers: int = 1) -> None:
     """Enough epochs that training is still running when the signal arrives."""
     params = project.read_params()
-    params["train"].update(epochs=100_000, patience=100_000)
+    params["train"].update(epochs=100_000, patience=100_000, fold_workers=fold_workers)
     project.write_params(params)
 
 
@@ -151,6 +151,18 @@ def interrupt_training(project: Project, signum: int) -> subprocess.CompletedPro
     )
 
 
+def processes_in(directory: Path) -> list[int]:
+    """Process ids of whatever still runs with `directory` as its working directory."""
+    running = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if entry.joinpath("cwd").resolve() == directory.resolve():
+                running.append(int(entry.name))
+        except OSError:
+            continue
+    return running
+
+
 def assert_interrupted(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 130
     assert "Traceback" not in result.stderr
@@ -160,12 +172,20 @@ def assert_interrupted(result: subprocess.CompletedProcess) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_training_leaves_the_previous_outputs_untouched(committed, signum):
+@pytest.mark.parametrize(
+    ("signum", "fold_workers"),
+    [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGTERM, 2)],
+    ids=["SIGINT", "SIGTERM", "SIGTERM-2-fold-workers"],
+)
+def test_interrupted_training_leaves_the_previous_outputs_untouched(
+    committed, signum, fold_workers
+):
+    """With 2 fold workers, the stage also ends its workers: nothing is left running."""
     before = snapshot(committed)
-    make_training_long(committed)
+    make_training_long(committed, fold_workers)
     try:
         assert_interrupted(interrupt_training(committed, signum))
+        assert processes_in(committed.path) == []
         after = snapshot(committed)
     finally:
         committed.run("git", "checkout", "--", "params.yaml")

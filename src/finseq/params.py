@@ -121,6 +121,7 @@ class TrainConfig:
     seed: int = _rule(_at_least(0))
     device: str = _rule(_one_of("auto", "cpu", "cuda"))
     threads: int | str = _rule(_threads)
+    fold_workers: int | str = _rule(_threads)
     precision: str = _rule(_one_of("fp32", "bf16"))
 
 

@@ -8,21 +8,26 @@ the feature matrix lives on the device and batches are gathered there.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from dvclive import Live
 from torch import nn
 from torch.nn import functional
 
+from finseq.checkpoint import make_checkpoint, save_checkpoint
 from finseq.dataset import PreparedData, WindowSets
 from finseq.errors import ConfigError, note
 from finseq.models import build_model
-from finseq.params import ModelConfig, TrainConfig
+from finseq.params import ModelConfig, Params, TrainConfig
 from finseq.split import TRAIN, VAL
 from finseq.windows import gather_windows, window_offsets
 
@@ -45,6 +50,21 @@ def usable_cores() -> int:
 def in_dvc_temp_workspace(cwd: str | Path | None = None) -> bool:
     """True inside the temporary copies where `dvc queue` and `dvc exp run --temp` run."""
     return f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}" in f"{Path(cwd or os.getcwd())}{os.sep}"
+
+
+def resolve_fold_workers(config: TrainConfig, n_folds: int, device: torch.device) -> int:
+    """Processes that train folds side by side.
+
+    `auto`: one (in-process) inside DVC's temporary experiment workspaces, on CUDA, or when
+    `threads` is set to a number; otherwise every usable core, up to the number of folds.
+    """
+    if config.fold_workers != "auto":
+        workers = int(config.fold_workers)
+    elif in_dvc_temp_workspace() or device.type == "cuda" or config.threads != "auto":
+        workers = 1
+    else:
+        workers = usable_cores()
+    return max(1, min(workers, n_folds))
 
 
 def resolve_threads(requested: int | str, cwd: str | Path | None = None) -> int:
@@ -290,6 +310,36 @@ def score_fold(
     }
 
 
+def fold_checkpoint(
+    model: nn.Module,
+    result: FitResult,
+    data: PreparedData,
+    windows: WindowSets,
+    fold: str,
+    params: Params,
+) -> dict:
+    """The checkpoint of one fold's model: its scaler, its cut dates and how it was trained."""
+    scaler = data.scaler(fold)
+    cuts = {key: value for key, value in data.meta["folds"][fold].items() if "scaler" not in key}
+    return make_checkpoint(
+        model,
+        params.model,
+        seq_len=windows.seq_len,
+        feature_names=data.meta["feature_names"],
+        scaler_mean=scaler.mean.tolist(),
+        scaler_std=scaler.std.tolist(),
+        training={
+            "fold": fold,
+            **cuts,
+            "trained_until": trained_until(data, fold),
+            "best_epoch": result.best_epoch,
+            "stop_reason": result.stop_reason,
+            "seed": params.train.seed,
+            "label_horizon": data.meta["label_horizon"],
+        },
+    )
+
+
 def trained_until(data: PreparedData, fold: str) -> str:
     """The last bar a fold's model learned from or was early-stopped on (ISO timestamp)."""
     parts = data.parts[data.fold_index(fold)]
@@ -351,6 +401,21 @@ def run_summary(result: FitResult) -> dict:
     }
 
 
+def training_summary(results: dict[str, FitResult], model_fold: str) -> dict:
+    """metrics/train/metrics.json: the summary of models/model.pth's run, and each other
+    fold's best epoch, epochs run and val figures under `folds`."""
+    summary = run_summary(results[model_fold])
+    others = {
+        fold: {key: value for key, value in run_summary(result).items() if key in FOLD_SUMMARY}
+        for fold, result in results.items()
+        if fold != model_fold
+    }
+    return {**summary, "folds": others} if others else summary
+
+
+FOLD_SUMMARY = ("best_epoch", "epochs_run", "val")
+
+
 def fold_curves_tsv(results: dict[str, FitResult]) -> str:
     """Every fold's per-epoch curves in one long table (fold, step, ...), charted by fold."""
     lines = ["fold\tstep\ttrain_loss\tval_loss\tval_accuracy"]
@@ -360,3 +425,105 @@ def fold_curves_tsv(results: dict[str, FitResult]) -> str:
             for e in result.history
         ]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """Where one fold's curves and checkpoint go."""
+
+    fold: str
+    live_dir: Path
+    checkpoint: Path
+
+
+@dataclass(frozen=True)
+class _FoldContext:
+    data: PreparedData
+    windows: WindowSets
+    params: Params
+    device: torch.device
+
+
+_worker_context: _FoldContext | None = None
+
+
+def _train_and_save(context: _FoldContext, run: FoldRun) -> tuple[str, FitResult]:
+    """Trains one fold, logs its epochs to DVCLive and saves its checkpoint."""
+    with Live(dir=str(run.live_dir), dvcyaml=None, save_dvc_exp=False) as live:
+        model, result = train_fold(
+            context.data,
+            context.windows,
+            run.fold,
+            context.params.model,
+            context.params.train,
+            context.device,
+            eval_batch_size=context.params.evaluate.batch_size,
+            on_epoch=partial(log_epoch, live, fold=run.fold),
+        )
+    # DVCLive's own summary holds the last epoch; the stage writes the restored epochs'.
+    (run.live_dir / "metrics.json").unlink(missing_ok=True)
+    save_checkpoint(
+        fold_checkpoint(model, result, context.data, context.windows, run.fold, context.params),
+        run.checkpoint,
+    )
+    return run.fold, result
+
+
+def _start_fold_worker(context: _FoldContext, threads: int) -> None:
+    """A fold worker: one thread unless told otherwise; SIGTERM ends it quietly (the parent
+    terminates its workers when interrupted) and Ctrl-C is left to the parent."""
+    global _worker_context
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    set_numerics(context.device)
+    _worker_context = context
+
+
+def _train_in_worker(run: FoldRun) -> tuple[str, FitResult]:
+    assert _worker_context is not None
+    return _train_and_save(_worker_context, run)
+
+
+def train_folds(
+    data: PreparedData,
+    windows: WindowSets,
+    params: Params,
+    device: torch.device,
+    runs: list[FoldRun],
+) -> dict[str, FitResult]:
+    """Trains every fold of `runs`, side by side in `resolve_fold_workers` processes.
+
+    Folds are independent and each is seeded alike, so the weights do not depend on how
+    many run at once. Workers are forked, so they share the prepared arrays instead of
+    copying them; the longest folds (the latest) start first.
+    """
+    workers = resolve_fold_workers(params.train, len(runs), device)
+    context = _FoldContext(data, windows, params, device)
+    total = len(runs)
+    results: dict[str, FitResult] = {}
+
+    def done(fold: str, result: FitResult) -> None:
+        results[fold] = result
+        print(
+            f"fold {fold} done ({len(results)} of {total}): best epoch {result.best_epoch}, "
+            f"val/loss {result.best_val_loss:.4f}",
+            flush=True,
+        )
+
+    if workers == 1:
+        for run in runs:
+            done(*_train_and_save(context, run))
+    else:
+        threads = 1 if params.train.threads == "auto" else int(params.train.threads)
+        pool = multiprocessing.get_context("fork").Pool(
+            workers, initializer=_start_fold_worker, initargs=(context, threads)
+        )
+        try:
+            for fold, result in pool.imap_unordered(_train_in_worker, runs[::-1]):
+                done(fold, result)
+            pool.close()
+        finally:
+            pool.terminate()
+            pool.join()
+    return {run.fold: results[run.fold] for run in runs}
