@@ -184,7 +184,7 @@ SMALL_LABEL = LabelConfig(method="triple_barrier", horizon=5, threshold=0.8, vol
 # Both ways of cutting: every fold's scaler and windows must ignore what lies past its cut.
 SMALL_SPLITS = {
     "holdout": holdout_split(train=0.6, val=0.2, embargo=3),
-    "walk_forward": split_config(oos_start=0.5, folds=2, val_share=0.2, embargo=3),
+    "walk_forward": split_config(oos_start=0.6, folds=2, val_share=0.2, embargo=3),
 }
 
 

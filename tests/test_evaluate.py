@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from finseq.evaluate import (
+    FoldScores,
     balanced_accuracy,
     class_prior,
     confusion_matrix,
     macro_f1,
+    pooled_metrics,
     split_metrics,
 )
 
@@ -46,3 +48,23 @@ def test_a_confident_correct_model_has_positive_skill_and_a_wrong_one_negative()
     bad = split_metrics(wrong, classes, prior)
     assert good["accuracy"] == 1.0 and good["skill"] > 0.9
     assert bad["accuracy"] == 0.0 and bad["skill"] < 0
+
+
+def test_pooled_folds_score_each_window_against_its_own_folds_baselines():
+    """Fold a's training says 'down' is common, fold b's says 'up': each window's prior loss
+    and majority guess come from its own fold, never from the pooled or scored labels."""
+    prior_a, prior_b = np.array([0.5, 0.3, 0.2]), np.array([0.1, 0.3, 0.6])
+    classes = np.array([0, 2, 2, 0, 1])  # rows 0-1 scored by fold a, rows 2-4 by fold b
+    uniform = np.zeros((2, 3))
+    scores = [
+        FoldScores("a", {"test": np.array([0, 1])}, {"test": uniform}, prior_a),
+        FoldScores("b", {"test": np.array([2, 3, 4])}, {"test": np.zeros((3, 3))}, prior_b),
+    ]
+    pooled = pooled_metrics(scores, classes, "test")
+    # Fold a: labels 0 and 2 against prior_a; fold b: labels 2, 0, 1 against prior_b.
+    expected_prior_loss = -np.mean(np.log([0.5, 0.2, 0.6, 0.1, 0.3]))
+    assert pooled["prior_loss"] == pytest.approx(expected_prior_loss)
+    # Majority: "down" (class 0) for fold a, "up" (class 2) for fold b: rows 0 and 2 right.
+    assert pooled["majority_accuracy"] == pytest.approx(2 / 5)
+    assert pooled["loss"] == pytest.approx(np.log(3))
+    assert pooled["samples"] == 5
