@@ -43,6 +43,7 @@ PROJECT_FILES = (
     ".dvc/plots/offline.html",
     # The vega-lite template of the by-fold validation loss chart (dvc.yaml's plots).
     ".dvc/plots/by_fold.json",
+    ".dvc/plots/by_date.json",
 )
 
 

@@ -140,6 +140,7 @@ def test_plots_diff_page_renders_every_chart_without_network(browser, plotted, t
         "Validation_accuracy_per_epoch",
         "Learning_rate",
         "metrics_confusion_test_csv",
+        "metrics_equity_csv",
     ]
     segments = plot_segments(rendered_dom(browser, page, tmp_path / "profile"), plot_ids)
     for plot_id, segment in segments.items():
@@ -151,6 +152,7 @@ def test_plots_diff_page_renders_every_chart_without_network(browser, plotted, t
     # One legend entry per walk-forward fold, drawn by the by_fold template.
     by_fold_texts = drawn_texts(segments["Validation_loss_per_epoch__by_fold"])
     assert {"fold", "f1", "f8", "final"} <= by_fold_texts
+    assert {"strategy", "buy_hold"} <= drawn_texts(segments["metrics_equity_csv"])
 
 
 @pytest.mark.slow

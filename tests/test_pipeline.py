@@ -100,6 +100,7 @@ def test_plots_are_the_hand_written_ones_without_duplicates(reproduced):
             "Learning rate",
             "Validation loss per epoch, by fold",
             "metrics/confusion_test.csv",
+            "metrics/equity.csv",
         ]
     ), plot_ids
     by_fold = shown["Validation loss per epoch, by fold"][0]

@@ -130,12 +130,14 @@ PREDICTION_COLUMNS = (
     "p_down",
     "p_flat",
     "p_up",
+    "prior_p",
+    "majority",
     "forward_return",
     "next_return",
 )
 
 
-def predictions_csv(
+def predictions_frame(
     scores: list[FoldScores],
     labels: np.ndarray,
     series_names: list[str],
@@ -143,12 +145,17 @@ def predictions_csv(
     timestamps: np.ndarray,
     forward_return: np.ndarray,
     next_return: np.ndarray,
-) -> str:
+) -> pd.DataFrame:
     """Every out-of-sample window: when, which series and fold, its label, the three
-    probabilities, and the returns a position decided at its last bar would see."""
+    probabilities, its fold's baselines (the prior probability of its label and the
+    majority label), and the returns a position decided at its last bar would see."""
     ends = np.concatenate([score.ends["test"] for score in scores])
     probabilities = softmax(np.concatenate([score.logits["test"] for score in scores]))
-    frame = pd.DataFrame(
+    classes = labels[ends].astype(np.int64) + 1
+    priors = np.concatenate(
+        [np.broadcast_to(score.prior, (len(score.ends["test"]), NUM_CLASSES)) for score in scores]
+    )
+    return pd.DataFrame(
         {
             "timestamp": pd.DatetimeIndex(timestamps[ends]).strftime("%Y-%m-%dT%H:%M:%S"),
             "series": np.asarray(series_names)[series[ends]],
@@ -157,9 +164,15 @@ def predictions_csv(
             "p_down": probabilities[:, 0],
             "p_flat": probabilities[:, 1],
             "p_up": probabilities[:, 2],
+            "prior_p": priors[np.arange(len(classes)), classes],
+            "majority": np.asarray(CLASS_LABELS)[priors.argmax(axis=1)],
             "forward_return": forward_return[ends],
             "next_return": next_return[ends],
         },
         columns=list(PREDICTION_COLUMNS),
     )
+
+
+def predictions_csv(frame: pd.DataFrame) -> str:
+    """metrics/predictions.csv: 8 significant digits, enough for every figure built on it."""
     return frame.to_csv(index=False, float_format="%.8g", lineterminator="\n")

@@ -119,6 +119,7 @@ class TrainConfig:
     grad_clip: float = _rule(_at_least(0))
     patience: int = _rule(_at_least(1))
     seed: int = _rule(_at_least(0))
+    seeds: int = _rule(_between(1, 100))
     device: str = _rule(_one_of("auto", "cpu", "cuda"))
     threads: int | str = _rule(_threads)
     fold_workers: int | str = _rule(_threads)
@@ -128,6 +129,17 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     batch_size: int = _rule(_at_least(1))
+    resamples: int = _rule(_between(100, 100_000))
+    bootstrap_seed: int = _rule(_at_least(0))
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """How out-of-sample probabilities become positions, and what trading them costs."""
+
+    threshold: float = _rule(_between(0, 1))
+    long_only: bool = _rule()
+    cost_bps: float = _rule(_between(0, 10_000))
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,7 @@ class Params:
     model: ModelConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    backtest: BacktestConfig
 
 
 def _type_name(annotation: str) -> str:
@@ -147,6 +160,7 @@ def _type_name(annotation: str) -> str:
         "float": "a number",
         "str": "a string",
         "tuple[str, ...]": "a list of strings",
+        "bool": "true or false",
     }[annotation]
 
 
@@ -157,6 +171,7 @@ def _coerce(key: str, value: Any, annotation: str) -> Any:
         "float": isinstance(value, (int, float)) and not isinstance(value, bool),
         "str": isinstance(value, str),
         "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "bool": isinstance(value, bool),
         # Either a word or an integer: the field's own rule names what is allowed.
         "int | str": True,
     }[annotation]

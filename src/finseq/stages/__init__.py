@@ -22,6 +22,7 @@ TRAIN_LIVE_DIR = "metrics/train"
 EVAL_METRICS = "metrics/eval.json"
 CONFUSION_FILE = "metrics/confusion_test.csv"
 PREDICTIONS_FILE = "metrics/predictions.csv"
+EQUITY_FILE = "metrics/equity.csv"
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:

@@ -4,9 +4,11 @@ Writes metrics/eval.json (val.*, test.* and, in walk-forward, folds.<fold>.*), t
 out-of-sample predictions (metrics/predictions.csv) and the test confusion matrix.
 """
 
+import io
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from finseq.atomic import write_json, write_text
 from finseq.checkpoint import load_checkpoint
@@ -19,11 +21,14 @@ from finseq.evaluate import (
     fold_metrics,
     pooled_metrics,
     predictions_csv,
+    predictions_frame,
 )
+from finseq.evidence import out_of_sample_evidence
 from finseq.params import load_params
 from finseq.split import HOLDOUT
 from finseq.stages import (
     CONFUSION_FILE,
+    EQUITY_FILE,
     EVAL_METRICS,
     FOLD_MODELS_DIR,
     PREDICTIONS_FILE,
@@ -69,10 +74,8 @@ def main() -> None:
         metrics["folds"] = {
             score.fold: fold_metrics(score, classes, data.timestamps) for score in scores
         }
-    write_json(EVAL_METRICS, metrics)
-    write_text(
-        PREDICTIONS_FILE,
-        predictions_csv(
+    predictions_text = predictions_csv(
+        predictions_frame(
             scores,
             data.labels,
             data.meta["series_names"],
@@ -80,8 +83,20 @@ def main() -> None:
             data.timestamps,
             data.forward_return,
             data.next_return,
-        ),
+        )
     )
+    # Figures and intervals from the file as written, as the report reads it.
+    predictions = pd.read_csv(io.StringIO(predictions_text))
+    evidence, equity = out_of_sample_evidence(
+        predictions, params.backtest, params.evaluate, data.meta["label_horizon"]
+    )
+    # The pooled point values stay; the evidence adds the backtest and the intervals.
+    metrics["test"].update(
+        {key: value for key, value in evidence.items() if key not in metrics["test"]}
+    )
+    write_json(EVAL_METRICS, metrics)
+    write_text(PREDICTIONS_FILE, predictions_text)
+    write_text(EQUITY_FILE, equity.to_csv(index=False, float_format="%.8g", lineterminator="\n"))
     test_ends = np.concatenate([score.ends["test"] for score in scores])
     test_logits = np.concatenate([score.logits["test"] for score in scores])
     predicted = test_logits.argmax(axis=1)

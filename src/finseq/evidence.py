@@ -1,0 +1,262 @@
+"""Per-window out-of-sample results → block-bootstrap intervals and paired verdicts.
+
+Every headline figure is a function of per-date sums (losses, counts, portfolio returns),
+so one resample of dates gives every figure at once. Dates are resampled in blocks of
+consecutive dates by arch's StationaryBootstrap, every series of a date kept together,
+because series move together and consecutive dates overlap through the label horizon.
+The block length is Politis and White's (arch.bootstrap.optimal_block_length, as refined by
+Patton, Politis and White) for the per-date series that the figures are built from, and never
+shorter than the label horizon.
+
+A paired comparison of two runs resamples the same dates for both, so the interval of
+the change leaves out the noise both share (which windows happen to be in the test set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from arch.bootstrap import StationaryBootstrap, optimal_block_length
+
+from finseq.backtest import (
+    annual_return,
+    backtest_metrics,
+    bars_per_year,
+    portfolio_returns,
+    positions,
+    sharpe_ratio,
+)
+from finseq.errors import ConfigError
+from finseq.labels import NUM_CLASSES
+from finseq.params import BacktestConfig, EvaluateConfig
+
+LEVEL = 0.95
+# Fewer dates than this cannot carry a block bootstrap of blocks at least a horizon long.
+MINIMUM_DATES = 30
+HEADLINE = ("skill", "accuracy_gain", "balanced_accuracy", "sharpe", "annual_return")
+
+
+@dataclass(frozen=True)
+class DailyTotals:
+    """Per distinct date: the sums that every headline figure is a ratio or function of."""
+
+    dates: np.ndarray
+    loss: np.ndarray  # sum of -log p(label)
+    prior_loss: np.ndarray  # sum of -log prior(label)
+    windows: np.ndarray
+    correct: np.ndarray
+    majority_correct: np.ndarray
+    confusion: np.ndarray  # (dates, 3, 3): counts[true, predicted]
+    strategy: np.ndarray  # the portfolio's return after costs
+    per_year: float
+
+    def take(self, index: np.ndarray) -> DailyTotals:
+        return DailyTotals(
+            self.dates[index],
+            self.loss[index],
+            self.prior_loss[index],
+            self.windows[index],
+            self.correct[index],
+            self.majority_correct[index],
+            self.confusion[index],
+            self.strategy[index],
+            self.per_year,
+        )
+
+
+def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, cost_bps: float):
+    """Sums per date of a predictions table (metrics/predictions.csv's columns)."""
+    probabilities = predictions[["p_down", "p_flat", "p_up"]].to_numpy()
+    classes = predictions["label"].to_numpy().astype(np.int64) + 1
+    picked = probabilities[np.arange(len(classes)), classes]
+    predicted = probabilities.argmax(axis=1)
+    dates = pd.to_datetime(predictions["timestamp"]).to_numpy()
+    score = predictions["p_up"].to_numpy() - predictions["p_down"].to_numpy()
+    held = positions(score, threshold, long_only)
+    portfolio = portfolio_returns(
+        dates,
+        predictions["series"].to_numpy(),
+        held,
+        predictions["next_return"].to_numpy(),
+        cost_bps,
+    )
+    per_window = pd.DataFrame(
+        {
+            "date": dates,
+            "loss": -np.log(np.clip(picked, 1e-12, None)),
+            "prior_loss": -np.log(np.clip(predictions["prior_p"].to_numpy(), 1e-12, None)),
+            "windows": 1,
+            "correct": (predicted == classes).astype(int),
+            "majority_correct": (predictions["majority"].to_numpy() + 1 == classes).astype(int),
+            "cell": classes * NUM_CLASSES + predicted,
+        }
+    )
+    grouped = per_window.groupby("date", sort=True)
+    sums = grouped[["loss", "prior_loss", "windows", "correct", "majority_correct"]].sum()
+    cells = pd.crosstab(per_window["date"], per_window["cell"]).reindex(
+        columns=range(NUM_CLASSES**2), fill_value=0
+    )
+    assert (sums.index.to_numpy() == portfolio.dates).all()
+    return DailyTotals(
+        dates=sums.index.to_numpy(),
+        loss=sums["loss"].to_numpy(),
+        prior_loss=sums["prior_loss"].to_numpy(),
+        windows=sums["windows"].to_numpy(),
+        correct=sums["correct"].to_numpy(),
+        majority_correct=sums["majority_correct"].to_numpy(),
+        confusion=cells.to_numpy().reshape(-1, NUM_CLASSES, NUM_CLASSES),
+        strategy=portfolio.net,
+        per_year=bars_per_year(sums.index.to_numpy()),
+    )
+
+
+def headline_figures(totals: DailyTotals) -> dict[str, float]:
+    """skill, accuracy gain over the majority, balanced accuracy, Sharpe, annual return."""
+    confusion = totals.confusion.sum(axis=0)
+    support = confusion.sum(axis=1)
+    present = support > 0
+    windows = totals.windows.sum()
+    return {
+        "skill": 1.0 - totals.loss.sum() / totals.prior_loss.sum(),
+        "accuracy_gain": (totals.correct.sum() - totals.majority_correct.sum()) / windows,
+        "balanced_accuracy": float(np.mean(np.diag(confusion)[present] / support[present])),
+        "sharpe": sharpe_ratio(totals.strategy, totals.per_year),
+        "annual_return": annual_return(totals.strategy, totals.per_year),
+    }
+
+
+def block_length(totals: DailyTotals, horizon: int) -> int:
+    """Politis-White block length of the per-date loss difference and strategy return."""
+    per_window_loss = (totals.loss - totals.prior_loss) / totals.windows
+    lengths = [
+        optimal_block_length(series)["stationary"].iloc[0]
+        for series in (per_window_loss, totals.strategy)
+        if np.std(series) > 0
+    ]
+    return int(max(horizon, np.ceil(max(lengths, default=1.0))))
+
+
+def resampled_dates(n_dates: int, block: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n_dates) date indices, by arch's stationary bootstrap, seeded."""
+    bootstrap = StationaryBootstrap(block, np.arange(n_dates), seed=np.random.default_rng(seed))
+    return np.stack([data[0] for data, _ in bootstrap.bootstrap(resamples)])
+
+
+def check_enough_dates(n_dates: int, horizon: int) -> None:
+    needed = max(MINIMUM_DATES, 3 * horizon)
+    if n_dates < needed:
+        raise ConfigError(
+            f"only {n_dates} out-of-sample dates: a block bootstrap needs at least {needed} "
+            f"(3 x label.horizon, and at least {MINIMUM_DATES}); give the test period more "
+            "dates (split.oos_start, split.test) or shorten label.horizon"
+        )
+
+
+def percentile_interval(draws: np.ndarray) -> tuple[float, float]:
+    tail = (1 - LEVEL) / 2 * 100
+    low, high = np.nanpercentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def intervals(
+    totals: DailyTotals, horizon: int, resamples: int, seed: int
+) -> dict[str, float | int]:
+    """Each headline figure with its 95% percentile interval (`<name>_low`, `<name>_high`),
+    the one-sided p-value that skill <= 0 (`skill_p`), and the block length used."""
+    check_enough_dates(len(totals.dates), horizon)
+    point = headline_figures(totals)
+    block = block_length(totals, horizon)
+    draws = {name: np.empty(resamples) for name in HEADLINE}
+    for row, index in enumerate(resampled_dates(len(totals.dates), block, resamples, seed)):
+        for name, value in headline_figures(totals.take(index)).items():
+            draws[name][row] = value
+    result: dict[str, float | int] = dict(point)
+    for name in HEADLINE:
+        result[f"{name}_low"], result[f"{name}_high"] = percentile_interval(draws[name])
+    # Null imposed by centring the draws on 0: how often skill* - skill reaches skill.
+    beyond = np.sum(draws["skill"] - point["skill"] >= point["skill"])
+    result["skill_p"] = float((1 + beyond) / (1 + resamples))
+    result["bootstrap_block"] = block
+    return result
+
+
+Figure = Callable[[DailyTotals], float]
+
+
+def paired_change_interval(
+    base: DailyTotals,
+    target: DailyTotals,
+    figure: Figure,
+    horizon: int,
+    resamples: int,
+    seed: int,
+) -> tuple[float, float, float]:
+    """Change (target - base) of `figure` and its 95% interval, resampling the same dates for
+    both: the two must have scored the same windows on the same dates."""
+    check_enough_dates(len(base.dates), horizon)
+    block = max(block_length(base, horizon), block_length(target, horizon))
+    change = figure(target) - figure(base)
+    draws = np.array(
+        [
+            figure(target.take(index)) - figure(base.take(index))
+            for index in resampled_dates(len(base.dates), block, resamples, seed)
+        ]
+    )
+    return (change, *percentile_interval(draws))
+
+
+def unpaired_change_interval(
+    base: DailyTotals,
+    target: DailyTotals,
+    figure: Figure,
+    horizon: int,
+    resamples: int,
+    seed: int,
+) -> tuple[float, float, float]:
+    """The same when the two scored different windows: each resampled on its own dates."""
+    for totals in (base, target):
+        check_enough_dates(len(totals.dates), horizon)
+    block = max(block_length(base, horizon), block_length(target, horizon))
+    base_draws = [
+        figure(base.take(i)) for i in resampled_dates(len(base.dates), block, resamples, seed)
+    ]
+    target_draws = [
+        figure(target.take(i))
+        for i in resampled_dates(len(target.dates), block, resamples, seed + 1)
+    ]
+    change = figure(target) - figure(base)
+    return (change, *percentile_interval(np.subtract(target_draws, base_draws)))
+
+
+def verdict(low: float, high: float, higher_is_better: bool) -> str:
+    """`better` or `worse` when the interval of the change excludes 0, else `within noise`."""
+    if low > 0:
+        return "better" if higher_is_better else "worse"
+    if high < 0:
+        return "worse" if higher_is_better else "better"
+    return "within noise"
+
+
+def figure_of(name: str) -> Figure:
+    """A headline figure, or `loss` / `accuracy` (per window), as a function of the totals."""
+    if name == "loss":
+        return lambda totals: float(totals.loss.sum() / totals.windows.sum())
+    if name == "accuracy":
+        return lambda totals: float(totals.correct.sum() / totals.windows.sum())
+    return lambda totals: headline_figures(totals)[name]
+
+
+def out_of_sample_evidence(
+    predictions: pd.DataFrame, backtest: BacktestConfig, evaluate: EvaluateConfig, horizon: int
+) -> tuple[dict[str, float | int], pd.DataFrame]:
+    """The `test.*` figures of the backtest, the intervals of every headline figure, and the
+    equity curves, from the out-of-sample predictions."""
+    figures, equity = backtest_metrics(
+        predictions, backtest.threshold, backtest.long_only, backtest.cost_bps
+    )
+    totals = daily_totals(predictions, backtest.threshold, backtest.long_only, backtest.cost_bps)
+    bounds = intervals(totals, horizon, evaluate.resamples, evaluate.bootstrap_seed)
+    return {**figures, **bounds}, equity
