@@ -16,7 +16,8 @@ import torch
 from conftest import ROOT, default_params_dict, merge, tiny_params
 
 from finseq.dataset import PreparedData, make_window_sets, prepare_dataset
-from finseq.evaluate import FoldScores, class_prior, pooled_metrics
+from finseq.evaluate import FoldScores, class_prior, pooled_metrics, predictions_frame
+from finseq.evidence import out_of_sample_evidence
 from finseq.load import load_series
 from finseq.params import Params, parse_params
 from finseq.split import TRAIN
@@ -48,7 +49,9 @@ def permute_train_labels(data: PreparedData, fold: str, seed: int) -> PreparedDa
     return dataclasses.replace(data, labels=labels)
 
 
-def run_pipeline(frames: dict, params: Params, shuffle_seed: int | None = None) -> dict:
+def run_pipeline(
+    frames: dict, params: Params, shuffle_seed: int | None = None, evidence: bool = False
+) -> dict:
     """prepare → window → train → evaluate on CPU through the functions the stages call;
     returns the pooled out-of-sample (test) metrics of every scored fold.
 
@@ -90,7 +93,22 @@ def run_pipeline(frames: dict, params: Params, shuffle_seed: int | None = None) 
             scores.append(FoldScores(fold=fold, ends=ends, logits=logits, prior=prior))
     finally:
         torch.set_num_threads(threads)
-    return pooled_metrics(scores, classes, "test")
+    metrics = pooled_metrics(scores, classes, "test")
+    if evidence:
+        predictions = predictions_frame(
+            scores,
+            data.labels,
+            data.meta["series_names"],
+            data.series,
+            data.timestamps,
+            data.forward_return,
+            data.next_return,
+        )
+        found, _ = out_of_sample_evidence(
+            predictions, params.backtest, params.evaluate, params.label.horizon
+        )
+        metrics.update({key: value for key, value in found.items() if key not in metrics})
+    return metrics
 
 
 # Walk-forward controls use 3 folds from 40% of the history on, to keep the suite short.
@@ -193,9 +211,11 @@ def test_planted_signal_is_learned_walking_forward(planted_signal_frames):
     params = control_params(
         label=PLANTED_LABEL, model={"type": "lstm"}, split=SPLITS["walk_forward"]
     )
-    metrics = run_pipeline(planted_signal_frames, params)
+    metrics = run_pipeline(planted_signal_frames, params, evidence=True)
     assert metrics["samples"] > 10_000
     assert metrics["skill"] > PLANTED_SKILL_BOUND
+    assert metrics["skill_low"] > 0
+    assert metrics["skill_p"] < 0.01
 
 
 @pytest.mark.parametrize(

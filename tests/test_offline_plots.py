@@ -139,8 +139,8 @@ def test_plots_diff_page_renders_every_chart_without_network(browser, plotted, t
         "Validation_loss_per_epoch__by_fold",
         "Validation_accuracy_per_epoch",
         "Learning_rate",
-        "metrics_confusion_test_csv",
         "metrics_equity_csv",
+        "metrics_confusion_test_csv",
     ]
     segments = plot_segments(rendered_dom(browser, page, tmp_path / "profile"), plot_ids)
     for plot_id, segment in segments.items():

@@ -66,6 +66,21 @@ BAD_PARAMS = [
         id="no-room-for-test",
     ),
     pytest.param(
+        {"backtest": {"cost_bps": -1}},
+        ["backtest.cost_bps = -1", "expected >= 0 and <= 10000"],
+        id="negative-cost",
+    ),
+    pytest.param(
+        {"backtest": {"threshold": 1.5}},
+        ["backtest.threshold = 1.5", "expected >= 0 and <= 1"],
+        id="threshold-above-one",
+    ),
+    pytest.param(
+        {"backtest": {"long_only": "yes"}},
+        ["backtest.long_only = 'yes'", "expected true or false"],
+        id="long-only-word",
+    ),
+    pytest.param(
         {"split": {"method": "kfold"}},
         ["split.method = 'kfold'", "one of: walk_forward, holdout"],
         id="split-method",

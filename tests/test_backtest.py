@@ -1,0 +1,120 @@
+"""The backtest: hand-computed risk figures, timing that never earns the decision bar, costs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finseq.backtest import (
+    annual_return,
+    backtest_metrics,
+    hit_rate,
+    information_coefficient,
+    max_drawdown,
+    portfolio_returns,
+    positions,
+    sharpe_ratio,
+)
+from finseq.dataset import outcome_returns
+from finseq.synthetic import synthetic_ohlcv
+
+
+def test_sharpe_annual_return_and_drawdown_by_hand():
+    returns = np.array([0.01, -0.02, 0.03])
+    # mean 0.02 / 3, sample std sqrt(((1/3)^2 + (8/3)^2 + (7/3)^2) / 2) / 100
+    std = np.sqrt(((1 / 3) ** 2 + (8 / 3) ** 2 + (7 / 3) ** 2) / 2) / 100
+    assert sharpe_ratio(returns, 252) == pytest.approx(0.02 / 3 / std * np.sqrt(252))
+    assert annual_return(returns, 252) == pytest.approx((1.01 * 0.98 * 1.03) ** (252 / 3) - 1)
+    # Equity 1.1, 0.55, 0.66: the fall from the 1.1 peak to 0.55 is -50%.
+    assert max_drawdown(np.array([0.1, -0.5, 0.2])) == pytest.approx(-0.5)
+    assert max_drawdown(np.array([0.01, 0.02])) == 0.0
+
+
+def test_turnover_and_costs_by_hand():
+    dates = np.array(["2001-01-01", "2001-01-01", "2001-01-02", "2001-01-02", "2001-01-03"])
+    dates = dates.astype("datetime64[ns]")
+    series = np.array(["a", "b", "a", "b", "a"])
+    held = np.array([1.0, 1.0, -1.0, 1.0, -1.0])
+    next_return = np.log(1 + np.array([0.01, 0.03, 0.02, -0.01, 0.05]))
+    result = portfolio_returns(dates, series, held, next_return, cost_bps=10)
+    # Weights 1/2 each on days 1-2; on day 3 only a trades, with weight 1.
+    # Exposure a: 0.5, -0.5, -1; b: 0.5, 0.5, 0. Turnover: 1, 1, 0.5 + 0.5 = 1.
+    np.testing.assert_allclose(result.turnover, [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(result.gross, [0.02, -0.015, -0.05])
+    np.testing.assert_allclose(result.net, result.gross - 0.001 * result.turnover)
+
+
+def test_information_coefficient_and_hit_rate_by_hand():
+    score = np.array([0.1, 0.2, 0.3, 0.4])
+    forward = np.array([0.01, 0.02, 0.04, 0.03])
+    # Ranks 1 2 4 3 against 1 2 3 4: 1 - 6 * 2 / (4 * 15) = 0.8.
+    assert information_coefficient(score, forward) == pytest.approx(0.8)
+    held = positions(np.array([0.5, -0.5, 0.0, 0.5]), threshold=0.1, long_only=False)
+    assert held.tolist() == [1, -1, 0, 1]
+    forward = np.array([0.02, 0.01, -0.03, 0.01])
+    assert hit_rate(np.array([0.5, -0.5, 0.0, 0.5]), forward, held) == pytest.approx(2 / 3)
+    assert positions(np.array([0.5, -0.5]), 0.1, long_only=True).tolist() == [1, 0]
+
+
+def predictions_from(score: np.ndarray, forward: np.ndarray, next_return: np.ndarray, dates):
+    """A predictions table whose P(up) - P(down) is `score` (|score| <= 1)."""
+    p_up = (1 + score) / 2 * 0.9
+    p_down = p_up - score * 0.9
+    return pd.DataFrame(
+        {
+            "timestamp": dates,
+            "series": "s",
+            "p_down": p_down,
+            "p_flat": 1 - p_up - p_down,
+            "p_up": p_up,
+            "forward_return": forward,
+            "next_return": next_return,
+        }
+    )
+
+
+DATES = pd.bdate_range("2001-01-01", periods=2000).strftime("%Y-%m-%d")
+
+
+def test_perfect_foresight_hits_every_trade_and_earns_a_large_sharpe():
+    returns = np.random.default_rng(0).normal(0, 0.01, len(DATES))
+    frame = predictions_from(np.sign(returns), returns, returns, DATES)
+    metrics, equity = backtest_metrics(frame, threshold=0.0, long_only=False, cost_bps=5)
+    assert metrics["hit_rate"] == 1.0
+    assert metrics["sharpe"] > 10
+    assert metrics["ic"] > 0.8
+    assert equity["strategy"].iloc[-1] > equity["buy_hold"].iloc[-1]
+
+
+def test_a_shuffled_score_earns_nothing_before_costs_and_loses_exactly_cost_times_turnover():
+    rng = np.random.default_rng(1)
+    returns = rng.normal(0, 0.01, len(DATES))
+    score = rng.permutation(np.sign(returns))
+    frame = predictions_from(score, returns, returns, DATES)
+    dates = pd.to_datetime(frame["timestamp"]).to_numpy()
+    held = positions(score, 0.0, long_only=False)
+    result = portfolio_returns(dates, frame["series"].to_numpy(), held, returns, cost_bps=5)
+    assert abs(sharpe_ratio(result.gross, 252)) < 0.8
+    np.testing.assert_allclose(
+        result.gross - result.net, 5e-4 * result.turnover, rtol=0, atol=1e-15
+    )
+    assert result.turnover.mean() > 0.5
+
+
+def test_a_position_never_earns_the_move_into_its_own_decision_bar():
+    """The score of bar t may use close_t: here, the sign of bar t's own return. On a random
+    walk that earns nothing, unless the return credited to the position already contains
+    the move into close_t (a one-bar look-ahead)."""
+    frame = synthetic_ohlcv(4000, seed=3)
+    bars = frame.rename(columns=str.lower).set_index("date")
+    forward, next_return = outcome_returns(bars, horizon=5)
+    closes = bars["close"].to_numpy()
+    own_move = np.concatenate([[0.0], np.diff(np.log(closes))])
+    keep = np.isfinite(next_return)
+    dates = bars.index.strftime("%Y-%m-%d")[keep]
+    predictions = predictions_from(np.sign(own_move[keep]), forward[keep], next_return[keep], dates)
+    metrics, _ = backtest_metrics(predictions, threshold=0.0, long_only=False, cost_bps=0)
+    assert abs(metrics["sharpe"]) < 1.0
+    opens = bars["open"].to_numpy()
+    np.testing.assert_allclose(next_return[:-2], np.log(opens[2:] / opens[1:-1]))
