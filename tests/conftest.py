@@ -28,8 +28,8 @@ TINY_OVERRIDES = {
     "split": {"embargo": 2},
     "window": {"seq_len": 8},
     "model": {"hidden_dim": 8, "num_layers": 1},
-    "train": {"epochs": 2, "batch_size": 64, "patience": 2, "threads": 1},
-    "evaluate": {"batch_size": 512},
+    "train": {"epochs": 2, "batch_size": 64, "patience": 2, "threads": 1, "seeds": 1},
+    "evaluate": {"batch_size": 512, "resamples": 200},
 }
 
 # Files of the repository that a DVC test project needs, besides generated data.

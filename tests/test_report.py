@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
+import pandas as pd
 import pytest
 from conftest import Project, make_project
 
 from finseq.report import (
+    EvidenceSettings,
     LossCurves,
     ReportInputs,
     build_report,
@@ -21,6 +23,7 @@ from finseq.report import (
     params_section,
     parse_curve,
     training_section,
+    verdict_section,
 )
 
 EVAL_DIFF = {
@@ -256,3 +259,74 @@ def test_an_unknown_revision_is_one_line_and_exit_2(history):
     assert result.stderr.strip() == (
         "error: dvc params diff: unknown Git revision 'no-such-branch'"
     )
+
+
+def verdict_rows(report: str) -> dict[str, list[str]]:
+    """The verdict table's rows by figure name."""
+    section = report[report.index("## Verdicts") :]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
+    cells = [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
+    return {row[0]: row for row in cells[:4]}
+
+
+@pytest.mark.slow
+def test_a_branch_against_itself_reads_within_noise_with_zero_change(history):
+    report = report_command(history, "--base", "main", "--target", "main").stdout
+    rows = verdict_rows(report)
+    assert set(rows) == {"skill", "loss", "accuracy", "sharpe"}
+    for row in rows.values():
+        assert row[3] == "0" and row[5] == "**within noise**", row
+    assert "**Verdict: skill within noise, loss within noise, accuracy within noise, " in report
+    assert "Paired window by window" in report
+
+
+@pytest.mark.slow
+def test_a_branch_gets_a_paired_interval_and_a_verdict_for_every_row(history):
+    report = report_command(history, "--base", "main", "--target", "gru").stdout
+    rows = verdict_rows(report)
+    assert set(rows) == {"skill", "loss", "accuracy", "sharpe"}
+    for row in rows.values():
+        low, high = (float(x) for x in row[4].strip("[]").split(", "))
+        assert low <= float(row[3]) <= high, row
+        assert row[5] in ("**better**", "**worse**", "**within noise**")
+    assert "Paired window by window" in report
+    assert "a change of seed alone can read `better` or `worse`" in report
+
+
+@pytest.mark.slow
+def test_a_dvc_experiment_name_is_a_target(history):
+    history.run("dvc", "exp", "run", "-n", "linear-exp", "-S", "model.type=linear")
+    try:
+        report = report_command(history, "--base", "main", "--target", "linear-exp").stdout
+    finally:
+        history.run("git", "checkout", "--", ".")
+        history.run("dvc", "checkout", "-q")
+    assert "| `model.type` | lstm | linear |" in report
+    assert set(verdict_rows(report)) == {"skill", "loss", "accuracy", "sharpe"}
+
+
+def test_a_base_without_predictions_is_said_in_one_line():
+    settings = EvidenceSettings(0.0, False, 5, 3, 100, 0)
+    text, line = verdict_section(None, pd.DataFrame(), settings, "old", "new")
+    assert line == "No verdicts: `old` has no metrics/predictions.csv."
+    assert "no verdicts" in text
+
+
+@pytest.mark.slow
+def test_two_runs_that_differ_only_in_their_seeds_read_within_noise(tmp_path):
+    """With train.seeds = 3, the measured seed-to-seed spread widens every interval."""
+    project = make_project(tmp_path / "repo")
+    params = project.read_params()
+    params["train"]["seeds"] = 3
+    project.write_params(params)
+    project.run("dvc", "repro")
+    project.commit("seeds 42-44")
+    project.run("git", "checkout", "-q", "-b", "other-seeds")
+    params["train"]["seed"] = 7
+    project.write_params(params)
+    project.run("dvc", "repro")
+    project.commit("seeds 7-9")
+    report = report_command(project, "--base", "main", "--target", "other-seeds").stdout
+    assert "widened by the measured seed-to-seed spread" in report
+    for row in verdict_rows(report).values():
+        assert row[5] == "**within noise**", report

@@ -30,8 +30,9 @@ from finseq.backtest import (
     sharpe_ratio,
 )
 from finseq.errors import ConfigError
+from finseq.evaluate import pooled_metrics, predictions_frame
 from finseq.labels import NUM_CLASSES
-from finseq.params import BacktestConfig, EvaluateConfig
+from finseq.params import BacktestConfig, EvaluateConfig, Params
 
 LEVEL = 0.95
 # Fewer dates than this cannot carry a block bootstrap of blocks at least a horizon long.
@@ -260,3 +261,32 @@ def out_of_sample_evidence(
     totals = daily_totals(predictions, backtest.threshold, backtest.long_only, backtest.cost_bps)
     bounds = intervals(totals, horizon, evaluate.resamples, evaluate.bootstrap_seed)
     return {**figures, **bounds}, equity
+
+
+SEED_FIGURES = ("skill", "loss", "accuracy", "sharpe")
+
+
+def figures_of_seed(scores, classes: np.ndarray, outcomes: tuple, params: Params) -> dict:
+    """The verdict figures of one seed's fold models, pooled out of sample."""
+    pooled = pooled_metrics(scores, classes, "test")
+    predictions = predictions_frame(scores, *outcomes)
+    figures, _ = backtest_metrics(
+        predictions, params.backtest.threshold, params.backtest.long_only, params.backtest.cost_bps
+    )
+    return {
+        "skill": pooled["skill"],
+        "loss": pooled["loss"],
+        "accuracy": pooled["accuracy"],
+        "sharpe": figures["sharpe"],
+    }
+
+
+def seed_spread(per_seed: list[dict], first_seed: int) -> dict:
+    """Each seed's figures (`s<seed>.*`) and their standard deviation across seeds (`*_sd`,
+    ddof = 1): the training noise that the report adds to its intervals."""
+    spread: dict = {"count": len(per_seed)}
+    for offset, figures in enumerate(per_seed):
+        spread[f"s{first_seed + offset}"] = figures
+    for name in SEED_FIGURES:
+        spread[f"{name}_sd"] = float(np.std([figures[name] for figures in per_seed], ddof=1))
+    return spread

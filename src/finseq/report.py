@@ -1,8 +1,11 @@
 """What a change did to the model, as Markdown: parameters, metrics and loss curves against a base.
 
-A reviewer of a pull request sees which parameters moved and which metrics rose or fell
-against main without cloning the branch. Everything is read from what git keeps (params.yaml,
-the metrics JSON files, the DVCLive curves), so the report needs no network and no DVC remote.
+A reviewer of a pull request sees which parameters moved, which metrics rose or fell against
+main, and whether each change is beyond noise (`better`, `worse` or `within noise`, from a
+paired block bootstrap over the out-of-sample windows both revisions scored). Everything is
+read from what git keeps (params.yaml, the metrics JSON files, the predictions file, the
+DVCLive curves), so the report needs no network and no DVC remote. `--base` and `--target`
+take git revisions or `dvc exp` names.
 
     python -m finseq.report [--base main] [--target workspace|REV] [--out report.md]
                             [--plots-dir DIR]
@@ -14,6 +17,7 @@ The formatting functions take the dicts that `dvc params diff --json` and
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import subprocess
 import sys
@@ -21,9 +25,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from finseq.atomic import write_text
 from finseq.errors import ConfigError
-from finseq.stages import EVAL_METRICS, TRAIN_LIVE_DIR, run_stage
+from finseq.evidence import (
+    daily_totals,
+    figure_of,
+    paired_change_interval,
+    unpaired_change_interval,
+    verdict,
+)
+from finseq.params import load_params
+from finseq.stages import EVAL_METRICS, PREDICTIONS_FILE, TRAIN_LIVE_DIR, run_stage
 
 WORKSPACE = "workspace"
 TRAIN_SUMMARY = f"{TRAIN_LIVE_DIR}/metrics.json"
@@ -72,6 +87,104 @@ class ReportInputs:
     base_curves: LossCurves
     target_curves: LossCurves
     plots_page: str | None = None
+    verdicts: tuple[str, str] | None = None
+
+
+# Each row of the verdict table: the figure, and whether a higher value is better.
+VERDICT_ROWS = (("skill", True), ("loss", False), ("accuracy", True), ("sharpe", True))
+WINDOW_KEY = ["timestamp", "series"]
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """What the verdicts are computed with: the workspace's backtest and bootstrap params."""
+
+    threshold: float
+    long_only: bool
+    cost_bps: float
+    horizon: int
+    resamples: int
+    seed: int
+
+
+def verdict_section(
+    base: pd.DataFrame | None,
+    target: pd.DataFrame | None,
+    settings: EvidenceSettings,
+    base_name: str,
+    target_name: str,
+    seed_sd: tuple[Mapping | None, Mapping | None] = (None, None),
+) -> tuple[str, str]:
+    """The verdict table and its one-line headline, from both revisions' predictions files.
+
+    Window by window (a paired block bootstrap) when both scored the same windows; else
+    each revision's own dates are resampled (unpaired), and the section says so. Where a
+    revision measured its seed-to-seed spread (train.seeds > 1, `seeds.*_sd` in its
+    eval.json), 1.96 x the spread of the difference, sqrt(sd_base^2 + sd_target^2), is added
+    in quadrature to each side of the interval; a revision that did not measure it borrows
+    the other's.
+    """
+    if base is None or target is None:
+        missing = base_name if base is None else target_name
+        text = (
+            f"## Verdicts\n\n`{missing}` has no {PREDICTIONS_FILE} (a revision from before "
+            "walk-forward evaluation, or not reproduced): no verdicts; the metrics below are "
+            "point values only."
+        )
+        return text, f"No verdicts: `{missing}` has no {PREDICTIONS_FILE}."
+    base = base.sort_values(WINDOW_KEY, kind="stable").reset_index(drop=True)
+    target = target.sort_values(WINDOW_KEY, kind="stable").reset_index(drop=True)
+    paired = base[WINDOW_KEY].equals(target[WINDOW_KEY])
+    totals = [
+        daily_totals(frame, settings.threshold, settings.long_only, settings.cost_bps)
+        for frame in (base, target)
+    ]
+    change_interval = paired_change_interval if paired else unpaired_change_interval
+    rows, words = [], []
+    for name, higher_is_better in VERDICT_ROWS:
+        figure = figure_of(name)
+        change, low, high = change_interval(
+            *totals, figure, settings.horizon, settings.resamples, settings.seed
+        )
+        training = training_noise(seed_sd, name)
+        if training:
+            low = change - float(np.hypot(change - low, training))
+            high = change + float(np.hypot(high - change, training))
+        word = verdict(low, high, higher_is_better)
+        words.append(f"{name} {word}")
+        rows.append(
+            [
+                name,
+                format_value(figure(totals[0])),
+                format_value(figure(totals[1])),
+                format_change(figure(totals[0]), figure(totals[1])),
+                f"[{low:+.4f}, {high:+.4f}]",
+                f"**{word}**",
+            ]
+        )
+    how = (
+        f"Paired window by window over the {len(base):,} out-of-sample windows both scored"
+        if paired
+        else f"The two revisions scored different windows ({len(base):,} and {len(target):,}): "
+        "each is resampled on its own dates (unpaired), so the intervals are wider"
+    )
+    note_text = (
+        f"{how}; 95% interval of the change from {settings.resamples} block-bootstrap "
+        "resamples of dates. `better` / `worse` when the interval excludes 0, else "
+        f"`within noise`. Sharpe after {settings.cost_bps:g} bps per unit of turnover, "
+        "with both revisions' positions from the workspace's `backtest` params. "
+        + (
+            "Training noise is included: the intervals are widened by the measured "
+            "seed-to-seed spread (`seeds.*_sd`)."
+            if any(seed_sd)
+            else "The intervals measure test-sample noise only (neither revision measured its "
+            "seed-to-seed spread: `train.seeds` = 1): a change of seed alone can read "
+            "`better` or `worse`."
+        )
+    )
+    header = ["figure", base_name, target_name, "change", "95% interval", "verdict"]
+    text = f"## Verdicts\n\n{note_text}\n\n" + markdown_table(header, rows)
+    return text, "Verdict: " + ", ".join(words) + "."
 
 
 def format_value(value: object) -> str:
@@ -237,9 +350,12 @@ def headline(eval_diff: Mapping) -> str:
 def build_report(inputs: ReportInputs) -> str:
     eval_diff = inputs.metrics_diff.get(EVAL_METRICS, {})
     summary_diff = inputs.metrics_diff.get(TRAIN_SUMMARY, {})
+    verdicts, verdict_line = inputs.verdicts or ("", "")
     sections = [
         f"# Model report: `{inputs.target}` against `{inputs.base}`",
+        f"**{verdict_line}**" if verdict_line else "",
         headline(eval_diff),
+        verdicts,
         params_section(inputs.params_diff, inputs.base, inputs.target),
         eval_section(eval_diff, inputs.base, inputs.target),
         training_section(summary_diff, inputs.base, inputs.target),
@@ -287,7 +403,61 @@ def read_at_revision(path: str, revision: str | None) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
+def training_noise(seed_sd: tuple[Mapping | None, Mapping | None], name: str) -> float:
+    """1.96 x the seed-to-seed spread of the difference of `name`, or 0 if not measured."""
+    spreads = [sd[f"{name}_sd"] for sd in seed_sd if sd and f"{name}_sd" in sd]
+    if not spreads:
+        return 0.0
+    base, target = (spreads * 2)[:2]
+    return 1.96 * float(np.hypot(base, target))
+
+
+def read_seed_spread(revision: str | None) -> Mapping | None:
+    text = read_at_revision(EVAL_METRICS, resolve_revision(revision))
+    return json.loads(text).get("seeds") if text else None
+
+
+def resolve_revision(name: str | None) -> str | None:
+    """A git revision, or the commit of a `dvc exp` experiment of that name; None: workspace."""
+    if name is None:
+        return None
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode == 0:
+        return found.stdout.strip()
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split("\n")
+    matches = [line.split()[1] for line in refs if line and line.split()[0].endswith(f"/{name}")]
+    return matches[0] if len(matches) == 1 else name
+
+
+def read_predictions(revision: str | None) -> pd.DataFrame | None:
+    text = read_at_revision(PREDICTIONS_FILE, resolve_revision(revision))
+    return None if text is None else pd.read_csv(io.StringIO(text))
+
+
+def evidence_settings() -> EvidenceSettings:
+    params = load_params()
+    return EvidenceSettings(
+        threshold=params.backtest.threshold,
+        long_only=params.backtest.long_only,
+        cost_bps=params.backtest.cost_bps,
+        horizon=params.label.horizon,
+        resamples=params.evaluate.resamples,
+        seed=params.evaluate.bootstrap_seed,
+    )
+
+
 def read_curves(revision: str | None) -> LossCurves:
+    revision = resolve_revision(revision)
     return LossCurves(
         train=parse_curve(read_at_revision(LOSS_CURVES["train"], revision)),
         val=parse_curve(read_at_revision(LOSS_CURVES["val"], revision)),
@@ -329,6 +499,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             base_curves=read_curves(args.base),
             target_curves=read_curves(target_revision),
             plots_page=plots_page,
+            verdicts=verdict_section(
+                read_predictions(args.base),
+                read_predictions(target_revision),
+                evidence_settings(),
+                args.base,
+                args.target,
+                (read_seed_spread(args.base), read_seed_spread(target_revision)),
+            ),
         )
     )
     if args.out:

@@ -8,6 +8,7 @@ the feature matrix lives on the device and batches are gathered there.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -429,11 +430,17 @@ def fold_curves_tsv(results: dict[str, FitResult]) -> str:
 
 @dataclass(frozen=True)
 class FoldRun:
-    """Where one fold's curves and checkpoint go."""
+    """One model to train: its fold, its seed (train.seed + seed_offset), and where its curves
+    (None: not logged) and checkpoint go."""
 
     fold: str
-    live_dir: Path
+    live_dir: Path | None
     checkpoint: Path
+    seed_offset: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.fold if self.seed_offset == 0 else f"{self.fold}.seed{self.seed_offset}"
 
 
 @dataclass(frozen=True)
@@ -448,25 +455,36 @@ _worker_context: _FoldContext | None = None
 
 
 def _train_and_save(context: _FoldContext, run: FoldRun) -> tuple[str, FitResult]:
-    """Trains one fold, logs its epochs to DVCLive and saves its checkpoint."""
-    with Live(dir=str(run.live_dir), dvcyaml=None, save_dvc_exp=False) as live:
+    """Trains one fold, logs its epochs to DVCLive (if it has a live_dir), saves its checkpoint."""
+    train_config = dataclasses.replace(
+        context.params.train, seed=context.params.train.seed + run.seed_offset
+    )
+    params = dataclasses.replace(context.params, train=train_config)
+    with contextlib.ExitStack() as stack:
+        on_epoch = None
+        if run.live_dir is not None:
+            live = stack.enter_context(
+                Live(dir=str(run.live_dir), dvcyaml=None, save_dvc_exp=False)
+            )
+            on_epoch = partial(log_epoch, live, fold=run.fold)
         model, result = train_fold(
             context.data,
             context.windows,
             run.fold,
-            context.params.model,
-            context.params.train,
+            params.model,
+            train_config,
             context.device,
-            eval_batch_size=context.params.evaluate.batch_size,
-            on_epoch=partial(log_epoch, live, fold=run.fold),
+            eval_batch_size=params.evaluate.batch_size,
+            on_epoch=on_epoch,
         )
-    # DVCLive's own summary holds the last epoch; the stage writes the restored epochs'.
-    (run.live_dir / "metrics.json").unlink(missing_ok=True)
+    if run.live_dir is not None:
+        # DVCLive's own summary holds the last epoch; the stage writes the restored epochs'.
+        (run.live_dir / "metrics.json").unlink(missing_ok=True)
     save_checkpoint(
-        fold_checkpoint(model, result, context.data, context.windows, run.fold, context.params),
+        fold_checkpoint(model, result, context.data, context.windows, run.fold, params),
         run.checkpoint,
     )
-    return run.fold, result
+    return run.key, result
 
 
 def _start_fold_worker(context: _FoldContext, threads: int) -> None:
@@ -526,4 +544,4 @@ def train_folds(
         finally:
             pool.terminate()
             pool.join()
-    return {run.fold: results[run.fold] for run in runs}
+    return {run.key: results[run.key] for run in runs}

@@ -23,7 +23,7 @@ from finseq.evaluate import (
     predictions_csv,
     predictions_frame,
 )
-from finseq.evidence import out_of_sample_evidence
+from finseq.evidence import figures_of_seed, out_of_sample_evidence, seed_spread
 from finseq.params import load_params
 from finseq.split import HOLDOUT
 from finseq.stages import (
@@ -39,15 +39,12 @@ from finseq.stages import (
 from finseq.training import configure_torch, score_fold
 
 
-def main() -> None:
-    params = load_params()
-    device = configure_torch(params.train)
-    data = PreparedData.load(PREPARED_DIR)
-    windows = WindowSets.load(WINDOWS_DIR)
+def score_every_fold(params, data, windows, device, suffix: str = "") -> list[FoldScores]:
+    """Each scored fold's model (models/folds/<fold><suffix>.pth) on its own val and test."""
     classes = data.labels.astype(np.int64) + 1
     scores = []
     for fold in data.meta["evaluated_folds"]:
-        model_file = Path(FOLD_MODELS_DIR) / f"{fold}.pth"
+        model_file = Path(FOLD_MODELS_DIR) / f"{fold}{suffix}.pth"
         model, checkpoint = load_checkpoint(model_file, device)
         if (
             checkpoint["seq_len"] != windows.seq_len
@@ -69,22 +66,30 @@ def main() -> None:
         prior = class_prior(classes[windows.ends[fold]["train"]])
         ends = {part: windows.ends[fold][part] for part in ("val", "test")}
         scores.append(FoldScores(fold=fold, ends=ends, logits=logits, prior=prior))
+    return scores
+
+
+def main() -> None:
+    params = load_params()
+    device = configure_torch(params.train)
+    data = PreparedData.load(PREPARED_DIR)
+    windows = WindowSets.load(WINDOWS_DIR)
+    classes = data.labels.astype(np.int64) + 1
+    scores = score_every_fold(params, data, windows, device)
+    outcomes = (
+        data.labels,
+        data.meta["series_names"],
+        data.series,
+        data.timestamps,
+        data.forward_return,
+        data.next_return,
+    )
     metrics = {part: pooled_metrics(scores, classes, part) for part in ("val", "test")}
     if data.meta["evaluated_folds"] != [HOLDOUT]:
         metrics["folds"] = {
             score.fold: fold_metrics(score, classes, data.timestamps) for score in scores
         }
-    predictions_text = predictions_csv(
-        predictions_frame(
-            scores,
-            data.labels,
-            data.meta["series_names"],
-            data.series,
-            data.timestamps,
-            data.forward_return,
-            data.next_return,
-        )
-    )
+    predictions_text = predictions_csv(predictions_frame(scores, *outcomes))
     # Figures and intervals from the file as written, as the report reads it.
     predictions = pd.read_csv(io.StringIO(predictions_text))
     evidence, equity = out_of_sample_evidence(
@@ -94,6 +99,18 @@ def main() -> None:
     metrics["test"].update(
         {key: value for key, value in evidence.items() if key not in metrics["test"]}
     )
+    if params.train.seeds > 1:
+        per_seed = [
+            figures_of_seed(scores_of_seed, classes, outcomes, params)
+            for scores_of_seed in [
+                scores,
+                *(
+                    score_every_fold(params, data, windows, device, f".seed{offset}")
+                    for offset in range(1, params.train.seeds)
+                ),
+            ]
+        ]
+        metrics["seeds"] = seed_spread(per_seed, params.train.seed)
     write_json(EVAL_METRICS, metrics)
     write_text(PREDICTIONS_FILE, predictions_text)
     write_text(EQUITY_FILE, equity.to_csv(index=False, float_format="%.8g", lineterminator="\n"))

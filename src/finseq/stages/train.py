@@ -45,7 +45,14 @@ def main() -> None:
             )
             for fold in data.fold_names
         ]
-        results = train_folds(data, windows, params, device, runs)
+        # Further seeds of every scored fold measure training noise (train.seeds).
+        runs += [
+            FoldRun(fold, None, Path(fold_dir) / f"{fold}.seed{offset}.pth", offset)
+            for offset in range(1, params.train.seeds)
+            for fold in data.meta["evaluated_folds"]
+        ]
+        trained = train_folds(data, windows, params, device, runs)
+        results = {fold: trained[fold] for fold in data.fold_names}
         write_json(live_root / "metrics.json", training_summary(results, model_fold))
         write_text(live_root / "folds" / "curves.tsv", fold_curves_tsv(results))
         model_bytes = (Path(fold_dir) / f"{model_fold}.pth").read_bytes()
