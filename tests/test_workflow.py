@@ -15,6 +15,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
+from finseq.errors import DataError
+from finseq.recheck import retrain_differences
 from finseq.report import parse_args
 
 WORKFLOW = ROOT / ".github" / "workflows" / "pr.yml"
@@ -78,12 +80,13 @@ def test_python_311_with_pip_cache_and_dvc_cache_keyed_on_the_lock_file(steps):
     assert "hashFiles('dvc.lock')" in cache["with"]["key"]
 
 
-def test_installs_tests_reproduces_reports_then_comments_in_that_order(steps):
+def test_installs_tests_reports_checks_then_comments_in_that_order(steps):
     order = [
         step_index(steps, runs("pip install -r requirements.txt")),
         step_index(steps, runs("pytest")),
-        step_index(steps, runs("dvc repro")),
         step_index(steps, runs("python -m finseq.report")),
+        step_index(steps, runs("git diff --exit-code dvc.lock")),
+        step_index(steps, runs("python -m finseq.recheck")),
         step_index(steps, uses("actions/upload-artifact")),
         step_index(steps, runs("gh pr comment")),
     ]
@@ -102,7 +105,8 @@ def report_arguments(steps: list[dict]) -> list[str]:
 def test_report_compares_with_the_base_branch_and_writes_plots(steps):
     args = parse_args(report_arguments(steps))
     assert args.base == "origin/$BASE_REF"
-    assert args.target == "workspace"
+    # What the pull request commits, not what the runner's hardware reproduces.
+    assert args.target == "HEAD"
     assert args.out == "report.md"
     upload = steps[step_index(steps, uses("actions/upload-artifact"))]
     uploaded = upload["with"]["path"].split()
@@ -130,3 +134,28 @@ def test_run_scripts_are_valid_bash_and_take_no_expressions_inline(steps):
         assert "${{" not in script, step.get("name")
         result = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True)
         assert result.returncode == 0, f"{step.get('name')}: {result.stderr}"
+
+
+def test_the_data_stages_are_rebuilt_without_the_run_cache_and_compared_with_the_lock(steps):
+    script = steps[step_index(steps, runs("git diff --exit-code dvc.lock"))]["run"]
+    assert "dvc repro --force --no-run-cache window" in script
+
+
+def test_the_retrain_runs_without_the_run_cache_and_is_checked_against_the_commit(steps):
+    script = steps[step_index(steps, runs("python -m finseq.recheck"))]["run"].splitlines()
+    assert script[0].startswith("cp metrics/eval.json")
+    assert script[1] == "dvc repro --force --no-run-cache"
+    assert "metrics/eval.json" in script[2]
+
+
+def test_recheck_passes_within_three_seed_spreads_and_names_what_moved_beyond():
+    committed = {
+        "test": {"skill": 0.02, "loss": 1.07, "accuracy": 0.40, "sharpe": 0.2},
+        "seeds": {"skill_sd": 0.01, "loss_sd": 0.01, "accuracy_sd": 0.005, "sharpe_sd": 0.3},
+    }
+    close = {"test": {"skill": 0.045, "loss": 1.09, "accuracy": 0.41, "sharpe": -0.6}}
+    assert retrain_differences(committed, close) == []
+    far = {"test": {**close["test"], "skill": 0.06}}
+    assert retrain_differences(committed, far) == ["test.skill 0.0200 -> 0.0600 (tolerance 0.0300)"]
+    with pytest.raises(DataError, match=r"train\.seeds = 1"):
+        retrain_differences({"test": committed["test"]}, close)
