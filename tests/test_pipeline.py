@@ -20,6 +20,18 @@ EVAL_KEYS = {
     "majority_accuracy",
     "skill",
 }
+HEADLINE = ("skill", "accuracy_gain", "balanced_accuracy", "sharpe", "annual_return")
+EVIDENCE_KEYS = {
+    *(f"{name}{end}" for name in HEADLINE for end in ("", "_low", "_high")),
+    "skill_p",
+    "annual_volatility",
+    "max_drawdown",
+    "turnover",
+    "hit_rate",
+    "ic",
+    *(f"buy_hold_{name}" for name in ("annual_return", "annual_volatility", "sharpe")),
+    "buy_hold_max_drawdown",
+}
 STAGES = ("prepare", "window", "train", "evaluate")
 
 
@@ -69,8 +81,12 @@ def test_metrics_show_lists_model_metrics_and_baselines_for_val_and_test(reprodu
     shown = json.loads(project.run("dvc", "metrics", "show", "--json").stdout)
     files = shown[""]["data"]
     evaluation = files["metrics/eval.json"]["data"]
+    assert set(evaluation["val"]) == EVAL_KEYS
+    assert set(evaluation["test"]) >= EVAL_KEYS | EVIDENCE_KEYS
+    for name in HEADLINE:
+        test = evaluation["test"]
+        assert test[f"{name}_low"] <= test[name] <= test[f"{name}_high"], name
     for split in ("val", "test"):
-        assert set(evaluation[split]) == EVAL_KEYS
         metrics = evaluation[split]
         assert metrics["skill"] == pytest.approx(1 - metrics["loss"] / metrics["prior_loss"])
         assert 0 <= metrics["accuracy"] <= 1
@@ -138,7 +154,7 @@ def test_exp_run_switches_to_gru_and_shows_up_in_exp_show_and_metrics_diff(repro
     ]
     assert gru_runs, shown
     evaluation = gru_runs[0]["metrics"]["metrics/eval.json"]["data"]
-    assert set(evaluation["test"]) == EVAL_KEYS
+    assert set(evaluation["test"]) >= EVAL_KEYS | EVIDENCE_KEYS
 
     diff = json.loads(project.run("dvc", "metrics", "diff", "HEAD", "--json").stdout)
     changed = diff["metrics/eval.json"]
