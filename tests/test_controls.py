@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, default_params_dict, merge, tiny_params
 
 from finseq.dataset import PreparedData, make_window_sets, prepare_dataset
-from finseq.evaluate import FoldScores, class_prior, pooled_metrics, predictions_frame
+from finseq.evaluate import pooled_metrics, predictions_frame
 from finseq.evidence import out_of_sample_evidence
 from finseq.load import load_series
 from finseq.params import Params, parse_params
@@ -78,19 +78,17 @@ def run_pipeline(
                 device,
                 eval_batch_size=params.evaluate.batch_size,
             )
-            logits = score_fold(
-                model,
-                data,
-                windows,
-                fold,
-                ("val", "test"),
-                device,
-                batch_size=params.evaluate.batch_size,
-                precision=params.train.precision,
+            scores.append(
+                score_fold(
+                    model,
+                    data,
+                    windows,
+                    fold,
+                    device,
+                    batch_size=params.evaluate.batch_size,
+                    precision=params.train.precision,
+                )
             )
-            ends = {part: windows.ends[fold][part] for part in ("val", "test")}
-            prior = class_prior(classes[windows.ends[fold]["train"]])
-            scores.append(FoldScores(fold=fold, ends=ends, logits=logits, prior=prior))
     finally:
         torch.set_num_threads(threads)
     metrics = pooled_metrics(scores, classes, "test")

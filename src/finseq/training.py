@@ -27,6 +27,7 @@ from torch.nn import functional
 from finseq.checkpoint import make_checkpoint, save_checkpoint
 from finseq.dataset import PreparedData, WindowSets
 from finseq.errors import ConfigError, note
+from finseq.evaluate import FoldScores, class_prior
 from finseq.models import build_model
 from finseq.params import ModelConfig, Params, TrainConfig
 from finseq.split import TRAIN, VAL
@@ -288,27 +289,31 @@ def score_fold(
     data: PreparedData,
     windows: WindowSets,
     fold: str,
-    parts: tuple[str, ...],
     device: torch.device,
     *,
     batch_size: int,
     precision: str,
-) -> dict[str, np.ndarray]:
-    """Logits of `fold`'s model for the windows of each of its `parts`, as NumPy arrays."""
+) -> FoldScores:
+    """`fold`'s model on its own val and test windows, beside the class prior of its own
+    training windows (the baselines of every window it scores)."""
     features = torch.as_tensor(data.scaled_features(fold), device=device)
-    return {
+    ends = {part: windows.ends[fold][part] for part in ("val", "test")}
+    logits = {
         part: predict_logits(
             model,
             features,
-            torch.as_tensor(windows.ends[fold][part], device=device),
+            torch.as_tensor(part_ends, device=device),
             windows.seq_len,
             batch_size,
             precision,
         )
         .cpu()
         .numpy()
-        for part in parts
+        for part, part_ends in ends.items()
     }
+    classes = data.labels.astype(np.int64) + 1
+    prior = class_prior(classes[windows.ends[fold]["train"]])
+    return FoldScores(fold=fold, ends=ends, logits=logits, prior=prior)
 
 
 def fold_checkpoint(

@@ -16,7 +16,6 @@ from finseq.dataset import PreparedData, WindowSets
 from finseq.errors import DataError
 from finseq.evaluate import (
     FoldScores,
-    class_prior,
     confusion_csv,
     fold_metrics,
     pooled_metrics,
@@ -41,7 +40,6 @@ from finseq.training import configure_torch, score_fold
 
 def score_every_fold(params, data, windows, device, suffix: str = "") -> list[FoldScores]:
     """Each scored fold's model (models/folds/<fold><suffix>.pth) on its own val and test."""
-    classes = data.labels.astype(np.int64) + 1
     scores = []
     for fold in data.meta["evaluated_folds"]:
         model_file = Path(FOLD_MODELS_DIR) / f"{fold}{suffix}.pth"
@@ -53,19 +51,17 @@ def score_every_fold(params, data, windows, device, suffix: str = "") -> list[Fo
             raise DataError(
                 f"{model_file} was trained on other windows or features; run `dvc repro`"
             )
-        logits = score_fold(
-            model,
-            data,
-            windows,
-            fold,
-            ("val", "test"),
-            device,
-            batch_size=params.evaluate.batch_size,
-            precision=params.train.precision,
+        scores.append(
+            score_fold(
+                model,
+                data,
+                windows,
+                fold,
+                device,
+                batch_size=params.evaluate.batch_size,
+                precision=params.train.precision,
+            )
         )
-        prior = class_prior(classes[windows.ends[fold]["train"]])
-        ends = {part: windows.ends[fold][part] for part in ("val", "test")}
-        scores.append(FoldScores(fold=fold, ends=ends, logits=logits, prior=prior))
     return scores
 
 
