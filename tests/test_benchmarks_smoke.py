@@ -19,6 +19,7 @@ from finseq.windows import gather_windows, window_offsets
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import benchlib
+import folds
 import precision
 import scaling
 import sweep
@@ -217,3 +218,18 @@ def test_scaling_runs_each_stage_in_its_own_process(tmp_path):
     # One int64 per window plus the .npy headers and meta.json.
     assert 8 * counts["windows"] <= counts["window_outputs"] <= 8 * counts["windows"] + 2000
     assert (tmp_path / "2x1000" / "models" / "model.pth").is_file()
+
+
+def test_fold_rounds_train_the_same_weights_in_one_process_and_in_two(tmp_path):
+    files = write_panel(tmp_path / "raw", n_series=2, n_bars=300, seed=3)
+    params = tiny_params(data={"files": [str(path) for path in files]})
+    folds._shared.update(dataset=benchlib.build_dataset(params), params=params)
+    names = folds._shared["dataset"].prepared.fold_names[:3]
+    threads = torch.get_num_threads()
+    try:
+        _, one = folds.sequential(names, threads=1)
+        _, two = folds.parallel(names, workers=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert set(one) == set(two) == set(names)
+    assert folds.same_weights(one, two)
