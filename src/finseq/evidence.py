@@ -187,49 +187,38 @@ def intervals(
 Figure = Callable[[DailyTotals], float]
 
 
-def paired_change_interval(
+def change_intervals(
     base: DailyTotals,
     target: DailyTotals,
-    figure: Figure,
+    figures: dict[str, Figure],
     horizon: int,
     resamples: int,
     seed: int,
-) -> tuple[float, float, float]:
-    """Change (target - base) of `figure` and its 95% interval, resampling the same dates for
-    both: the two must have scored the same windows on the same dates."""
-    check_enough_dates(len(base.dates), horizon)
-    block = max(block_length(base, horizon), block_length(target, horizon))
-    change = figure(target) - figure(base)
-    draws = np.array(
-        [
-            figure(target.take(index)) - figure(base.take(index))
-            for index in resampled_dates(len(base.dates), block, resamples, seed)
-        ]
-    )
-    return (change, *percentile_interval(draws))
+    *,
+    paired: bool,
+) -> dict[str, tuple[float, float, float]]:
+    """Each figure's change (target - base) and its 95% interval.
 
-
-def unpaired_change_interval(
-    base: DailyTotals,
-    target: DailyTotals,
-    figure: Figure,
-    horizon: int,
-    resamples: int,
-    seed: int,
-) -> tuple[float, float, float]:
-    """The same when the two scored different windows: each resampled on its own dates."""
+    Paired: the two scored the same windows on the same dates, and every resample takes the
+    same dates for both. Unpaired: each is resampled on its own dates. The resamples are
+    drawn once and serve every figure.
+    """
     for totals in (base, target):
         check_enough_dates(len(totals.dates), horizon)
     block = max(block_length(base, horizon), block_length(target, horizon))
-    base_draws = [
-        figure(base.take(i)) for i in resampled_dates(len(base.dates), block, resamples, seed)
-    ]
-    target_draws = [
-        figure(target.take(i))
-        for i in resampled_dates(len(target.dates), block, resamples, seed + 1)
-    ]
-    change = figure(target) - figure(base)
-    return (change, *percentile_interval(np.subtract(target_draws, base_draws)))
+    base_index = resampled_dates(len(base.dates), block, resamples, seed)
+    target_index = (
+        base_index if paired else resampled_dates(len(target.dates), block, resamples, seed + 1)
+    )
+    draws = {name: np.empty(resamples) for name in figures}
+    for row, (b, t) in enumerate(zip(base_index, target_index, strict=True)):
+        base_sample, target_sample = base.take(b), target.take(t)
+        for name, figure in figures.items():
+            draws[name][row] = figure(target_sample) - figure(base_sample)
+    return {
+        name: (figure(target) - figure(base), *percentile_interval(draws[name]))
+        for name, figure in figures.items()
+    }
 
 
 def verdict(low: float, high: float, higher_is_better: bool) -> str:
@@ -247,6 +236,10 @@ def figure_of(name: str) -> Figure:
         return lambda totals: float(totals.loss.sum() / totals.windows.sum())
     if name == "accuracy":
         return lambda totals: float(totals.correct.sum() / totals.windows.sum())
+    if name == "skill":
+        return lambda totals: float(1.0 - totals.loss.sum() / totals.prior_loss.sum())
+    if name == "sharpe":
+        return lambda totals: sharpe_ratio(totals.strategy, totals.per_year)
     return lambda totals: headline_figures(totals)[name]
 
 

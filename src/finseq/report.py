@@ -31,10 +31,9 @@ import pandas as pd
 from finseq.atomic import write_text
 from finseq.errors import ConfigError
 from finseq.evidence import (
+    change_intervals,
     daily_totals,
     figure_of,
-    paired_change_interval,
-    unpaired_change_interval,
     verdict,
 )
 from finseq.params import load_params
@@ -139,13 +138,18 @@ def verdict_section(
         daily_totals(frame, settings.threshold, settings.long_only, settings.cost_bps)
         for frame in (base, target)
     ]
-    change_interval = paired_change_interval if paired else unpaired_change_interval
+    changes = change_intervals(
+        *totals,
+        {name: figure_of(name) for name, _ in VERDICT_ROWS},
+        settings.horizon,
+        settings.resamples,
+        settings.seed,
+        paired=paired,
+    )
     rows, words = [], []
     for name, higher_is_better in VERDICT_ROWS:
         figure = figure_of(name)
-        change, low, high = change_interval(
-            *totals, figure, settings.horizon, settings.resamples, settings.seed
-        )
+        change, low, high = changes[name]
         training = training_noise(seed_sd, name)
         if training:
             low = change - float(np.hypot(change - low, training))
