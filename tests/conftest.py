@@ -47,6 +47,27 @@ PROJECT_FILES = (
 )
 
 
+# Files every default (walk-forward) run writes, one of each kind.
+PIPELINE_OUTPUTS = (
+    "data/prepared/features.npy",
+    "data/windows/f1_train.npy",
+    "data/windows/final_val.npy",
+    "models/model.pth",
+    "models/folds/f1.pth",
+    "models/folds/final.pth",
+    "metrics/data.json",
+    "metrics/eval.json",
+    "metrics/predictions.csv",
+    "metrics/equity.csv",
+    "metrics/confusion_test.csv",
+    "metrics/train/metrics.json",
+    "metrics/train/plots/metrics/train/loss.tsv",
+    "metrics/train/plots/metrics/val/loss.tsv",
+    "metrics/train/folds/curves.tsv",
+    "metrics/train/folds/f1/plots/metrics/val/loss.tsv",
+)
+
+
 def merge(base: dict, overrides: dict) -> dict:
     """`base` with `overrides` applied section by section (a deep copy)."""
     merged = copy.deepcopy(base)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import Project, make_project
+from conftest import PIPELINE_OUTPUTS, Project, make_project
 
 pytestmark = pytest.mark.slow
 
@@ -49,22 +49,7 @@ def test_repro_runs_every_stage_and_writes_every_output(reproduced):
     project, output = reproduced
     for stage in STAGES:
         assert f"Running stage '{stage}'" in output
-    for path in (
-        "data/prepared/features.npy",
-        "data/windows/f1_train.npy",
-        "data/windows/final_val.npy",
-        "models/folds/f1.pth",
-        "models/folds/final.pth",
-        "metrics/predictions.csv",
-        "metrics/train/folds/curves.tsv",
-        "metrics/train/folds/f1/plots/metrics/val/loss.tsv",
-        "models/model.pth",
-        "metrics/eval.json",
-        "metrics/confusion_test.csv",
-        "metrics/train/metrics.json",
-        "metrics/train/plots/metrics/train/loss.tsv",
-        "metrics/train/plots/metrics/val/loss.tsv",
-    ):
+    for path in PIPELINE_OUTPUTS:
         assert (project.path / path).is_file(), path
 
 
