@@ -46,9 +46,22 @@ WARMUP_BARS = 60
 
 
 def _safe_ratio(numerator: pd.Series, denominator: pd.Series, neutral: float) -> pd.Series:
-    """numerator / denominator, `neutral` where the denominator is 0; NaN stays NaN."""
-    ratio = numerator / denominator.where(denominator != 0)
-    return ratio.where(denominator != 0, neutral).where(numerator.notna() & denominator.notna())
+    """numerator / denominator, `neutral` where the denominator is 0; NaN stays NaN.
+
+    In NumPy: the same IEEE division as pandas' operators, at a fraction of their overhead.
+    """
+    top, bottom = numerator.to_numpy(), denominator.to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(bottom != 0, top / bottom, neutral)
+    ratio[np.isnan(top) | np.isnan(bottom)] = np.nan
+    return pd.Series(ratio, index=numerator.index)
+
+
+def _clip(values: pd.Series, *, lower: bool) -> pd.Series:
+    """values.clip(lower=0) or values.clip(upper=0), in NumPy, bit for bit (NaN kept)."""
+    array = values.to_numpy()
+    keep = (array >= 0 if lower else array <= 0) | np.isnan(array)
+    return pd.Series(np.where(keep, array, 0.0), index=values.index)
 
 
 def _ema(values: pd.Series, span: int) -> pd.Series:
@@ -80,8 +93,8 @@ def compute_features(frame: pd.DataFrame) -> pd.DataFrame:
     features["vol_ratio_10_60"] = _safe_ratio(features["vol_10"], features["vol_60"], 1.0) - 1.0
 
     change = close.diff()
-    mean_gain = _wilder(change.clip(lower=0), 14)
-    mean_loss = _wilder(-change.clip(upper=0), 14)
+    mean_gain = _wilder(_clip(change, lower=True), 14)
+    mean_loss = _wilder(-_clip(change, lower=False), 14)
     rs_total = mean_gain + mean_loss
     features["rsi_14"] = _safe_ratio(mean_gain, rs_total, 0.5) - 0.5
 
@@ -96,9 +109,14 @@ def compute_features(frame: pd.DataFrame) -> pd.DataFrame:
     features["bb_position_20"] = _safe_ratio(close - sma_20, 2 * std_20, 0.0)
     features["bb_width_20"] = 4 * std_20 / sma_20
 
-    true_range = pd.concat(
-        [high - low, (high - prev_close).abs(), (low - prev_close).abs()], axis=1
-    ).max(axis=1, skipna=False)
+    # The largest of the three, NaN where any is NaN (the first bar has no previous close).
+    true_range = pd.Series(
+        np.maximum(
+            np.maximum((high - low).to_numpy(), (high - prev_close).abs().to_numpy()),
+            (low - prev_close).abs().to_numpy(),
+        ),
+        index=frame.index,
+    )
     features["atr_14"] = _wilder(true_range, 14) / close
 
     lowest = low.rolling(14, min_periods=14).min()

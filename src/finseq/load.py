@@ -29,8 +29,11 @@ def _normalise(name: str) -> str:
 
 
 def _line(frame: pd.DataFrame, position: int) -> int:
-    """CSV line number of the data row at 0-based `position` (see _data_line_numbers)."""
-    return int(frame.index[position])
+    """CSV line number of the data row at 0-based `position` (see _data_line_numbers).
+
+    Counted only when a message needs it: a valid file never pays for a second read.
+    """
+    return int(_data_line_numbers(Path(frame.attrs["path"]), len(frame))[position])
 
 
 def _data_line_numbers(path: Path, n_rows: int) -> np.ndarray:
@@ -53,13 +56,21 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if b"\x00" in head:
         raise DataError(f"{path}: not a CSV file (it contains binary data)")
     try:
-        header = pd.read_csv(path, nrows=0)
-        dtypes = {col: str for col in header.columns if _normalise(col) in DATE_COLUMN_NAMES}
         with warnings.catch_warnings():
             # index_col=False keeps a trailing comma on every row from shifting the columns
             # one to the right; pandas then drops surplus fields with only a warning.
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            return pd.read_csv(path, dtype=dtypes, skipinitialspace=True, index_col=False)
+            frame = pd.read_csv(path, skipinitialspace=True, index_col=False)
+            # Date and time columns are text: read as numbers, 20000103 would become a count
+            # of nanoseconds and 0930 lose its zero. Rare, so only such files are read twice.
+            dtypes = {
+                column: str
+                for column in frame.columns
+                if _normalise(column) in DATE_COLUMN_NAMES and frame[column].dtype != object
+            }
+            if dtypes:
+                frame = pd.read_csv(path, dtype=dtypes, skipinitialspace=True, index_col=False)
+            return frame
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
     except pd.errors.ParserWarning:
@@ -105,15 +116,19 @@ def _find_columns(path: Path, frame: pd.DataFrame) -> dict[str, str]:
 
 def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
     raw = frame[column]
-    values = pd.to_numeric(raw, errors="coerce")
-    not_a_number = values.isna() & raw.notna()
-    if not_a_number.any():
-        position = int(np.argmax(not_a_number.to_numpy()))
-        raise DataError(
-            f"{path}: line {_line(frame, position)}, column {column!r}: "
-            f"{raw.iloc[position]!r} is not a number"
-        )
-    array = values.to_numpy(dtype=np.float64)
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        # The parser read every cell as a number (an empty one as NaN): nothing to convert.
+        array = raw.to_numpy(dtype=np.float64)
+    else:
+        values = pd.to_numeric(raw, errors="coerce")
+        not_a_number = values.isna() & raw.notna()
+        if not_a_number.any():
+            position = int(np.argmax(not_a_number.to_numpy()))
+            raise DataError(
+                f"{path}: line {_line(frame, position)}, column {column!r}: "
+                f"{raw.iloc[position]!r} is not a number"
+            )
+        array = values.to_numpy(dtype=np.float64)
     bad = ~np.isfinite(array)
     if bad.any():
         position = int(np.argmax(bad))
@@ -137,16 +152,23 @@ def _timestamps(path: Path, frame: pd.DataFrame, raw: pd.Series, column: str) ->
 
     A time with no date ('09:30') is rejected: pandas would silently give it today's date.
     """
-    time_only = raw.astype(str).str.match(TIME_WITHOUT_DATE).to_numpy()
-    if time_only.any():
-        position = int(np.argmax(time_only))
-        raise DataError(
-            f"{path}: line {_line(frame, position)}, column {column!r}: "
-            f"{raw.iloc[position]!r} has a time but no date"
-        )
     parsed = _parse_stamps(raw)
     if parsed.isna().any():
         parsed = _parse_stamps(raw, format="mixed")
+    # A time with no date parses as today: only rows near today (or unparsed) can be one.
+    today = pd.Timestamp.now(tz="UTC").normalize()
+    near_today = (parsed.isna() | ((parsed - today).abs() <= pd.Timedelta(days=2))).to_numpy()
+    if near_today.any():
+        time_only = np.zeros(len(raw), dtype=bool)
+        time_only[near_today] = (
+            raw[near_today].astype(str).str.match(TIME_WITHOUT_DATE).to_numpy(dtype=bool)
+        )
+        if time_only.any():
+            position = int(np.argmax(time_only))
+            raise DataError(
+                f"{path}: line {_line(frame, position)}, column {column!r}: "
+                f"{raw.iloc[position]!r} has a time but no date"
+            )
     if parsed.isna().any():
         position = int(np.argmax(parsed.isna().to_numpy()))
         value = raw.iloc[position]
@@ -196,7 +218,7 @@ def load_series(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     frame = _read_csv(path)
-    frame.index = _data_line_numbers(path, len(frame))
+    frame.attrs["path"] = str(path)
     columns = _find_columns(path, frame)
     if len(frame) == 0:
         raise DataError(f"{path}: has a header but no data rows")
