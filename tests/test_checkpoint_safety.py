@@ -46,6 +46,8 @@ def finseq_checkpoint() -> dict:
         scaler_mean=[0.0, 0.0, 0.0],
         scaler_std=[1.0, 1.0, 1.0],
         training={"best_epoch": 1},
+        params={},
+        provenance={"finseq_version": "0.1.0"},
     )
 
 

@@ -62,6 +62,8 @@ def test_checkpoint_round_trip_rebuilds_an_identical_model_with_weights_only(tmp
         scaler_mean=[0.0, 1.0, 2.0],
         scaler_std=[1.0, 2.0, 3.0],
         training={"best_epoch": 3, "stop_reason": "early_stopping"},
+        params={"window": {"seq_len": 12, "stride": 1}},
+        provenance={"finseq_version": "0.1.0"},
     )
     path = tmp_path / "model.pth"
     save_checkpoint(checkpoint, path)

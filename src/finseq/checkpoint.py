@@ -3,8 +3,12 @@
 The checkpoint holds everything needed to use the model on new bars: the weights,
 the model config (to rebuild the module through the registry), the window length,
 the feature names and scaler statistics (to compute and scale inputs), and the
-mapping from class index to label. It loads with torch.load(weights_only=True),
-which refuses any file that would run code while unpickling.
+mapping from class index to label. It also says what it was built from (`params`: the
+label, split, window, model and train settings; `provenance`: content hashes of the
+prepared data and window sets, a hash of the model's source, the finseq and torch
+versions; `training`: the fold, its cut dates, the last bar it learned from). It loads
+with torch.load(weights_only=True), which refuses any file that would run code while
+unpickling.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from finseq.labels import CLASS_LABELS
 from finseq.models import build_model
 from finseq.params import ModelConfig, parse_section
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 REQUIRED_KEYS = (
     "format_version",
     "state_dict",
@@ -35,6 +39,8 @@ REQUIRED_KEYS = (
     "scaler_mean",
     "scaler_std",
     "class_labels",
+    "params",
+    "provenance",
 )
 
 
@@ -47,8 +53,10 @@ def make_checkpoint(
     scaler_mean: list[float],
     scaler_std: list[float],
     training: dict,
+    params: dict,
+    provenance: dict,
 ) -> dict:
-    """`training` holds plain facts about the run (best epoch, stop reason, label settings)."""
+    """`training`, `params` and `provenance` hold plain values only (see the module doc)."""
     return {
         "format_version": FORMAT_VERSION,
         "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
@@ -60,6 +68,8 @@ def make_checkpoint(
         "scaler_std": torch.tensor(scaler_std, dtype=torch.float64),
         "class_labels": list(CLASS_LABELS),
         "training": training,
+        "params": params,
+        "provenance": provenance,
     }
 
 

@@ -8,7 +8,9 @@ would break byte-for-byte reproducibility) next to a meta.json.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from finseq.errors import ConfigError, DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
 from finseq.labels import CLASS_LABELS, make_labels
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
+from finseq.provenance import array_hash
 from finseq.split import (
     FINAL,
     HOLDOUT,
@@ -71,6 +74,11 @@ class PreparedData:
     def fold_names(self) -> list[str]:
         return list(self.meta["fold_names"])
 
+    @property
+    def content_hash(self) -> str | None:
+        """sha256 of the arrays and meta, set by prepare_dataset (None: an older finseq's)."""
+        return self.meta.get("content_hash")
+
     def fold_index(self, fold: str) -> int:
         return self.fold_names.index(fold)
 
@@ -115,13 +123,14 @@ def series_name(path: str) -> str:
     return Path(path).stem
 
 
-def _check_distinct_names(files: tuple[str, ...]) -> None:
+def check_distinct_names(files: Sequence[str], listed_in: str = "data.files") -> None:
+    """A series is named after its file's stem, so two stems may not be equal."""
     seen: dict[str, str] = {}
     for path in files:
         name = series_name(path)
         if name in seen:
             raise ConfigError(
-                f"data.files lists {seen[name]!r} and {path!r}: two series named {name!r}; "
+                f"{listed_in} lists {seen[name]!r} and {path!r}: two series named {name!r}; "
                 "give each file a distinct name"
             )
         seen[name] = path
@@ -162,7 +171,7 @@ def prepare_dataset(
     `frames` maps each source file to its validated OHLCV frame (see load.load_series).
     """
     files = tuple(frames)
-    _check_distinct_names(files)
+    check_distinct_names(files)
     minimum_bars = WARMUP_BARS + label_config.horizon + 1
     for path, frame in frames.items():
         if len(frame) < minimum_bars:
@@ -203,12 +212,7 @@ def prepare_dataset(
     # the panel's training rows.
     raw_features = [part.pop("features") for part in parts]
     for code, series_features in enumerate(raw_features):
-        if not np.isfinite(series_features).all():
-            row, column = np.argwhere(~np.isfinite(series_features))[0]
-            raise DataError(
-                f"{files[code]}: feature {FEATURE_NAMES[column]} is not finite at "
-                f"{pd.Timestamp(parts[code]['timestamps'][row])}; check the bars before it"
-            )
+        check_finite_features(files[code], series_features, parts[code]["timestamps"])
     stacked = {
         name: np.concatenate([part[name] for part in parts], axis=-1 if name in FOLD_ARRAYS else 0)
         for name in parts[0]
@@ -242,13 +246,26 @@ def prepare_dataset(
         "evaluated_folds": list(plan.evaluated),
         "model_fold": plan.model_fold,
         "folds": fold_meta,
+        "label": dataclasses.asdict(label_config),
+        "split": dataclasses.asdict(split_config),
     }
+    meta["content_hash"] = array_hash(((name, stacked[name]) for name in ARRAYS), meta)
     data = PreparedData(meta=meta, **stacked)
     _note_empty_splits(data)
     return data
 
 
 FOLD_ARRAYS = ("parts", "samples")
+
+
+def check_finite_features(path: str, features: np.ndarray, timestamps: np.ndarray) -> None:
+    """Features of one series after warm-up must be finite; name the first that is not."""
+    if not np.isfinite(features).all():
+        row, column = np.argwhere(~np.isfinite(features))[0]
+        raise DataError(
+            f"{path}: feature {FEATURE_NAMES[column]} is not finite at "
+            f"{pd.Timestamp(timestamps[row])}; check the bars before it"
+        )
 
 
 def _check_every_part_has_samples(
@@ -348,16 +365,32 @@ def data_summary(data: PreparedData) -> dict:
 
 @dataclass(frozen=True)
 class WindowSets:
-    """Window end rows per fold and part, plus the window length they were cut for."""
+    """Window end rows per fold and part, the window length they were cut for, and the
+    content hash of the prepared data whose rows they index."""
 
     seq_len: int
     stride: int
     ends: dict[str, dict[str, np.ndarray]]  # fold -> part name -> int64 end rows, ascending
+    prepared_hash: str | None
+
+    @property
+    def content_hash(self) -> str:
+        arrays = (
+            (f"{fold}_{name}", self.ends[fold][name])
+            for fold in sorted(self.ends)
+            for name in sorted(self.ends[fold])
+        )
+        return array_hash(
+            arrays,
+            {"seq_len": self.seq_len, "stride": self.stride, "prepared_hash": self.prepared_hash},
+        )
 
     def save(self, directory: str | Path) -> None:
         meta = {
             "seq_len": self.seq_len,
             "stride": self.stride,
+            "prepared_hash": self.prepared_hash,
+            "content_hash": self.content_hash,
             "folds": list(self.ends),
             "windows": {
                 fold: {name: len(ends) for name, ends in parts.items()}
@@ -384,7 +417,12 @@ class WindowSets:
             }
             for fold in meta["folds"]
         }
-        return cls(seq_len=meta["seq_len"], stride=meta["stride"], ends=ends)
+        return cls(
+            seq_len=meta["seq_len"],
+            stride=meta["stride"],
+            ends=ends,
+            prepared_hash=meta.get("prepared_hash"),
+        )
 
 
 def make_window_sets(data: PreparedData, config: WindowConfig) -> WindowSets:
@@ -441,4 +479,6 @@ def make_window_sets(data: PreparedData, config: WindowConfig) -> WindowSets:
         ends[fold] = {
             SPLIT_NAMES[split_code]: ends_all[parts[ends_all] == split_code] for split_code in used
         }
-    return WindowSets(seq_len=config.seq_len, stride=config.stride, ends=ends)
+    return WindowSets(
+        seq_len=config.seq_len, stride=config.stride, ends=ends, prepared_hash=data.content_hash
+    )

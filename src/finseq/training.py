@@ -24,12 +24,14 @@ from dvclive import Live
 from torch import nn
 from torch.nn import functional
 
+import finseq
 from finseq.checkpoint import make_checkpoint, save_checkpoint
 from finseq.dataset import PreparedData, WindowSets
 from finseq.errors import ConfigError, note
 from finseq.evaluate import FoldScores, class_prior
 from finseq.models import build_model
 from finseq.params import ModelConfig, Params, TrainConfig
+from finseq.provenance import source_hash
 from finseq.split import TRAIN, VAL
 from finseq.windows import gather_windows, window_offsets
 
@@ -156,15 +158,28 @@ def predict_logits(
     seq_len: int,
     batch_size: int,
     precision: str = "fp32",
+    *,
+    pad: bool = False,
 ) -> torch.Tensor:
-    """Logits (float32) for every window end, in large no-grad batches."""
+    """Logits (float32) for every window end, in large no-grad batches.
+
+    The kernels a batch runs on depend on its size, so a short last batch can round a
+    window differently from a full one. `pad` fills the last batch with copies of its last
+    window (dropped afterwards): every batch then has exactly `batch_size` windows, and a
+    window's logits do not depend on how many others are scored with it (finseq predict on
+    one bar agrees bit for bit with the same bar scored among thousands).
+    """
     model.eval()
     offsets = window_offsets(seq_len, features.device)
     chunks = []
     with autocast(features.device, precision):
         for start in range(0, len(ends), batch_size):
-            windows = gather_windows(features, ends[start : start + batch_size], offsets)
-            chunks.append(model(windows).float())
+            batch_ends = ends[start : start + batch_size]
+            count = len(batch_ends)
+            if pad and count < batch_size:
+                batch_ends = torch.cat([batch_ends, batch_ends[-1:].expand(batch_size - count)])
+            windows = gather_windows(features, batch_ends, offsets)
+            chunks.append(model(windows).float()[:count])
     if not chunks:
         return torch.empty(0, 3, device=features.device)
     return torch.cat(chunks)
@@ -327,6 +342,11 @@ def fold_checkpoint(
     """The checkpoint of one fold's model: its scaler, its cut dates and how it was trained."""
     scaler = data.scaler(fold)
     cuts = {key: value for key, value in data.meta["folds"][fold].items() if "scaler" not in key}
+    train_settings = {
+        key: value
+        for key, value in dataclasses.asdict(params.train).items()
+        if key not in EXECUTION_ONLY
+    }
     return make_checkpoint(
         model,
         params.model,
@@ -342,8 +362,36 @@ def fold_checkpoint(
             "stop_reason": result.stop_reason,
             "seed": params.train.seed,
             "label_horizon": data.meta["label_horizon"],
+            "warmup_bars": data.meta["warmup_bars"],
+            "series": list(data.meta["series_names"]),
+            "bar_interval": bar_interval(data),
+        },
+        params={
+            "label": data.meta["label"],
+            "split": data.meta["split"],
+            "window": {"seq_len": windows.seq_len, "stride": windows.stride},
+            "model": dataclasses.asdict(params.model),
+            "train": train_settings,
+        },
+        provenance={
+            "finseq_version": finseq.__version__,
+            "torch_version": str(torch.__version__),
+            "source_hash": source_hash(),
+            "prepared_hash": data.content_hash,
+            "windows_hash": windows.content_hash,
         },
     )
+
+
+# Settings that change how fast a model trains, never its weights: left out of its checkpoint.
+EXECUTION_ONLY = ("threads", "fold_workers")
+
+
+def bar_interval(data: PreparedData) -> str:
+    """The median spacing of consecutive bars of a series, as a pandas Timedelta string."""
+    steps = np.diff(data.timestamps.astype("datetime64[ns]").astype(np.int64))
+    same_series = data.series[1:] == data.series[:-1]
+    return str(pd.Timedelta(int(np.median(steps[same_series])), unit="ns"))
 
 
 def trained_until(data: PreparedData, fold: str) -> str:

@@ -1,7 +1,8 @@
 """evaluate: each fold's model on its own val and test windows, pooled, beside the baselines.
 
-Writes metrics/eval.json (val.*, test.* and, in walk-forward, folds.<fold>.*), the
-out-of-sample predictions (metrics/predictions.csv) and the test confusion matrix.
+Writes metrics/eval.json (val.*, test.*, in walk-forward folds.<fold>.*, and model_md5,
+the md5 of the model users take away), the out-of-sample predictions
+(metrics/predictions.csv) and the test confusion matrix.
 """
 
 import io
@@ -13,7 +14,6 @@ import pandas as pd
 from finseq.atomic import write_json, write_text
 from finseq.checkpoint import load_checkpoint
 from finseq.dataset import PreparedData, WindowSets
-from finseq.errors import DataError
 from finseq.evaluate import (
     FoldScores,
     confusion_csv,
@@ -24,6 +24,7 @@ from finseq.evaluate import (
 )
 from finseq.evidence import figures_of_seed, out_of_sample_evidence, seed_spread
 from finseq.params import load_params
+from finseq.provenance import check_model, check_windows, file_md5
 from finseq.split import HOLDOUT
 from finseq.stages import (
     CONFUSION_FILE,
@@ -44,13 +45,14 @@ def score_every_fold(params, data, windows, device, suffix: str = "") -> list[Fo
     for fold in data.meta["evaluated_folds"]:
         model_file = Path(FOLD_MODELS_DIR) / f"{fold}{suffix}.pth"
         model, checkpoint = load_checkpoint(model_file, device)
-        if (
-            checkpoint["seq_len"] != windows.seq_len
-            or checkpoint["feature_names"] != data.meta["feature_names"]
-        ):
-            raise DataError(
-                f"{model_file} was trained on other windows or features; run `dvc repro`"
-            )
+        check_model(
+            checkpoint,
+            model_file,
+            data,
+            windows,
+            prepared_dir=PREPARED_DIR,
+            windows_dir=WINDOWS_DIR,
+        )
         scores.append(
             score_fold(
                 model,
@@ -70,6 +72,7 @@ def main() -> None:
     device = configure_torch(params.train)
     data = PreparedData.load(PREPARED_DIR)
     windows = WindowSets.load(WINDOWS_DIR)
+    check_windows(data, windows, prepared_dir=PREPARED_DIR, windows_dir=WINDOWS_DIR)
     classes = data.labels.astype(np.int64) + 1
     scores = score_every_fold(params, data, windows, device)
     outcomes = (
@@ -107,6 +110,9 @@ def main() -> None:
             ]
         ]
         metrics["seeds"] = seed_spread(per_seed, params.train.seed)
+    # The model users take away (models/model.pth holds the same bytes), named as dvc.lock
+    # names it: finseq info shows these metrics only beside the model they belong to.
+    metrics["model_md5"] = file_md5(Path(FOLD_MODELS_DIR) / f"{data.meta['model_fold']}.pth")
     write_json(EVAL_METRICS, metrics)
     write_text(PREDICTIONS_FILE, predictions_text)
     write_text(EQUITY_FILE, equity.to_csv(index=False, float_format="%.8g", lineterminator="\n"))

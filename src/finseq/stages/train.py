@@ -9,6 +9,7 @@ from pathlib import Path
 from finseq.atomic import atomic_path, write_json, write_text
 from finseq.dataset import PreparedData, WindowSets
 from finseq.params import load_params
+from finseq.provenance import check_windows
 from finseq.stages import (
     FOLD_MODELS_DIR,
     MODEL_FILE,
@@ -31,6 +32,7 @@ def main() -> None:
     device = configure_torch(params.train)
     data = PreparedData.load(PREPARED_DIR)
     windows = WindowSets.load(WINDOWS_DIR)
+    check_windows(data, windows, prepared_dir=PREPARED_DIR, windows_dir=WINDOWS_DIR)
     model_fold = data.meta["model_fold"]
     with (
         atomic_path(TRAIN_LIVE_DIR, directory=True) as live_root,

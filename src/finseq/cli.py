@@ -1,0 +1,36 @@
+"""The `finseq` command: `finseq predict` and `finseq info` (installed as a console script)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+COMMANDS = {
+    "predict": "probabilities of the -1/0/1 label for new bars (finseq predict --help)",
+    "info": "a model card in Markdown for a checkpoint (finseq info --help)",
+}
+
+
+def usage() -> str:
+    lines = ["usage: finseq COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<8} {what}" for name, what in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return
+    command, rest = args[0], args[1:]
+    if command == "predict":
+        from finseq.predict import main as predict_main
+
+        predict_main(rest)
+    elif command == "info":
+        from finseq.card import main as info_main
+
+        info_main(rest)
+    else:
+        print(f"error: unknown command {command!r}\n{usage()}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,299 @@
+"""finseq predict: a trained checkpoint on new bars, computed exactly as the pipeline does.
+
+    finseq predict [--model models/model.pth] [--last N | --since DATE | --all] [--out FILE] CSV...
+
+Each CSV goes through prepare's own load and validation (finseq.load) and feature code
+(finseq.features); scaling and windows come only from the checkpoint (its scaler
+statistics, feature names and seq_len). Nothing else is read: no params.yaml, no
+data/prepared, so a model file fetched alone works in any directory. The model reads
+features, not series names, so series it never saw in training are allowed.
+
+Windows are causal, so a bar's prediction does not change when later bars are appended.
+It does depend on where the file starts: the EMA and Wilder features carry the first bars'
+influence, which decays by about 7% a bar. A bar whose window's earliest row has
+CONVERGED_BARS bars before it agrees with a longer history to about 1e-7 (the figures
+are in docs/predicting.md); shorter files get a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from finseq.atomic import atomic_path
+from finseq.checkpoint import load_checkpoint
+from finseq.dataset import check_distinct_names, check_finite_features, series_name
+from finseq.errors import DataError, UserError, note
+from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
+from finseq.labels import CLASS_LABELS
+from finseq.load import load_series
+from finseq.provenance import check_finseq_version, file_md5
+from finseq.training import predict_logits, set_numerics, usable_cores
+
+DEFAULT_MODEL = "models/model.pth"
+
+# Windows per forward pass. Every batch is padded to this size (see predict_logits), so a
+# bar's probabilities are the same whether it is predicted alone or among thousands.
+PREDICT_BATCH = 256
+
+# Bars of history before a window's earliest row after which the slowest features (MACD's
+# EMAs, Wilder's RSI and ATR) agree with a longer history's to about 5e-8.
+CONVERGED_BARS = 240
+
+# Files per process below which a pool costs more than it saves.
+FILES_PER_WORKER = 4
+
+OUTPUT_COLUMNS = ("timestamp", "series", "p_down", "p_flat", "p_up", "label", "model")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which bars of each file to predict: the last `last`, those from `since`, or all."""
+
+    last: int | None = 1
+    since: pd.Timestamp | None = None
+
+    def first_row(self, path: str, timestamps: np.ndarray, first_possible: int) -> int:
+        """Index of the first bar to predict (every bar from it to the end is predicted)."""
+        if self.since is not None:
+            if self.since > timestamps[-1]:
+                raise DataError(
+                    f"{path}: --since {self.since} is after the file's last bar "
+                    f"({pd.Timestamp(timestamps[-1])})"
+                )
+            since = np.datetime64(self.since.to_datetime64(), "ns")
+            return max(first_possible, int(np.searchsorted(timestamps, since)))
+        if self.last is not None:
+            return max(first_possible, len(timestamps) - self.last)
+        return first_possible
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the checkpoint says about its inputs: window length and scaler."""
+
+    seq_len: int
+    scaler: StandardScaler
+
+    @property
+    def bars_needed(self) -> int:
+        """The fewest bars that give one prediction: the features' warm-up, then one window."""
+        return WARMUP_BARS + self.seq_len
+
+    @property
+    def bars_for_full_history(self) -> int:
+        """History up to a predicted bar for it to agree with a longer file's (module doc)."""
+        return CONVERGED_BARS + self.seq_len
+
+
+@dataclass(frozen=True)
+class SeriesInputs:
+    """One file's scaled feature rows: the predicted bars' windows, and nothing before them."""
+
+    path: str
+    name: str
+    timestamps: np.ndarray  # datetime64[ns] of the predicted bars
+    rows: np.ndarray  # float32 (seq_len - 1 + predicted bars, features)
+    first_history: int  # bars in the file up to and including the first predicted bar
+
+
+def series_inputs(path: str, inputs: ModelInputs, selection: Selection) -> SeriesInputs:
+    """Loads one CSV as prepare does and keeps the scaled rows its predicted windows read."""
+    frame = load_series(path)
+    if len(frame) < inputs.bars_needed:
+        raise DataError(
+            f"{path}: only {len(frame)} bars; predicting needs at least {inputs.bars_needed} "
+            f"(warm-up {WARMUP_BARS} + the model's seq_len {inputs.seq_len})"
+        )
+    timestamps = frame.index.to_numpy()
+    first = selection.first_row(path, timestamps, inputs.bars_needed - 1)
+    features = compute_features(frame).to_numpy()
+    check_finite_features(path, features[WARMUP_BARS:], timestamps[WARMUP_BARS:])
+    rows = inputs.scaler.transform(features[first - inputs.seq_len + 1 :])
+    return SeriesInputs(
+        path=path,
+        name=series_name(path),
+        timestamps=timestamps[first:],
+        rows=rows,
+        first_history=first + 1,
+    )
+
+
+def map_files(function: Callable[[str], SeriesInputs], paths: Sequence[str]) -> list[SeriesInputs]:
+    """`function` over every file, in order; in a pool of one process per core when there are
+    enough files. The first file that fails (in the given order) raises, as in one process."""
+    workers = min(usable_cores(), len(paths) // FILES_PER_WORKER)
+    if workers < 2:
+        return [function(path) for path in paths]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        chunk = max(1, len(paths) // (4 * workers))
+        return list(pool.map(function, paths, chunksize=chunk))
+
+
+def note_short_history(series: SeriesInputs, inputs: ModelInputs) -> None:
+    needed = inputs.bars_for_full_history
+    if series.first_history >= needed:
+        return
+    short_bars = min(len(series.timestamps), needed - series.first_history)
+    note(
+        f"{series.path}: {short_bars} predicted bar(s) have fewer than {needed} bars of history "
+        f"(the first has {series.first_history}); their features still depend on where the "
+        "file starts, so they may differ from a longer file's by more than 1e-6"
+    )
+
+
+def predict_series(
+    model: torch.nn.Module, checkpoint: dict, model_md5: str, series: list[SeriesInputs]
+) -> pd.DataFrame:
+    """Probabilities of every predicted bar: the rows stacked as the pipeline stacks series,
+    windows gathered by end index, batches padded to PREDICT_BATCH."""
+    seq_len = checkpoint["seq_len"]
+    offsets = np.cumsum([0] + [len(one.rows) for one in series])
+    ends = np.concatenate(
+        [
+            np.arange(start + seq_len - 1, start + len(one.rows))
+            for start, one in zip(offsets, series, strict=False)
+        ]
+    )
+    features = torch.as_tensor(np.concatenate([one.rows for one in series]))
+    precision = checkpoint["params"]["train"]["precision"]
+    logits = predict_logits(
+        model, features, torch.as_tensor(ends), seq_len, PREDICT_BATCH, precision, pad=True
+    )
+    probabilities = torch.softmax(logits, dim=1).numpy()
+    frame = pd.DataFrame(
+        {
+            "timestamp": np.concatenate([one.timestamps for one in series]),
+            "series": np.concatenate([[one.name] * len(one.timestamps) for one in series]),
+            "p_down": probabilities[:, 0],
+            "p_flat": probabilities[:, 1],
+            "p_up": probabilities[:, 2],
+            "label": np.asarray(CLASS_LABELS)[probabilities.argmax(axis=1)],
+            "model": model_md5,
+        }
+    )
+    return frame[list(OUTPUT_COLUMNS)]
+
+
+def check_output(out: Path) -> None:
+    """Before any work: a path that cannot be written stops here, with nothing written."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise DataError(f"--out {out}: is a directory; give a file name")
+    if not parent.is_dir():
+        raise DataError(f"--out {out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise DataError(f"--out {out}: not writable")
+
+
+def read_model(path: Path) -> tuple[torch.nn.Module, dict]:
+    model, checkpoint = load_checkpoint(path)
+    check_finseq_version(checkpoint, path)
+    if list(checkpoint["feature_names"]) != list(FEATURE_NAMES):
+        raise DataError(
+            f"{path} was trained on other features than this finseq computes "
+            f"({len(checkpoint['feature_names'])} named features); retrain it"
+        )
+    return model, checkpoint
+
+
+def predict(csv_paths: Sequence[str], model_file: Path, selection: Selection) -> pd.DataFrame:
+    """The whole command as a function: checkpoint + CSVs -> one row per predicted bar."""
+    check_distinct_names(csv_paths, "the command line")
+    set_numerics(torch.device("cpu"))
+    model, checkpoint = read_model(model_file)
+    inputs = ModelInputs(
+        seq_len=checkpoint["seq_len"],
+        scaler=StandardScaler(
+            mean=checkpoint["scaler_mean"].numpy(), std=checkpoint["scaler_std"].numpy()
+        ),
+    )
+    series = map_files(partial(series_inputs, inputs=inputs, selection=selection), csv_paths)
+    for one in series:
+        note_short_history(one, inputs)
+    return predict_series(model, checkpoint, file_md5(model_file), series)
+
+
+def parse_since(text: str) -> pd.Timestamp:
+    stamp = pd.to_datetime(text, utc=True, errors="coerce")
+    if pd.isna(stamp):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date")
+    return stamp.tz_localize(None)
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return int(text)
+
+
+def build_parser(prog: str = "finseq predict") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Probabilities of the -1/0/1 label for the bars of OHLCV CSV files.",
+    )
+    parser.add_argument("csv", nargs="+", help="OHLCV CSV files, one series each")
+    parser.add_argument(
+        "--model", type=Path, default=Path(DEFAULT_MODEL), help=f"default: {DEFAULT_MODEL}"
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--last", type=positive, help="the last N bars of each file (default 1)")
+    which.add_argument("--since", type=parse_since, help="every bar from DATE on")
+    which.add_argument("--all", action="store_true", help="every bar with a full window")
+    parser.add_argument("--out", type=Path, help="write CSV here (default: a table on stdout)")
+    return parser
+
+
+def table(frame: pd.DataFrame) -> str:
+    shown = frame.drop(columns="model")
+    shown["timestamp"] = shown["timestamp"].astype(str)
+    return shown.to_string(
+        index=False, formatters={name: "{:.4f}".format for name in ("p_down", "p_flat", "p_up")}
+    )
+
+
+def run(argv: Sequence[str] | None = None, prog: str = "finseq predict") -> None:
+    args = build_parser(prog).parse_args(argv)
+    if args.all:
+        selection = Selection(last=None)
+    elif args.since is not None:
+        selection = Selection(last=None, since=args.since)
+    else:
+        selection = Selection(last=args.last or 1)
+    if args.out is not None:
+        check_output(args.out)
+    frame = predict(args.csv, args.model, selection)
+    if args.out is None:
+        print(f"model {args.model} (md5 {frame['model'].iloc[0]})")
+        print(table(frame))
+        return
+    with atomic_path(args.out) as temporary:
+        frame.to_csv(temporary, index=False, float_format="%.9g", lineterminator="\n")
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "finseq predict") -> None:
+    """One line and exit 2 for a user's mistake, as the stages do."""
+    try:
+        run(argv, prog)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main(prog="python -m finseq.predict")

@@ -1,0 +1,173 @@
+"""What an artefact was built from, and the refusals that keep stale artefacts apart.
+
+Prepared data carries a content hash of its arrays and meta; window sets carry the hash
+of the prepared data they index; a checkpoint carries both, the label/split/window params,
+a hash of the source files that decide the model, and the finseq and torch versions.
+
+The model's source is hashed rather than named by git commit: DVC does not track HEAD, so
+a commit would make identical runs write different model bytes, and it is wrong in a
+dirty workspace. Stages compare these hashes before they use an artefact, so that
+`dvc repro -s`, a stage run by hand or a partial `dvc checkout` never mixes artefacts
+of different runs without an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+import finseq
+from finseq.errors import DataError
+
+if TYPE_CHECKING:
+    from finseq.dataset import PreparedData, WindowSets
+
+# The modules whose code decides a model's weights: the train stage's source deps in
+# dvc.yaml, relative to src/finseq (tests/test_predict.py checks that the two agree).
+MODEL_SOURCES = (
+    "stages/train.py",
+    "training.py",
+    "models.py",
+    "labels.py",
+    "checkpoint.py",
+    "windows.py",
+    "dataset.py",
+    "split.py",
+    "features.py",
+    "provenance.py",
+)
+
+# Hash prefix shown in messages: enough to tell two artefacts apart at a glance.
+SHORT = 12
+
+# Chunks of an array fed to the hash: a memory-mapped feature matrix is never read whole.
+HASH_CHUNK_BYTES = 1 << 24
+
+
+def array_hash(arrays: Iterable[tuple[str, np.ndarray]], meta: dict) -> str:
+    """sha256 over each named array's dtype, shape and bytes, then the meta as sorted JSON."""
+    digest = hashlib.sha256()
+    for name, array in arrays:
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        for start in range(0, len(flat), HASH_CHUNK_BYTES):
+            digest.update(flat[start : start + HASH_CHUNK_BYTES].tobytes())
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def source_hash() -> str:
+    """sha256 over the model's source files (MODEL_SOURCES) as this package holds them."""
+    root = Path(finseq.__file__).parent
+    digest = hashlib.sha256()
+    for relative in MODEL_SOURCES:
+        digest.update(relative.encode() + b"\0" + (root / relative).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def file_md5(path: str | Path) -> str:
+    """The md5 DVC records for a file in dvc.lock, so a model names the run that wrote it."""
+    digest = hashlib.md5()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def short(content_hash: str | None) -> str:
+    return (content_hash or "none")[:SHORT]
+
+
+def readable_version(version: str) -> tuple[int, ...]:
+    """The release numbers of a version string: '0.1.0' -> (0, 1, 0)."""
+    numbers = []
+    for part in version.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
+
+
+def compatible_series(version: str) -> tuple[int, ...]:
+    """Versions that read each other's checkpoints: same major, and same minor before 1.0."""
+    numbers = (*readable_version(version), 0, 0)
+    return numbers[:2] if numbers[0] == 0 else numbers[:1]
+
+
+def check_finseq_version(checkpoint: dict, model_file: str | Path) -> None:
+    """A checkpoint from another release series may mean other features or semantics."""
+    written_by = checkpoint["provenance"]["finseq_version"]
+    if compatible_series(written_by) != compatible_series(finseq.__version__):
+        series = ".".join(map(str, compatible_series(finseq.__version__)))
+        raise DataError(
+            f"{model_file} was written by finseq {written_by}; this is finseq "
+            f"{finseq.__version__}, which reads checkpoints of finseq {series}.*; install "
+            f"finseq {written_by} or retrain the model"
+        )
+
+
+def check_windows(
+    data: PreparedData, windows: WindowSets, *, prepared_dir: str | Path, windows_dir: str | Path
+) -> None:
+    """Window sets index rows of one prepared dataset; any other would pick wrong rows."""
+    if data.content_hash is None:
+        raise DataError(
+            f"{prepared_dir} has no content hash (written by an older finseq); run `dvc repro`"
+        )
+    if windows.prepared_hash != data.content_hash:
+        raise DataError(
+            f"{windows_dir} was built from other prepared data (it indexes "
+            f"{short(windows.prepared_hash)}, {prepared_dir} is {short(data.content_hash)}); "
+            "run `dvc repro`"
+        )
+
+
+def params_differences(model_params: dict, data_meta: dict) -> list[str]:
+    """label.* and split.* keys on which a model and the prepared data disagree."""
+    differences = []
+    for section in ("label", "split"):
+        theirs, ours = model_params.get(section, {}), data_meta.get(section, {})
+        for key in sorted(set(theirs) | set(ours)):
+            if theirs.get(key) != ours.get(key):
+                differences.append(
+                    f"{section}.{key} is {theirs.get(key)!r} in the model, "
+                    f"{ours.get(key)!r} in the data"
+                )
+    return differences
+
+
+def check_model(
+    checkpoint: dict,
+    model_file: str | Path,
+    data: PreparedData,
+    windows: WindowSets,
+    *,
+    prepared_dir: str | Path,
+    windows_dir: str | Path,
+) -> None:
+    """A model scored on data or windows other than those it was trained on gives numbers
+    that mean nothing; name what differs."""
+    provenance = checkpoint["provenance"]
+    if provenance["prepared_hash"] != data.content_hash:
+        differences = params_differences(checkpoint["params"], data.meta)
+        what = (
+            "; ".join(differences)
+            if differences
+            else f"{short(provenance['prepared_hash'])} against {short(data.content_hash)}"
+        )
+        raise DataError(
+            f"{model_file} was trained on other prepared data than {prepared_dir} ({what}); "
+            "run `dvc repro`"
+        )
+    if provenance["windows_hash"] != windows.content_hash:
+        raise DataError(
+            f"{model_file} was trained on other window sets than {windows_dir} "
+            f"({short(provenance['windows_hash'])} against {short(windows.content_hash)}); "
+            "run `dvc repro`"
+        )

@@ -1,0 +1,623 @@
+"""finseq predict and finseq info: no train/serve skew, causal streaming, history notes,
+provenance, and a one-line refusal (exit 2, nothing written) for every bad input.
+
+The fast tests train one tiny model in-process on the repository's own raw CSVs; the slow
+ones run the real pipeline and commands (`dvc repro`, `dvc get`, the console script).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import ROOT, VENV_BIN, Project, reproduced_project, tiny_params
+from test_checkpoint_safety import write_malicious
+
+import finseq
+from finseq import predict as predict_module
+from finseq.card import model_card
+from finseq.checkpoint import load_checkpoint, save_checkpoint
+from finseq.dataset import PreparedData, WindowSets, make_window_sets, prepare_dataset
+from finseq.errors import DataError
+from finseq.load import load_series
+from finseq.predict import PREDICT_BATCH, ModelInputs, Selection, predict
+from finseq.provenance import MODEL_SOURCES, file_md5, source_hash
+from finseq.synthetic import synthetic_ohlcv
+from finseq.training import fold_checkpoint, predict_logits, set_numerics, train_fold
+from finseq.windows import segment_starts
+
+RAW_FILES = ("data/raw/sp500.csv", "data/raw/nasdaq.csv")
+PROBABILITIES = ["p_down", "p_flat", "p_up"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    model_file: Path
+    data: PreparedData
+    windows: WindowSets
+    raw: tuple[Path, ...]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """A tiny model of the final fold, trained on copies of the repository's raw CSVs."""
+    directory = tmp_path_factory.mktemp("trained")
+    raw = tuple(Path(shutil.copy(ROOT / name, directory / Path(name).name)) for name in RAW_FILES)
+    params = tiny_params()
+    data = prepare_dataset({str(p): load_series(p) for p in raw}, params.label, params.split)
+    windows = make_window_sets(data, params.window)
+    fold = data.meta["model_fold"]
+    model, result = train_fold(data, windows, fold, params.model, params.train, torch.device("cpu"))
+    model_file = directory / "model.pth"
+    save_checkpoint(fold_checkpoint(model, result, data, windows, fold, params), model_file)
+    return Trained(model_file=model_file, data=data, windows=windows, raw=raw)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """finseq predict in this process: (exit status, stdout, stderr)."""
+    try:
+        predict_module.main([str(arg) for arg in args])
+        status = 0
+    except SystemExit as exc:
+        status = exc.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, parse_dates=["timestamp"])
+
+
+def as_float32(frame: pd.DataFrame) -> np.ndarray:
+    return frame[PROBABILITIES].to_numpy().astype(np.float32)
+
+
+def in_prepared_order(predicted: pd.DataFrame, data: PreparedData, ends: np.ndarray):
+    """`predicted` rows matched one to one with the prepared rows `ends` (series, timestamp)."""
+    names = np.asarray(data.meta["series_names"])[data.series[ends]]
+    keys = pd.DataFrame({"series": names, "timestamp": data.timestamps[ends]})
+    matched = keys.merge(predicted, on=["series", "timestamp"], how="left", validate="1:1")
+    assert len(predicted) == len(ends) and not matched["p_up"].isna().any()
+    return matched
+
+
+def pipeline_probabilities(model_file: Path, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
+    """The pipeline's own path: the prepared matrix scaled by the model fold's scaler, every
+    row with a full window gathered by end index. Returns (end rows, float32 probabilities)."""
+    set_numerics(torch.device("cpu"))
+    model, checkpoint = load_checkpoint(model_file)
+    seq_len = checkpoint["seq_len"]
+    series = np.asarray(data.series)
+    position = np.arange(len(series)) - segment_starts(series, np.zeros_like(series))
+    ends = np.flatnonzero(position >= seq_len - 1)
+    features = torch.as_tensor(data.scaled_features(data.meta["model_fold"]))
+    logits = predict_logits(
+        model,
+        features,
+        torch.as_tensor(ends),
+        seq_len,
+        PREDICT_BATCH,
+        checkpoint["params"]["train"]["precision"],
+        pad=True,
+    )
+    return ends, torch.softmax(logits, dim=1).numpy()
+
+
+# --- no train/serve skew ------------------------------------------------------------------
+
+
+def test_predict_all_agrees_bitwise_with_the_pipelines_own_path(trained, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    status, _, _ = run_cli(
+        capsys, "--model", trained.model_file, "--all", "--out", out, *trained.raw
+    )
+    assert status == 0
+    predicted = read_predictions(out)
+    ends, expected = pipeline_probabilities(trained.model_file, trained.data)
+    assert len(predicted) == len(ends)
+    np.testing.assert_array_equal(predicted["timestamp"].to_numpy(), trained.data.timestamps[ends])
+    names = np.asarray(trained.data.meta["series_names"])[trained.data.series[ends]]
+    assert predicted["series"].tolist() == names.tolist()
+    # Bit for bit in float32, the checkpoint's precision (bf16 autocast, fp32 outputs).
+    assert np.array_equal(as_float32(predicted), expected)
+    assert predicted["label"].tolist() == (expected.argmax(axis=1) - 1).tolist()
+    assert set(predicted["model"]) == {file_md5(trained.model_file)}
+
+
+def test_a_planted_scaler_change_breaks_the_agreement(trained, tmp_path, capsys):
+    """The no-skew test can fail: a checkpoint whose scaler is off by 1e-6 of a std no longer
+    agrees (the control for the bitwise test above)."""
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    checkpoint["scaler_std"] = checkpoint["scaler_std"] * (1 + 1e-6)
+    skewed = tmp_path / "skewed.pth"
+    save_checkpoint(checkpoint, skewed)
+    out = tmp_path / "p.csv"
+    assert run_cli(capsys, "--model", skewed, "--all", "--out", out, *trained.raw)[0] == 0
+    _, expected = pipeline_probabilities(trained.model_file, trained.data)
+    assert not np.array_equal(as_float32(read_predictions(out)), expected)
+
+
+# --- streaming --------------------------------------------------------------------------
+
+
+def write_first_bars(source: Path, bars: int, target: Path) -> Path:
+    lines = source.read_text().splitlines(keepends=True)
+    target.write_text("".join(lines[: bars + 1]))
+    return target
+
+
+def test_appending_a_bar_predicts_it_as_the_whole_file_does(trained, tmp_path, capsys):
+    source = trained.raw[0]
+    whole = tmp_path / "whole.csv"
+    assert run_cli(capsys, "--model", trained.model_file, "--all", "--out", whole, source)[0] == 0
+    everything = read_predictions(whole).set_index("timestamp")
+    growing = tmp_path / "sp500.csv"
+    bars = 1000
+    write_first_bars(source, bars, growing)
+    for _ in range(3):
+        out = tmp_path / "last.csv"
+        assert run_cli(capsys, "--model", trained.model_file, "--out", out, growing)[0] == 0
+        last = read_predictions(out)
+        assert len(last) == 1
+        stamp = last["timestamp"].iloc[0]
+        assert stamp == load_series(source).index[bars - 1]
+        assert np.array_equal(
+            as_float32(last)[0], everything.loc[stamp, PROBABILITIES].to_numpy(np.float32)
+        )
+        bars += 1
+        with growing.open("a") as handle:
+            handle.write(source.read_text().splitlines(keepends=True)[bars])
+
+
+def test_last_n_reads_the_whole_file_and_outputs_only_the_last_n(trained, tmp_path, capsys):
+    out_all, out_last = tmp_path / "all.csv", tmp_path / "last.csv"
+    run_cli(capsys, "--model", trained.model_file, "--all", "--out", out_all, *trained.raw)
+    run_cli(capsys, "--model", trained.model_file, "--last", "7", "--out", out_last, *trained.raw)
+    everything, last = read_predictions(out_all), read_predictions(out_last)
+    expected = everything.groupby("series", sort=False).tail(7).reset_index(drop=True)
+    pd.testing.assert_frame_equal(last, expected)
+
+
+def test_since_predicts_every_bar_from_that_date(trained, tmp_path, capsys):
+    out_all, out_since = tmp_path / "all.csv", tmp_path / "since.csv"
+    run_cli(capsys, "--model", trained.model_file, "--all", "--out", out_all, trained.raw[0])
+    run_cli(
+        capsys,
+        "--model",
+        trained.model_file,
+        "--since",
+        "2018-06-01",
+        "--out",
+        out_since,
+        trained.raw[0],
+    )
+    everything, since = read_predictions(out_all), read_predictions(out_since)
+    expected = everything[everything["timestamp"] >= "2018-06-01"].reset_index(drop=True)
+    assert len(expected) > 100
+    pd.testing.assert_frame_equal(since, expected)
+
+
+def test_the_default_is_the_last_bar_of_each_series_as_a_table(trained, capsys):
+    status, out, err = run_cli(capsys, "--model", trained.model_file, *trained.raw)
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == f"model {trained.model_file} (md5 {file_md5(trained.model_file)})"
+    assert lines[1].split() == ["timestamp", "series", *PROBABILITIES, "label"]
+    assert [line.split()[:2] for line in lines[2:]] == [
+        ["2018-12-31", "sp500"],
+        ["2018-12-31", "nasdaq"],
+    ]
+
+
+def test_a_series_never_seen_in_training_is_predicted(trained, tmp_path, capsys):
+    new = tmp_path / "brand_new_market.csv"
+    synthetic_ohlcv(400, seed=99, start="2021-01-04").to_csv(new, index=False)
+    out = tmp_path / "p.csv"
+    assert run_cli(capsys, "--model", trained.model_file, "--out", out, new)[0] == 0
+    predicted = read_predictions(out)
+    assert predicted["series"].tolist() == ["brand_new_market"]
+    assert np.allclose(predicted[PROBABILITIES].sum(axis=1), 1.0, atol=1e-6)
+
+
+# --- how much history a prediction needs ---------------------------------------------------
+
+
+def test_history_note_appears_just_below_the_boundary_and_not_at_it(trained, tmp_path, capsys):
+    """At bars_for_full_history bars the last bar agrees with the whole file's to 1e-6 and
+    no note is printed; one bar fewer prints the note."""
+    source = trained.raw[0]
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    needed = ModelInputs(seq_len=checkpoint["seq_len"], scaler=None).bars_for_full_history
+    lines = source.read_text().splitlines(keepends=True)
+    whole = tmp_path / "whole.csv"
+    run_cli(capsys, "--model", trained.model_file, "--all", "--out", whole, source)
+    everything = read_predictions(whole).set_index("timestamp")
+    for bars, noted in ((needed, False), (needed - 1, True)):
+        tail = tmp_path / f"tail{bars}.csv"
+        tail.write_text(lines[0] + "".join(lines[-bars:]))
+        out = tmp_path / f"out{bars}.csv"
+        status, _, err = run_cli(capsys, "--model", trained.model_file, "--out", out, tail)
+        assert status == 0
+        assert ("fewer than" in err) is noted, err
+        last = read_predictions(out)
+        gap = np.abs(
+            as_float32(last)[0] - everything.loc[last["timestamp"].iloc[0], PROBABILITIES]
+        ).max()
+        if not noted:
+            assert gap <= 1e-6
+            assert err == ""
+        else:
+            assert err.count("\n") == 1 and err.startswith("note: ")
+
+
+def test_short_history_changes_the_prediction(trained, tmp_path, capsys):
+    """The control: the note is about a real effect. Features from a file that starts just
+    before the window differ from the whole file's by far more than 1e-6."""
+    source = trained.raw[0]
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    fewest = ModelInputs(seq_len=checkpoint["seq_len"], scaler=None).bars_needed
+    lines = source.read_text().splitlines(keepends=True)
+    tail = tmp_path / "tail.csv"
+    tail.write_text(lines[0] + "".join(lines[-fewest:]))
+    whole, out = tmp_path / "whole.csv", tmp_path / "out.csv"
+    run_cli(capsys, "--model", trained.model_file, "--out", whole, source)
+    status, _, err = run_cli(capsys, "--model", trained.model_file, "--out", out, tail)
+    assert status == 0 and "fewer than" in err
+    full = read_predictions(whole)[PROBABILITIES].to_numpy()
+    short = read_predictions(out)[PROBABILITIES].to_numpy()
+    assert np.abs(full - short).max() > 1e-6
+
+
+# --- refusals: one line, exit 2, nothing written -------------------------------------------
+
+
+def assert_refused(capsys, out: Path, *args: str) -> str:
+    status, stdout, err = run_cli(capsys, *args)
+    assert status == 2, err
+    assert stdout == ""
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert not out.exists()
+    return err.strip()
+
+
+def test_too_few_bars_gives_the_numbers(trained, tmp_path, capsys):
+    short = tmp_path / "short.csv"
+    synthetic_ohlcv(50, seed=1).to_csv(short, index=False)
+    out = tmp_path / "p.csv"
+    error = assert_refused(capsys, out, "--model", trained.model_file, "--out", out, short)
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    needed = 60 + checkpoint["seq_len"]
+    assert f"only 50 bars; predicting needs at least {needed}" in error
+
+
+def test_a_file_load_rejects_gets_the_message_prepare_gives(trained, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    frame = synthetic_ohlcv(300, seed=2)
+    frame.loc[150, "Volume"] = -5
+    frame.to_csv(bad, index=False)
+    with pytest.raises(DataError) as raised:
+        load_series(bad)
+    out = tmp_path / "p.csv"
+    error = assert_refused(capsys, out, "--model", trained.model_file, "--out", out, bad)
+    assert error == f"error: {raised.value}"
+    assert "line 152" in error
+
+
+def test_the_first_bad_file_is_named_even_among_many(trained, tmp_path, capsys):
+    """With enough files the work runs in a process pool; the refusal is still the first
+    bad file in command-line order."""
+    files = []
+    for index in range(12):
+        path = tmp_path / f"s{index:02d}.csv"
+        rows = 50 if index in (5, 9) else 300
+        synthetic_ohlcv(rows, seed=index).to_csv(path, index=False)
+        files.append(path)
+    out = tmp_path / "p.csv"
+    error = assert_refused(capsys, out, "--model", trained.model_file, "--out", out, *files)
+    assert "s05.csv: only 50 bars" in error
+
+
+def test_a_pool_gives_the_same_predictions_as_one_process(trained, tmp_path, monkeypatch):
+    files = []
+    for index in range(9):
+        path = tmp_path / f"s{index}.csv"
+        synthetic_ohlcv(400, seed=index).to_csv(path, index=False)
+        files.append(str(path))
+    pooled = predict(files, trained.model_file, Selection(last=3))
+    monkeypatch.setattr(predict_module, "usable_cores", lambda: 1)
+    alone = predict(files, trained.model_file, Selection(last=3))
+    pd.testing.assert_frame_equal(pooled, alone)
+
+
+def test_an_unsafe_model_file_is_refused_and_runs_nothing(trained, tmp_path, capsys):
+    marker = tmp_path / "code-ran"
+    malicious = write_malicious(tmp_path / "evil.pth", marker)
+    out = tmp_path / "p.csv"
+    error = assert_refused(capsys, out, "--model", malicious, "--out", out, trained.raw[0])
+    assert "refused to load" in error
+    assert not marker.exists()
+
+
+def test_an_unreadable_model_file_is_refused(trained, tmp_path, capsys):
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(trained.model_file.read_bytes()[:1000])
+    out = tmp_path / "p.csv"
+    error = assert_refused(capsys, out, "--model", truncated, "--out", out, trained.raw[0])
+    assert "not a readable model checkpoint" in error
+    missing = tmp_path / "missing.pth"
+    assert "model file not found" in assert_refused(
+        capsys, out, "--model", missing, "--out", out, trained.raw[0]
+    )
+
+
+def test_a_checkpoint_of_another_finseq_series_is_refused_naming_both(trained, tmp_path, capsys):
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    checkpoint["provenance"]["finseq_version"] = "0.9.3"
+    other = tmp_path / "other.pth"
+    save_checkpoint(checkpoint, other)
+    out = tmp_path / "p.csv"
+    error = assert_refused(capsys, out, "--model", other, "--out", out, trained.raw[0])
+    assert f"written by finseq 0.9.3; this is finseq {finseq.__version__}" in error
+    # A patch release of the same series reads it.
+    checkpoint["provenance"]["finseq_version"] = "0.1.99"
+    save_checkpoint(checkpoint, other)
+    assert run_cli(capsys, "--model", other, "--out", out, trained.raw[0])[0] == 0
+
+
+def test_since_after_the_last_bar_is_refused(trained, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    error = assert_refused(
+        capsys,
+        out,
+        "--model",
+        trained.model_file,
+        "--since",
+        "2019-02-01",
+        "--out",
+        out,
+        trained.raw[0],
+    )
+    assert "--since 2019-02-01 00:00:00 is after the file's last bar (2018-12-31" in error
+
+
+@pytest.mark.parametrize("where", ["missing-folder/p.csv", "a-folder"])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
+    trained, tmp_path, capsys, where
+):
+    (tmp_path / "a-folder").mkdir()
+    out = tmp_path / where
+    status, _, err = run_cli(capsys, "--model", trained.model_file, "--out", out, trained.raw[0])
+    assert status == 2 and err.count("\n") == 1 and f"--out {out}" in err
+    assert not (tmp_path / "missing-folder").exists()
+    assert list((tmp_path / "a-folder").iterdir()) == []
+
+
+def test_two_files_of_one_series_name_are_refused(trained, tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    copy = Path(shutil.copy(trained.raw[0], tmp_path / "x" / "sp500.csv"))
+    out = tmp_path / "p.csv"
+    error = assert_refused(
+        capsys, out, "--model", trained.model_file, "--out", out, trained.raw[0], copy
+    )
+    assert "two series named 'sp500'" in error
+
+
+# --- provenance ---------------------------------------------------------------------------
+
+
+def test_the_checkpoint_says_what_it_was_built_from(trained):
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    provenance = checkpoint["provenance"]
+    assert provenance == {
+        "finseq_version": finseq.__version__,
+        "torch_version": str(torch.__version__),
+        "source_hash": source_hash(),
+        "prepared_hash": trained.data.content_hash,
+        "windows_hash": trained.windows.content_hash,
+    }
+    params = tiny_params()
+    assert checkpoint["params"]["label"] == dataclasses.asdict(params.label)
+    assert checkpoint["params"]["split"] == dataclasses.asdict(params.split)
+    assert checkpoint["params"]["window"] == dataclasses.asdict(params.window)
+    assert "threads" not in checkpoint["params"]["train"]
+    training = checkpoint["training"]
+    assert training["fold"] == "final" and training["trained_until"].startswith("2018-12-31")
+    assert training["series"] == ["sp500", "nasdaq"]
+    assert checkpoint["feature_names"] and checkpoint["seq_len"] == params.window.seq_len
+
+
+def test_the_source_hash_covers_exactly_the_train_stages_source_deps():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    train_sources = {
+        dep.removeprefix("src/finseq/")
+        for dep in stages["train"]["deps"]
+        if dep.startswith("src/finseq/")
+    }
+    assert set(MODEL_SOURCES) == train_sources
+
+
+def test_the_source_hash_changes_with_a_model_source_file(tmp_path, monkeypatch):
+    package = tmp_path / "finseq"
+    shutil.copytree(Path(finseq.__file__).parent, package)
+    monkeypatch.setattr(finseq, "__file__", str(package / "__init__.py"))
+    before = source_hash()
+    (package / "models.py").write_text((package / "models.py").read_text() + "\n# changed\n")
+    assert source_hash() != before
+
+
+def test_window_sets_store_the_hash_of_the_prepared_data_they_index(trained, tmp_path):
+    trained.windows.save(tmp_path / "windows")
+    loaded = WindowSets.load(tmp_path / "windows")
+    assert loaded.prepared_hash == trained.data.content_hash
+    assert loaded.content_hash == trained.windows.content_hash
+    trained.data.save(tmp_path / "prepared")
+    assert PreparedData.load(tmp_path / "prepared").content_hash == trained.data.content_hash
+
+
+def test_the_prepared_hash_follows_the_label_params(trained):
+    params = tiny_params(label={"horizon": 4})
+    frames = {str(p): load_series(p) for p in trained.raw}
+    relabelled = prepare_dataset(frames, params.label, params.split)
+    assert relabelled.content_hash != trained.data.content_hash
+    again = prepare_dataset(frames, tiny_params().label, tiny_params().split)
+    assert again.content_hash == trained.data.content_hash
+
+
+# --- the model card ----------------------------------------------------------------------
+
+
+def test_the_model_card_covers_what_a_user_must_know(trained):
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    metrics = {
+        "model_md5": "x",
+        "test": {
+            "samples": 7034,
+            "skill": 0.021,
+            "skill_low": 0.009,
+            "skill_high": 0.033,
+            "accuracy": 0.401,
+            "majority_accuracy": 0.356,
+            "balanced_accuracy": 0.385,
+            "balanced_accuracy_low": 0.361,
+            "balanced_accuracy_high": 0.41,
+            "sharpe": 0.18,
+            "sharpe_low": -0.33,
+            "sharpe_high": 0.72,
+            "buy_hold_sharpe": 0.47,
+            "annual_return": 0.016,
+            "annual_return_low": -0.063,
+            "annual_return_high": 0.106,
+        },
+    }
+    card = model_card(checkpoint, "abc123", metrics)
+    for heading in (
+        "What it is",
+        "Inputs",
+        "Training",
+        "Out-of-sample results",
+        "Not for",
+        "Provenance",
+    ):
+        assert f"## {heading}" in card
+    assert "+0.021 [+0.009, +0.033]" in card
+    assert "+0.18 [-0.33, +0.72], +0.47" in card
+    assert "2018-12-31" in card and "rsi_14" in card and "abc123" in card
+    without = model_card(checkpoint, "abc123", None)
+    assert "Not shown: pass the eval.json" in without
+
+
+# --- end to end: the real pipeline, the console script, dvc get ----------------------------
+
+
+def finseq_command(project: Project, *args: str, cwd: Path | None = None, check: bool = True):
+    result = subprocess.run(
+        [str(VENV_BIN / "finseq"), *args],
+        cwd=cwd or project.path,
+        env=project.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"finseq {' '.join(args)}: {result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    project = reproduced_project(tmp_path_factory.mktemp("predict") / "repo")
+    remote = project.path.parent / "remote"
+    project.run("dvc", "remote", "add", "-d", "store", str(remote))
+    project.commit("a remote")
+    project.run("dvc", "push")
+    return project
+
+
+@pytest.mark.slow
+def test_the_console_script_predicts_every_raw_file_without_skew(pipeline: Project):
+    # Every raw file, in another order than params.yaml's data.files (as data/raw/*.csv
+    # expands for the default files): rows are matched by series and timestamp.
+    raw = pipeline.read_params()["data"]["files"][::-1]
+    assert sorted(raw) == sorted(
+        str(p.relative_to(pipeline.path)) for p in pipeline.path.glob("data/raw/*")
+    )
+    finseq_command(pipeline, "predict", "--all", "--out", "p.csv", *raw)
+    predicted = read_predictions(pipeline.path / "p.csv")
+    data = PreparedData.load(pipeline.path / "data/prepared")
+    ends, expected = pipeline_probabilities(pipeline.path / "models/model.pth", data)
+    assert np.array_equal(as_float32(in_prepared_order(predicted, data, ends)), expected)
+    # python -m finseq.predict is the same command.
+    module = pipeline.run(sys.executable, "-m", "finseq.predict", "--all", "--out", "m.csv", *raw)
+    assert module.stderr == finseq_command(pipeline, "predict", "--all", *raw).stderr
+    assert (pipeline.path / "m.csv").read_bytes() == (pipeline.path / "p.csv").read_bytes()
+    (pipeline.path / "p.csv").unlink()
+    (pipeline.path / "m.csv").unlink()
+
+
+@pytest.mark.slow
+def test_info_shows_the_runs_metrics_beside_the_model_they_belong_to(pipeline: Project):
+    card = finseq_command(pipeline, "info").stdout
+    metrics = json.loads((pipeline.path / "metrics/eval.json").read_text())
+    assert metrics["model_md5"] == file_md5(pipeline.path / "models/model.pth")
+    assert f"{metrics['test']['skill']:+.3f} [{metrics['test']['skill_low']:+.3f}" in card
+    other = pipeline.path.parent / "other.json"
+    other.write_text(json.dumps({**metrics, "model_md5": "0" * 32}))
+    refused = finseq_command(pipeline, "info", "--metrics", str(other), check=False)
+    assert refused.returncode == 2 and "evaluation of another model" in refused.stderr
+    assert refused.stdout == ""
+
+
+@pytest.mark.slow
+def test_a_model_fetched_alone_with_dvc_get_predicts_in_an_empty_directory(pipeline, tmp_path):
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    pipeline.run(
+        "dvc", "get", str(pipeline.path), "models/model.pth", "-o", str(empty / "model.pth")
+    )
+    new = synthetic_ohlcv(500, seed=123, start="2022-01-03")
+    new.to_csv(empty / "new.csv", index=False)
+    assert sorted(p.name for p in empty.iterdir()) == ["model.pth", "new.csv"]
+    table = finseq_command(pipeline, "predict", "--model", "model.pth", "new.csv", cwd=empty)
+    last_date = str(new["Date"].iloc[-1].date())
+    assert table.stdout.splitlines()[2].split()[:2] == [last_date, "new"]
+    card = finseq_command(pipeline, "info", "model.pth", cwd=empty).stdout
+    assert "## Inputs" in card and "Not shown: pass the eval.json" in card
+
+
+@pytest.mark.slow
+def test_stale_artefacts_are_refused_by_train_and_evaluate(pipeline: Project):
+    """Re-prepare with another label.horizon, then run later stages alone (dvc repro -s):
+    each stops with one line naming what differs, exit 2."""
+    params = pipeline.read_params()
+    horizon = params["label"]["horizon"]
+    params["label"]["horizon"] = horizon + 1
+    pipeline.write_params(params)
+    pipeline.run("dvc", "repro", "-s", "prepare")
+
+    # evaluate first: a failed train has had its outputs removed by DVC (dvc checkout
+    # brings them back from the cache, as below).
+    for stage in ("evaluate", "train"):
+        result = pipeline.run("dvc", "repro", "-s", stage, check=False)
+        assert result.returncode != 0
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, result.stderr
+        assert errors[0].startswith("error: data/windows was built from other prepared data")
+        assert errors[0].endswith("run `dvc repro`")
+        assert "exited with 2" in result.stderr
+
+    pipeline.run("dvc", "checkout", "train")
+    pipeline.run("dvc", "repro", "-s", "window")
+    result = pipeline.run("dvc", "repro", "-s", "evaluate", check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "exited with 2" in result.stderr
+    assert errors[0].startswith("error: models/folds/f1.pth was trained on other prepared data")
+    assert f"label.horizon is {horizon} in the model, {horizon + 1} in the data" in errors[0]
