@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, tiny_params
+from test_predict import trained  # noqa: F401 (a fixture)
 
 from finseq.models import build_model
 from finseq.synthetic import write_panel
@@ -21,6 +22,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import benchlib
 import folds
 import precision
+import predict as predict_benchmark
 import scaling
 import sweep
 import train_throughput
@@ -233,3 +235,12 @@ def test_fold_rounds_train_the_same_weights_in_one_process_and_in_two(tmp_path):
         torch.set_num_threads(threads)
     assert set(one) == set(two) == set(names)
     assert folds.same_weights(one, two)
+
+
+def test_predict_timings_and_history_gaps_run_on_a_tiny_model(trained, tmp_path, monkeypatch):  # noqa: F811
+    files = [str(path) for path in write_panel(tmp_path / "raw", n_series=2, n_bars=300)]
+    assert predict_benchmark.seconds_in_process(files, trained.model_file, rounds=1) > 0
+    monkeypatch.setattr(predict_benchmark, "HISTORY_ENDS", range(-2, 0))
+    gaps = predict_benchmark.history_gaps(trained.model_file, [70, 400], tmp_path)
+    # Too little history moves the probabilities; enough leaves them within 1e-6.
+    assert gaps[70] > 1e-6 >= gaps[400]

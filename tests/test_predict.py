@@ -621,3 +621,14 @@ def test_stale_artefacts_are_refused_by_train_and_evaluate(pipeline: Project):
     assert len(errors) == 1 and "exited with 2" in result.stderr
     assert errors[0].startswith("error: models/folds/f1.pth was trained on other prepared data")
     assert f"label.horizon is {horizon} in the model, {horizon + 1} in the data" in errors[0]
+
+
+def test_the_finseq_command_dispatches_and_names_an_unknown_command(capsys):
+    from finseq.cli import main
+
+    main(["--help"])
+    assert "predict" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as raised:
+        main(["bogus"])
+    assert raised.value.code == 2
+    assert capsys.readouterr().err.startswith("error: unknown command 'bogus'")
