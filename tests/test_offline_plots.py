@@ -15,7 +15,7 @@ from configparser import ConfigParser
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_FILES, ROOT, Project, reproduced_project
+from conftest import PROJECT_FILES, ROOT, TINY_OVERRIDES, Project, reproduced_project
 
 TEMPLATE_DIR = ROOT / ".dvc" / "plots"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -151,8 +151,14 @@ def test_plots_diff_page_renders_every_chart_without_network(browser, plotted, t
     assert "Test confusion matrix" in drawn_texts(segments["metrics_confusion_test_csv"])
     # One legend entry per walk-forward fold, drawn by the by_fold template.
     by_fold_texts = drawn_texts(segments["Validation_loss_per_epoch__by_fold"])
-    assert {"fold", "f1", "f8", "final"} <= by_fold_texts
+    last_fold = f"f{TINY_OVERRIDES['split']['folds']}"
+    assert {"fold", "f1", last_fold, "final"} <= by_fold_texts
     assert {"strategy", "buy_hold"} <= drawn_texts(segments["metrics_equity_csv"])
+    # The learning rate's axis (.dvc/plots/learning_rate.json) labels the constant 0.001 as
+    # 1.0e-3, not as a row of zeros.
+    rate_texts = drawn_texts(segments["Learning_rate"])
+    assert {"learning rate", "1.0e-3"} <= rate_texts
+    assert not any(text in ("0", "0.0", "0.00") for text in rate_texts)
 
 
 @pytest.mark.slow

@@ -305,6 +305,44 @@ def test_a_dvc_experiment_name_is_a_target(history):
     assert set(verdict_rows(report)) == {"skill", "loss", "accuracy", "sharpe"}
 
 
+@pytest.mark.slow
+def test_the_experiment_table_ranks_branches_and_experiments_on_val_loss(history):
+    """main, the gru branch and two dvc exp runs (linear-exp, from the test above, and one
+    more): ranked by pooled validation loss, the differing params only, within 100 columns."""
+    history.run("dvc", "exp", "run", "-n", "wider-exp", "-S", "model.hidden_dim=16")
+    try:
+        table = history.run(sys.executable, "-m", "finseq.experiments").stdout
+        markdown = history.run(sys.executable, "-m", "finseq.experiments", "--markdown").stdout
+    finally:
+        history.run("git", "checkout", "--", ".")
+        history.run("dvc", "checkout", "-q")
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert lines[0].split()[:3] == ["#", "experiment", "params"]
+    rows = {line.split()[1]: line for line in lines[1:]}
+    assert {"workspace", "main", "gru", "linear-exp", "wider-exp"} <= set(rows)
+    assert "type=gru" in rows["gru"] and "hidden_dim=16" in rows["wider-exp"]
+    # Only params that differ: the untouched ones (e.g. epochs) are not shown.
+    assert "epochs" not in table
+    losses = []
+    for name in ("main", "gru", "linear-exp", "wider-exp"):
+        refs = history.run("git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout
+        exp_ref = [ref for ref in refs.split() if ref.endswith(f"/{name}")]
+        revision = exp_ref[0] if exp_ref else name
+        metrics = json.loads(history.run("git", "show", f"{revision}:metrics/eval.json").stdout)
+        losses.append((metrics["val"]["loss"], name))
+        skill = metrics["test"]["skill"]
+        assert f"{metrics['val']['loss']:.4f}" in rows[name]
+        assert f"{skill:+.3f} [{metrics['test']['skill_low']:+.3f}" in rows[name]
+    compared = {name for _, name in losses}
+    order = [line.split()[1] for line in lines[1:] if line.split()[1] in compared]
+    assert order == [name for _, name in sorted(losses)]
+    assert (
+        markdown.splitlines()[0]
+        == "| # | experiment | params | val loss | test skill [95%] | Sharpe |"
+    )
+
+
 def test_a_base_without_predictions_is_said_in_one_line():
     settings = EvidenceSettings(0.0, False, 5, 3, 100, 0)
     text, line = verdict_section(None, pd.DataFrame(), settings, "old", "new")

@@ -66,6 +66,32 @@ def test_fit_stops_after_patience_epochs_without_a_lower_val_loss():
     assert result.epochs_run < 200
 
 
+def test_plateau_schedule_lowers_the_rate_after_lr_patience_epochs_without_gain():
+    """A rate too small to move the loss: every epoch is a plateau. With lr_patience 1 the
+    rate falls by lr_factor after the third epoch and after every second one from then on;
+    with lr_schedule none it never moves."""
+    data = learnable_data()
+    rates = {}
+    for schedule in ("none", "plateau"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig("linear", 4, 1, 0.0), n_features=3)
+        seen = []
+        config = train_config(
+            epochs=7,
+            patience=100,
+            learning_rate=1e-12,
+            lr_schedule=schedule,
+            lr_factor=0.5,
+            lr_patience=1,
+        )
+        fit(model, data, config, seen.append)
+        rates[schedule] = [epoch.learning_rate for epoch in seen]
+    assert rates["none"] == [1e-12] * 7
+    assert rates["plateau"] == pytest.approx(
+        [1e-12, 1e-12, 1e-12, 5e-13, 5e-13, 2.5e-13, 2.5e-13], rel=1e-9
+    )
+
+
 def test_same_seed_gives_identical_training():
     def run():
         torch.manual_seed(3)

@@ -194,13 +194,22 @@ def fit(
 ) -> FitResult:
     """Trains `model` in place and leaves it holding the weights of its best validation epoch.
 
-    Stops early after `config.patience` epochs without a lower validation loss.
+    Stops early after `config.patience` epochs without a lower validation loss; with
+    `lr_schedule: plateau` the learning rate falls by `lr_factor` after `lr_patience` such
+    epochs (torch's ReduceLROnPlateau, whose own threshold is a relative 1e-4).
     Seed torch before building the model; the shuffling generator is seeded here.
     """
     device = data.features.device
     model.to(device)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    scheduler = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+        )
+        if config.lr_schedule == "plateau"
+        else None
     )
     shuffle = torch.Generator().manual_seed(config.seed)
     offsets = window_offsets(data.seq_len, device)
@@ -246,6 +255,9 @@ def fit(
         history.append(result)
         if on_epoch is not None:
             on_epoch(result)
+        if scheduler is not None and np.isfinite(result.val_loss):
+            # The rate logged for an epoch is the one it trained with; the next may be lower.
+            scheduler.step(result.val_loss)
         if result.val_loss < best_val_loss:
             best_epoch, best_val_loss, epochs_without_gain = epoch, result.val_loss, 0
             best_state = {
