@@ -156,4 +156,5 @@ def test_a_feature_that_is_not_finite_names_the_series_file_and_the_first_bad_ba
         prepare_dataset(frames, LABEL, SPLIT)
     message = str(raised.value)
     assert message.startswith("late.csv: feature ")
-    assert message.endswith(f"is not finite at {CALENDAR[400]}; check the bars before it"), message
+    assert f"is not finite at {CALENDAR[400]}; " in message
+    assert message.endswith(f"is the bar of {CALENDAR[400]} (Close inf); check that bar"), message

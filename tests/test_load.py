@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Project, tiny_params
+from conftest import ROOT, Project, tiny_params
 
 from finseq.dataset import make_window_sets, prepare_dataset
 from finseq.errors import DataError
@@ -374,3 +374,59 @@ def test_window_names_the_series_too_short_for_seq_len(project: Project):
     )
     assert "window.seq_len (30)" in line
     assert not (project.path / "data" / "windows").exists()
+
+
+# --- plausibility: a one-bar move beyond 10x is named, real extremes pass untouched ----------
+
+
+def quiet_series_with(tmp_path: Path, bar: int, close: float | None, name: str) -> Path:
+    """A 400-bar series (1% daily moves) whose bar `bar` closes (and highs) at `close`."""
+    frame = synthetic_ohlcv(400, seed=5)
+    if close is not None:
+        frame.loc[bar, ["Close", "High"]] = close
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("close", [1e10, 1e30])
+def test_an_implausible_close_gets_a_note_naming_file_line_and_value(tmp_path, capsys, close):
+    path = quiet_series_with(tmp_path, 200, close, "spiky.csv")
+    load_series(path)
+    notes = capsys.readouterr().err.splitlines()
+    assert notes[0] == (
+        f"note: {path}: line 202, column 'High': {close} is a one-bar move of more than 10x "
+        "from the previous close; check that bar"
+    )
+    # The bar after it falls back by as much: named too, and nothing else.
+    assert len(notes) == 2 and "line 203" in notes[1]
+
+
+def test_a_close_of_1e308_is_noted_at_load_and_prepare_names_its_line(tmp_path, capsys):
+    path = quiet_series_with(tmp_path, 200, 1e308, "overflow.csv")
+    frame = load_series(path)
+    assert "line 202" in capsys.readouterr().err
+    params = tiny_params()
+    with pytest.raises(DataError) as raised:
+        prepare_dataset({str(path): frame}, params.label, params.split)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: feature ")
+    assert "is line 202 (High 1e+308); check that bar" in message
+
+
+def test_a_genuine_crash_day_passes_untouched(tmp_path, capsys):
+    """1987-10-19: a log return of -0.229. No note, and the values are the file's."""
+    frame = synthetic_ohlcv(400, seed=5)
+    crash = frame.loc[199, "Close"] * np.exp(-0.229)
+    frame.loc[200, ["Open", "Low", "Close"]] = [frame.loc[199, "Close"], crash, crash]
+    path = tmp_path / "crash.csv"
+    frame.to_csv(path, index=False)
+    loaded = load_series(path)
+    assert capsys.readouterr().err == ""
+    assert loaded["close"].iloc[200] == pytest.approx(crash, rel=1e-15)
+
+
+def test_the_default_data_give_no_plausibility_note(capsys):
+    for name in ("sp500.csv", "nasdaq.csv"):
+        load_series(ROOT / "data" / "raw" / name)
+    assert "more than 10x" not in capsys.readouterr().err

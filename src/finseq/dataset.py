@@ -21,6 +21,7 @@ from finseq.atomic import atomic_path, write_json
 from finseq.errors import ConfigError, DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
 from finseq.labels import CLASS_LABELS, make_labels
+from finseq.load import PRICE_COLUMNS, line_of, one_bar_moves
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
 from finseq.provenance import array_hash
 from finseq.split import (
@@ -211,8 +212,8 @@ def prepare_dataset(
     # scaler is fit series by series in blocks (see StandardScaler.fit), never on a copy of
     # the panel's training rows.
     raw_features = [part.pop("features") for part in parts]
-    for code, series_features in enumerate(raw_features):
-        check_finite_features(files[code], series_features, parts[code]["timestamps"])
+    for (path, frame), series_features in zip(frames.items(), raw_features, strict=True):
+        check_finite_features(path, frame, series_features)
     stacked = {
         name: np.concatenate([part[name] for part in parts], axis=-1 if name in FOLD_ARRAYS else 0)
         for name in parts[0]
@@ -258,14 +259,31 @@ def prepare_dataset(
 FOLD_ARRAYS = ("parts", "samples")
 
 
-def check_finite_features(path: str, features: np.ndarray, timestamps: np.ndarray) -> None:
-    """Features of one series after warm-up must be finite; name the first that is not."""
-    if not np.isfinite(features).all():
-        row, column = np.argwhere(~np.isfinite(features))[0]
-        raise DataError(
-            f"{path}: feature {FEATURE_NAMES[column]} is not finite at "
-            f"{pd.Timestamp(timestamps[row])}; check the bars before it"
-        )
+def check_finite_features(path: str, frame: pd.DataFrame, features: np.ndarray) -> None:
+    """Features of one series after warm-up (`features`, of `frame` from load_series) must be
+    finite. Name the first that is not, and the input bar that most likely caused it: the
+    largest one-bar move among the bars its look-back reads."""
+    if np.isfinite(features).all():
+        return
+    row, column = np.argwhere(~np.isfinite(features))[0]
+    position = row + WARMUP_BARS
+    prices = {name: frame[name].to_numpy() for name in PRICE_COLUMNS}
+    moves, which = one_bar_moves(prices)
+    start = max(0, position - WARMUP_BARS)
+    culprit = start + int(np.argmax(moves[start : position + 1]))
+    name = PRICE_COLUMNS[which[culprit]]
+    # A frame read by load_series knows its file's lines; one built in memory, only its dates.
+    bar = (
+        f"line {line_of(frame, culprit)}"
+        if "path" in frame.attrs
+        else f"the bar of {pd.Timestamp(frame.index[culprit])}"
+    )
+    raise DataError(
+        f"{path}: feature {FEATURE_NAMES[column]} is not finite at "
+        f"{pd.Timestamp(frame.index[position])}; the largest one-bar move of the "
+        f"{WARMUP_BARS} bars it reads is {bar} ({name.capitalize()} "
+        f"{prices[name][culprit]:g}); check that bar"
+    )
 
 
 def _check_every_part_has_samples(

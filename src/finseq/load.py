@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finseq.errors import DataError
+from finseq.errors import DataError, note
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
@@ -259,5 +259,47 @@ def load_series(path: str | Path) -> pd.DataFrame:
         )
         values["high"] = np.maximum(values["high"], body_high)
         values["low"] = np.minimum(values["low"], body_low)
+    _note_implausible_moves(path, frame, columns, values)
     index = pd.DatetimeIndex(stamps, name="timestamp")
-    return pd.DataFrame({name: values[name] for name in OHLCV_COLUMNS}, index=index)
+    result = pd.DataFrame({name: values[name] for name in OHLCV_COLUMNS}, index=index)
+    # Bar i is data row i of the file: line_of names its line in later messages.
+    result.attrs["path"] = str(path)
+    return result
+
+
+# A one-bar move beyond 10x (|log return| > ln 10) is not a market move: single stocks can
+# double in a day and the 1987 crash was a log return of -0.229. It is a unit slip, a
+# missing decimal point or an unadjusted split, so it is named (the run goes on).
+IMPLAUSIBLE_LOG_MOVE = float(np.log(10.0))
+IMPLAUSIBLE_SHOWN = 3
+
+
+def one_bar_moves(values: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar, the largest |log(price / previous close)| over Open/High/Low/Close (0 for the
+    first bar), and which of those columns it was (an index into PRICE_COLUMNS)."""
+    previous = np.concatenate([[values["close"][0]], values["close"][:-1]])
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        moves = np.abs(np.log(np.stack([values[name] for name in PRICE_COLUMNS]) / previous))
+    moves = np.nan_to_num(moves, nan=np.inf)
+    return moves.max(axis=0), moves.argmax(axis=0)
+
+
+def _note_implausible_moves(
+    path: Path, frame: pd.DataFrame, columns: dict[str, str], values: dict[str, np.ndarray]
+) -> None:
+    moves, which = one_bar_moves(values)
+    flagged = np.flatnonzero(moves > IMPLAUSIBLE_LOG_MOVE)
+    for position in flagged[:IMPLAUSIBLE_SHOWN]:
+        name = PRICE_COLUMNS[which[position]]
+        note(
+            f"{path}: line {_line(frame, position)}, column {columns[name]!r}: "
+            f"{frame[columns[name]].iloc[position]} is a one-bar move of more than 10x from the "
+            "previous close; check that bar"
+        )
+    if len(flagged) > IMPLAUSIBLE_SHOWN:
+        note(f"{path}: {len(flagged) - IMPLAUSIBLE_SHOWN} more bar(s) move more than 10x")
+
+
+def line_of(frame: pd.DataFrame, position: int) -> int:
+    """The CSV line of bar `position` of a frame returned by load_series."""
+    return _line(frame, position)

@@ -119,7 +119,7 @@ def series_inputs(path: str, inputs: ModelInputs, selection: Selection) -> Serie
     timestamps = frame.index.to_numpy()
     first = selection.first_row(path, timestamps, inputs.bars_needed - 1)
     features = compute_features(frame).to_numpy()
-    check_finite_features(path, features[WARMUP_BARS:], timestamps[WARMUP_BARS:])
+    check_finite_features(path, frame, features[WARMUP_BARS:])
     rows = inputs.scaler.transform(features[first - inputs.seq_len + 1 :])
     return SeriesInputs(
         path=path,
