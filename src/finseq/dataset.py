@@ -23,6 +23,7 @@ from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_
 from finseq.labels import CLASS_LABELS, make_labels
 from finseq.load import PRICE_COLUMNS, line_of, one_bar_moves
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
+from finseq.progress import tracked
 from finseq.provenance import array_hash
 from finseq.split import (
     FINAL,
@@ -183,7 +184,8 @@ def prepare_dataset(
     plan = fold_plan([frame.index.to_numpy() for frame in frames.values()], split_config)
 
     parts = []
-    for code, frame in enumerate(frames.values()):
+    each_frame = tracked(frames.values(), len(frames), "prepare", "series featurised")
+    for code, frame in enumerate(each_frame):
         timestamps = frame.index.to_numpy()
         labels = make_labels(frame, label_config)
         labelled = ~np.isnan(labels)

@@ -33,6 +33,7 @@ from finseq.errors import ConfigError
 from finseq.evaluate import pooled_metrics, predictions_frame
 from finseq.labels import NUM_CLASSES
 from finseq.params import BacktestConfig, EvaluateConfig, Params
+from finseq.progress import tracked
 
 LEVEL = 0.95
 # Fewer dates than this cannot carry a block bootstrap of blocks at least a horizon long.
@@ -171,7 +172,8 @@ def intervals(
     point = headline_figures(totals)
     block = block_length(totals, horizon)
     draws = {name: np.empty(resamples) for name in HEADLINE}
-    for row, index in enumerate(resampled_dates(len(totals.dates), block, resamples, seed)):
+    indexes = resampled_dates(len(totals.dates), block, resamples, seed)
+    for row, index in enumerate(tracked(indexes, resamples, "bootstrap", "resamples")):
         for name, value in headline_figures(totals.take(index)).items():
             draws[name][row] = value
     result: dict[str, float | int] = dict(point)
@@ -211,7 +213,8 @@ def change_intervals(
         base_index if paired else resampled_dates(len(target.dates), block, resamples, seed + 1)
     )
     draws = {name: np.empty(resamples) for name in figures}
-    for row, (b, t) in enumerate(zip(base_index, target_index, strict=True)):
+    pairs = zip(base_index, target_index, strict=True)
+    for row, (b, t) in enumerate(tracked(pairs, resamples, "bootstrap", "resamples")):
         base_sample, target_sample = base.take(b), target.take(t)
         for name, figure in figures.items():
             draws[name][row] = figure(target_sample) - figure(base_sample)

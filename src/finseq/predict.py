@@ -38,6 +38,7 @@ from finseq.errors import DataError, UserError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
 from finseq.labels import CLASS_LABELS
 from finseq.load import load_series
+from finseq.progress import tracked
 from finseq.provenance import check_finseq_version, file_md5
 from finseq.training import predict_logits, set_numerics, usable_cores
 
@@ -135,11 +136,12 @@ def map_files(function: Callable[[str], SeriesInputs], paths: Sequence[str]) -> 
     enough files. The first file that fails (in the given order) raises, as in one process."""
     workers = min(usable_cores(), len(paths) // FILES_PER_WORKER)
     if workers < 2:
-        return [function(path) for path in paths]
+        return list(tracked(map(function, paths), len(paths), "predict", "files"))
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         chunk = max(1, len(paths) // (4 * workers))
-        return list(pool.map(function, paths, chunksize=chunk))
+        results = pool.map(function, paths, chunksize=chunk)
+        return list(tracked(results, len(paths), "predict", "files"))
 
 
 def note_short_history(series: SeriesInputs, inputs: ModelInputs) -> None:
