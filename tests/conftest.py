@@ -186,6 +186,13 @@ def reproduced_project(directory: Path) -> Project:
     return project
 
 
+@pytest.fixture(scope="session")
+def shared_reproduced(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """One reproduced tiny project for the session, for tests that read its outputs (the
+    offline plots) and then for tests/test_predict.py's, which put back what they change."""
+    return reproduced_project(tmp_path_factory.mktemp("shared") / "repo")
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return make_project(tmp_path / "repo")

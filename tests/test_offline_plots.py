@@ -15,7 +15,7 @@ from configparser import ConfigParser
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT_FILES, ROOT, TINY_OVERRIDES, Project, reproduced_project
+from conftest import PROJECT_FILES, ROOT, TINY_OVERRIDES, Project
 
 TEMPLATE_DIR = ROOT / ".dvc" / "plots"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -123,8 +123,8 @@ def drawn_texts(segment: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def plotted(tmp_path_factory) -> Project:
-    return reproduced_project(tmp_path_factory.mktemp("plots") / "repo")
+def plotted(shared_reproduced) -> Project:
+    return shared_reproduced
 
 
 @pytest.mark.slow

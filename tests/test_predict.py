@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, VENV_BIN, Project, reproduced_project, tiny_params
+from conftest import ROOT, VENV_BIN, Project, tiny_params
 from test_checkpoint_safety import write_malicious
 
 import finseq
@@ -533,8 +533,8 @@ def finseq_command(project: Project, *args: str, cwd: Path | None = None, check:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    project = reproduced_project(tmp_path_factory.mktemp("predict") / "repo")
+def pipeline(shared_reproduced: Project) -> Project:
+    project = shared_reproduced
     remote = project.path.parent / "remote"
     project.run("dvc", "remote", "add", "-d", "store", str(remote))
     project.commit("a remote")
@@ -601,6 +601,14 @@ def test_stale_artefacts_are_refused_by_train_and_evaluate(pipeline: Project):
     horizon = params["label"]["horizon"]
     params["label"]["horizon"] = horizon + 1
     pipeline.write_params(params)
+    try:
+        stale_runs(pipeline, horizon)
+    finally:
+        pipeline.run("git", "checkout", "--", ".")
+        pipeline.run("dvc", "checkout", "-q", "--force")
+
+
+def stale_runs(pipeline: Project, horizon: int) -> None:
     pipeline.run("dvc", "repro", "-s", "prepare")
 
     # evaluate first: a failed train has had its outputs removed by DVC (dvc checkout
