@@ -430,3 +430,44 @@ def test_the_default_data_give_no_plausibility_note(capsys):
     for name in ("sp500.csv", "nasdaq.csv"):
         load_series(ROOT / "data" / "raw" / name)
     assert "more than 10x" not in capsys.readouterr().err
+
+
+# --- Adj Close and volume: a split the Close column is not adjusted for is named ------------
+
+
+def with_unadjusted_split(tmp_path: Path, ratio: float, name: str = "split.csv") -> Path:
+    """A 300-bar series whose Close (and Open/High/Low, Volume) are as traded, with a split
+    of `ratio` new shares per old one at bar 150, and an Adj Close adjusted for it."""
+    frame = synthetic_ohlcv(300, seed=4)
+    before = frame.index < 150
+    for column in ("Open", "High", "Low", "Close"):
+        frame.loc[before, column] *= ratio
+    frame.loc[before, "Volume"] /= ratio
+    frame["Adj Close"] = frame["Close"] / np.where(before, ratio, 1.0)
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize(("ratio", "shown"), [(2.0, "2:1"), (1.5, "3:2"), (0.1, "1:10")])
+def test_a_split_like_step_of_adj_close_over_close_is_noted_with_its_date(
+    tmp_path, capsys, ratio, shown
+):
+    path = with_unadjusted_split(tmp_path, ratio)
+    frame = load_series(path)
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == 1
+    assert notes[0].startswith(f"note: {path}: line 152 (")
+    assert f"Adj Close / Close steps by {shown}, as at a split" in notes[0]
+    assert str(frame.index[150].date()) in notes[0]
+
+
+def test_dividend_steps_of_adj_close_give_no_note(tmp_path, capsys):
+    frame = synthetic_ohlcv(300, seed=4)
+    # A 2% dividend every 60 bars: Adj Close steps by 2%, far from any split ratio.
+    factor = 0.98 ** ((299 - frame.index) // 60)
+    frame["Adj Close"] = frame["Close"] * factor
+    path = tmp_path / "dividends.csv"
+    frame.to_csv(path, index=False)
+    load_series(path)
+    assert capsys.readouterr().err == ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -246,6 +247,7 @@ def load_series(path: str | Path) -> pd.DataFrame:
 
     if ADJ_CLOSE in values:
         factor = values[ADJ_CLOSE] / values["close"]
+        _note_split_like_steps(path, frame, columns, factor)
         for name in PRICE_COLUMNS:
             values[name] = values[name] * factor
     body_high = np.maximum(values["open"], values["close"])
@@ -298,6 +300,41 @@ def _note_implausible_moves(
         )
     if len(flagged) > IMPLAUSIBLE_SHOWN:
         note(f"{path}: {len(flagged) - IMPLAUSIBLE_SHOWN} more bar(s) move more than 10x")
+
+
+# Adj Close / Close steps by a ratio of small whole numbers (2:1, 3:2, 1:10, ...) at a split
+# the Close column was not adjusted for; a dividend moves it by a few percent at most.
+SPLIT_RATIOS = sorted(
+    {p / q for p in range(1, 11) for q in range(1, 11) if p != q and max(p, q) / min(p, q) >= 1.25}
+)
+SPLIT_TOLERANCE = 0.01
+
+
+def split_like_steps(factor: np.ndarray) -> list[tuple[int, str]]:
+    """Bars where the adjustment factor steps by a split-like ratio, with the ratio as 'p:q'."""
+    steps = factor[1:] / factor[:-1]
+    found = []
+    for position in np.flatnonzero((steps >= 1.25) | (steps <= 0.8)):
+        step = steps[position]
+        nearest = min(SPLIT_RATIOS, key=lambda ratio: abs(np.log(step / ratio)))
+        if abs(np.log(step / nearest)) <= SPLIT_TOLERANCE:
+            ratio = Fraction(nearest).limit_denominator(10)
+            found.append((int(position) + 1, f"{ratio.numerator}:{ratio.denominator}"))
+    return found
+
+
+def _note_split_like_steps(
+    path: Path, frame: pd.DataFrame, columns: dict[str, str], factor: np.ndarray
+) -> None:
+    """Volume is left as reported: at a split the prices are adjusted by Adj Close and the
+    volume is not, so the volume features jump. Named, for the user to decide."""
+    for position, ratio in split_like_steps(factor):
+        note(
+            f"{path}: line {_line(frame, position)} ({frame[columns['date']].iloc[position]}): "
+            f"{columns[ADJ_CLOSE]} / {columns['close']} steps by {ratio}, as at a split that "
+            f"Close is not adjusted for; {columns['volume']} is left as reported, so the volume "
+            "features jump at this bar (use split-adjusted volume, or drop Adj Close)"
+        )
 
 
 def line_of(frame: pd.DataFrame, position: int) -> int:

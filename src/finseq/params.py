@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,11 +60,22 @@ def _threads(v: Any) -> str | None:
     return "'auto' or an integer from 1 to 1024"
 
 
+def _distinct_files(v: tuple[str, ...]) -> str | None:
+    if not v:
+        return "a non-empty list of CSV paths"
+    seen: set[str] = set()
+    for path in v:
+        if os.path.normpath(path) in seen:
+            return f"each file once ({path!r} is listed twice)"
+        seen.add(os.path.normpath(path))
+    return None
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Raw OHLCV CSV files, one series per file."""
 
-    files: tuple[str, ...] = _rule(lambda v: None if v else "a non-empty list of CSV paths")
+    files: tuple[str, ...] = _rule(_distinct_files)
 
 
 @dataclass(frozen=True)
