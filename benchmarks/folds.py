@@ -55,7 +55,6 @@ def fit_one(fold: str) -> tuple[str, float, dict[str, torch.Tensor]]:
         params.model,
         params.train,
         torch.device("cpu"),
-        eval_batch_size=params.evaluate.batch_size,
     )
     return fold, time.perf_counter() - start, model.state_dict()
 

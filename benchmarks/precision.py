@@ -95,7 +95,7 @@ def train_and_score(
     torch.manual_seed(seed)
     model = build_model(params.model, data.features.shape[1])
     start = time.perf_counter()
-    result = fit(model, data, config, eval_batch_size=params.evaluate.batch_size)
+    result = fit(model, data, config)
     seconds = time.perf_counter() - start
     classes = dataset.labels.astype(np.int64) + 1
     prior = class_prior(classes[dataset.ends["train"]])

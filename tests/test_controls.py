@@ -76,7 +76,6 @@ def run_pipeline(
                 params.model,
                 params.train,
                 device,
-                eval_batch_size=params.evaluate.batch_size,
             )
             scores.append(
                 score_fold(

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -63,3 +67,58 @@ def test_every_module_in_the_readme_module_table_exists():
     assert modules
     missing = [name for name in modules if not (ROOT / "src" / "finseq" / f"{name}.py").is_file()]
     assert missing == []
+
+
+def documented_reruns() -> dict[str, set[str]]:
+    """docs/pipeline.md's rerun table: each key (or `section.*`) → the stages it reruns."""
+    text = (ROOT / "docs" / "pipeline.md").read_text()
+    section = text[text.index("## Which stages a parameter reruns") :]
+    table = {}
+    for keys, reruns in re.findall(r"^\| (`.+?) \| (.+?) \|$", section, re.MULTILINE):
+        stages = set() if reruns.startswith("nothing") else set(reruns.split(", "))
+        for key in re.findall(r"`([\w.*]+)`", keys):
+            table[key] = stages
+    return table
+
+
+def dag_downstream() -> dict[str, set[str]]:
+    """Each stage and every stage downstream of it, from `dvc dag --dot`."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    dot = subprocess.run(
+        [sys.executable, "-m", "dvc", "dag", "--dot"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    edges = re.findall(r'"?([\w.-]+)"?\s*->\s*"?([\w.-]+)"?', dot)
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    closure = {stage: {stage} for stage in stages}
+    changed = True
+    while changed:
+        changed = False
+        for source, target in edges:
+            for reached in closure.values():
+                if source in reached and target not in reached:
+                    reached.add(target)
+                    changed = True
+    return closure
+
+
+def test_the_rerun_table_matches_dvc_yaml_and_the_dag():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keys = [f"{section}.{key}" for section, values in params.items() for key in values]
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    downstream = dag_downstream()
+    expected = {}
+    for key in keys:
+        reruns = set()
+        for name, stage in stages.items():
+            listed = stage.get("params", [])
+            if key in listed or key.split(".")[0] in listed:
+                reruns |= downstream[name]
+        expected[key] = reruns
+    documented = documented_reruns()
+    table = {key: documented.get(key, documented.get(f"{key.split('.')[0]}.*")) for key in keys}
+    assert table == expected

@@ -304,7 +304,7 @@ def test_train_refuses_cuda_without_a_gpu(reproduced):
 
 def restore_last_commit(project: Project) -> None:
     """What a user does after a failed experiment: params and metrics from git, outs from cache."""
-    project.run("git", "checkout", "--", "params.yaml", "metrics")
+    project.run("git", "checkout", "--", "params.yaml", "dvc.lock", "metrics")
     project.run("dvc", "checkout")
     assert "up to date" in project.run("dvc", "status").stdout
 
@@ -349,3 +349,27 @@ def test_dvc_exp_run_adding_a_misspelt_section_reruns_nothing_but_the_next_stage
         assert_one_error_line(run_stage(reproduced, "evaluate"), "modle is not a known section")
     finally:
         restore_last_commit(reproduced)
+
+
+@pytest.mark.slow
+def test_an_evaluation_knob_reruns_evaluate_only_and_a_speed_knob_nothing(reproduced):
+    try:
+        evaluated = reproduced.run("dvc", "exp", "run", "-S", "evaluate.batch_size=1024").stdout
+        assert "Running stage 'evaluate'" in evaluated
+        assert "Running stage 'train'" not in evaluated
+        restore_last_commit(reproduced)
+        threads = reproduced.run("dvc", "exp", "run", "-S", "train.threads=1").stdout
+        assert "Running stage" not in threads
+    finally:
+        restore_last_commit(reproduced)
+
+
+def test_a_file_listed_twice_in_data_files_is_refused():
+    raw = tiny_params_dict()
+    raw["data"]["files"] = ["data/raw/a.csv", "data/raw/b.csv", "./data/raw/a.csv"]
+    with pytest.raises(ConfigError) as raised:
+        parse_params(raw)
+    assert str(raised.value) == (
+        "data.files = ['data/raw/a.csv', 'data/raw/b.csv', './data/raw/a.csv'] is not allowed: "
+        "expected each file once ('./data/raw/a.csv' is listed twice)"
+    )

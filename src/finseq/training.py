@@ -150,6 +150,12 @@ class FitResult:
     history: tuple[EpochResult, ...]
 
 
+# Windows per batch when fit scores validation after each epoch. A batch's size can change
+# the last bits of its logits (see predict_logits), and so the epoch early stopping keeps:
+# fixed here, so that evaluate.batch_size, a speed knob of evaluation, never retrains a model.
+VAL_BATCH = 4096
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
@@ -190,7 +196,7 @@ def fit(
     data: TrainingData,
     config: TrainConfig,
     on_epoch: Callable[[EpochResult], None] | None = None,
-    eval_batch_size: int = 4096,
+    eval_batch_size: int = VAL_BATCH,
 ) -> FitResult:
     """Trains `model` in place and leaves it holding the weights of its best validation epoch.
 
@@ -292,7 +298,7 @@ def train_fold(
     train_config: TrainConfig,
     device: torch.device,
     *,
-    eval_batch_size: int = 4096,
+    eval_batch_size: int = VAL_BATCH,
     on_epoch: Callable[[EpochResult], None] | None = None,
 ) -> tuple[nn.Module, FitResult]:
     """A fresh model of `model_config` fit on `fold`'s train windows, early-stopped on its val
@@ -539,7 +545,6 @@ def _train_and_save(context: _FoldContext, run: FoldRun) -> tuple[str, FitResult
             params.model,
             train_config,
             context.device,
-            eval_batch_size=params.evaluate.batch_size,
             on_epoch=on_epoch,
         )
     if run.live_dir is not None:
