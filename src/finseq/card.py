@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from finseq.checkpoint import load_checkpoint
-from finseq.errors import DataError, UserError, note
+from finseq.errors import DataError, note
 from finseq.predict import CONVERGED_BARS, DEFAULT_MODEL
 from finseq.provenance import check_finseq_version, file_md5, short
+from finseq.stages import run_stage
 
 DEFAULT_METRICS = "metrics/eval.json"
 
@@ -187,8 +187,4 @@ def run(argv: Sequence[str] | None = None, prog: str = "finseq info") -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    try:
-        run(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_stage(lambda: run(argv), interrupted="nothing was printed")

@@ -29,8 +29,8 @@ def _normalise(name: str) -> str:
     return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 
-def _line(frame: pd.DataFrame, position: int) -> int:
-    """CSV line number of the data row at 0-based `position` (see _data_line_numbers).
+def line_of(frame: pd.DataFrame, position: int) -> int:
+    """CSV line of the data row (or bar of a frame from load_series) at 0-based `position`.
 
     Counted only when a message needs it: a valid file never pays for a second read.
     """
@@ -126,7 +126,7 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
         if not_a_number.any():
             position = int(np.argmax(not_a_number.to_numpy()))
             raise DataError(
-                f"{path}: line {_line(frame, position)}, column {column!r}: "
+                f"{path}: line {line_of(frame, position)}, column {column!r}: "
                 f"{raw.iloc[position]!r} is not a number"
             )
         array = values.to_numpy(dtype=np.float64)
@@ -134,7 +134,7 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
     if bad.any():
         position = int(np.argmax(bad))
         what = "missing value" if np.isnan(array[position]) else f"{array[position]} is not finite"
-        raise DataError(f"{path}: line {_line(frame, position)}, column {column!r}: {what}")
+        raise DataError(f"{path}: line {line_of(frame, position)}, column {column!r}: {what}")
     return array
 
 
@@ -167,25 +167,25 @@ def _timestamps(path: Path, frame: pd.DataFrame, raw: pd.Series, column: str) ->
         if time_only.any():
             position = int(np.argmax(time_only))
             raise DataError(
-                f"{path}: line {_line(frame, position)}, column {column!r}: "
+                f"{path}: line {line_of(frame, position)}, column {column!r}: "
                 f"{raw.iloc[position]!r} has a time but no date"
             )
     if parsed.isna().any():
         position = int(np.argmax(parsed.isna().to_numpy()))
         value = raw.iloc[position]
         what = "missing date" if pd.isna(value) else f"{value!r} is not a date"
-        raise DataError(f"{path}: line {_line(frame, position)}, column {column!r}: {what}")
+        raise DataError(f"{path}: line {line_of(frame, position)}, column {column!r}: {what}")
     stamps = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     step = np.diff(stamps.astype(np.int64))
     if (step <= 0).any():
         position = int(np.argmax(step <= 0)) + 1
         if step[position - 1] == 0:
             raise DataError(
-                f"{path}: line {_line(frame, position)}, column {column!r}: duplicate timestamp "
-                f"{raw.iloc[position]!r} (also on line {_line(frame, position - 1)})"
+                f"{path}: line {line_of(frame, position)}, column {column!r}: duplicate timestamp "
+                f"{raw.iloc[position]!r} (also on line {line_of(frame, position - 1)})"
             )
         raise DataError(
-            f"{path}: line {_line(frame, position)}, column {column!r}: timestamps are not in "
+            f"{path}: line {line_of(frame, position)}, column {column!r}: timestamps are not in "
             f"ascending order ({raw.iloc[position]!r} comes after {raw.iloc[position - 1]!r}); "
             "sort the file by time"
         )
@@ -199,7 +199,7 @@ def _reject_first(
     if bad.any():
         position = int(np.argmax(bad))
         raise DataError(
-            f"{path}: line {_line(frame, position)}, column {column!r}: "
+            f"{path}: line {line_of(frame, position)}, column {column!r}: "
             f"{values[position]:g} {problem}"
         )
 
@@ -294,7 +294,7 @@ def _note_implausible_moves(
     for position in flagged[:IMPLAUSIBLE_SHOWN]:
         name = PRICE_COLUMNS[which[position]]
         note(
-            f"{path}: line {_line(frame, position)}, column {columns[name]!r}: "
+            f"{path}: line {line_of(frame, position)}, column {columns[name]!r}: "
             f"{frame[columns[name]].iloc[position]} is a one-bar move of more than 10x from the "
             "previous close; check that bar"
         )
@@ -330,13 +330,8 @@ def _note_split_like_steps(
     volume is not, so the volume features jump. Named, for the user to decide."""
     for position, ratio in split_like_steps(factor):
         note(
-            f"{path}: line {_line(frame, position)} ({frame[columns['date']].iloc[position]}): "
+            f"{path}: line {line_of(frame, position)} ({frame[columns['date']].iloc[position]}): "
             f"{columns[ADJ_CLOSE]} / {columns['close']} steps by {ratio}, as at a split that "
             f"Close is not adjusted for; {columns['volume']} is left as reported, so the volume "
             "features jump at this bar (use split-adjusted volume, or drop Adj Close)"
         )
-
-
-def line_of(frame: pd.DataFrame, position: int) -> int:
-    """The CSV line of bar `position` of a frame returned by load_series."""
-    return _line(frame, position)

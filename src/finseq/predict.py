@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -34,12 +33,13 @@ import torch
 from finseq.atomic import atomic_path
 from finseq.checkpoint import load_checkpoint
 from finseq.dataset import check_distinct_names, check_finite_features, series_name
-from finseq.errors import DataError, UserError, note
+from finseq.errors import DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
 from finseq.labels import CLASS_LABELS
 from finseq.load import load_series
 from finseq.progress import tracked
 from finseq.provenance import check_finseq_version, file_md5
+from finseq.stages import run_stage
 from finseq.training import predict_logits, set_numerics, usable_cores
 
 DEFAULT_MODEL = "models/model.pth"
@@ -287,14 +287,7 @@ def run(argv: Sequence[str] | None = None, prog: str = "finseq predict") -> None
 
 def main(argv: Sequence[str] | None = None, prog: str = "finseq predict") -> None:
     """One line and exit 2 for a user's mistake, as the stages do."""
-    try:
-        run(argv, prog)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
-        sys.exit(130)
+    run_stage(lambda: run(argv, prog), interrupted="nothing was written")
 
 
 if __name__ == "__main__":

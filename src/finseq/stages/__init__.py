@@ -5,12 +5,15 @@ Run as `python -m finseq.stages.<stage>` from the repository root (dvc.yaml does
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from finseq.dataset import PreparedData, WindowSets
 from finseq.errors import UserError
+from finseq.provenance import check_windows
 
 RAW_DIR = "data/raw"
 PREPARED_DIR = "data/prepared"
@@ -29,18 +32,36 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Runs a stage; a user's mistake or an interruption ends it with one line and a non-zero exit.
+def run_stage(
+    main: Callable[[], None], interrupted: str = "outputs of this stage were not written"
+) -> None:
+    """Runs a stage (or a command); a user's mistake or an interruption ends it with one line
+    and a non-zero exit.
 
     SIGTERM is turned into KeyboardInterrupt so that, like Ctrl-C, it unwinds through
     the atomic writers and leaves no temporary or half-written file behind.
     """
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         main()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("error: interrupted; outputs of this stage were not written", file=sys.stderr)
+        print(f"error: interrupted; {interrupted}", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader of stdout went away (`finseq predict ... | head`): stop quietly, as
+        # command-line tools do, without a traceback when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def load_windowed_data() -> tuple[PreparedData, WindowSets]:
+    """data/prepared and data/windows, refused when the windows index other prepared data."""
+    data = PreparedData.load(PREPARED_DIR)
+    windows = WindowSets.load(WINDOWS_DIR)
+    check_windows(data, windows, prepared_dir=PREPARED_DIR, windows_dir=WINDOWS_DIR)
+    return data, windows

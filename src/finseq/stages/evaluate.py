@@ -13,7 +13,6 @@ import pandas as pd
 
 from finseq.atomic import write_json, write_text
 from finseq.checkpoint import load_checkpoint
-from finseq.dataset import PreparedData, WindowSets
 from finseq.evaluate import (
     FoldScores,
     confusion_csv,
@@ -24,7 +23,7 @@ from finseq.evaluate import (
 )
 from finseq.evidence import figures_of_seed, out_of_sample_evidence, seed_spread
 from finseq.params import load_params
-from finseq.provenance import check_model, check_windows, file_md5
+from finseq.provenance import check_model, file_md5
 from finseq.split import HOLDOUT
 from finseq.stages import (
     CONFUSION_FILE,
@@ -34,6 +33,7 @@ from finseq.stages import (
     PREDICTIONS_FILE,
     PREPARED_DIR,
     WINDOWS_DIR,
+    load_windowed_data,
     run_stage,
 )
 from finseq.training import configure_torch, score_fold
@@ -70,9 +70,7 @@ def score_every_fold(params, data, windows, device, suffix: str = "") -> list[Fo
 def main() -> None:
     params = load_params()
     device = configure_torch(params.train)
-    data = PreparedData.load(PREPARED_DIR)
-    windows = WindowSets.load(WINDOWS_DIR)
-    check_windows(data, windows, prepared_dir=PREPARED_DIR, windows_dir=WINDOWS_DIR)
+    data, windows = load_windowed_data()
     classes = data.labels.astype(np.int64) + 1
     scores = score_every_fold(params, data, windows, device)
     outcomes = (

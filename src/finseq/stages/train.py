@@ -7,15 +7,12 @@ away (walk-forward: the final refit on all the history; holdout: its one model).
 from pathlib import Path
 
 from finseq.atomic import atomic_path, write_json, write_text
-from finseq.dataset import PreparedData, WindowSets
 from finseq.params import load_params
-from finseq.provenance import check_windows
 from finseq.stages import (
     FOLD_MODELS_DIR,
     MODEL_FILE,
-    PREPARED_DIR,
     TRAIN_LIVE_DIR,
-    WINDOWS_DIR,
+    load_windowed_data,
     run_stage,
 )
 from finseq.training import (
@@ -30,9 +27,7 @@ from finseq.training import (
 def main() -> None:
     params = load_params()
     device = configure_torch(params.train)
-    data = PreparedData.load(PREPARED_DIR)
-    windows = WindowSets.load(WINDOWS_DIR)
-    check_windows(data, windows, prepared_dir=PREPARED_DIR, windows_dir=WINDOWS_DIR)
+    data, windows = load_windowed_data()
     model_fold = data.meta["model_fold"]
     with (
         atomic_path(TRAIN_LIVE_DIR, directory=True) as live_root,
