@@ -1,5 +1,7 @@
 """Feature formulas on hand-checkable inputs; causality is proven in test_causality.py."""
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -104,3 +106,91 @@ def test_scaler_treats_a_constant_column_that_is_not_exact_in_binary_as_constant
     scaler = StandardScaler.fit(rows)
     assert scaler.std[0] == 1.0
     assert np.abs(scaler.transform(rows)[:, 0]).max() < 1e-12
+
+
+# Every formula of docs/pipeline.md, recomputed bar by bar in plain Python: no pandas rolling
+# or ewm, so a wrong span, alpha, ddof or seed in features.py cannot be shared by the check.
+
+
+def _ema_at(values: list[float], alpha: float, t: int) -> float:
+    """y = x at the first finite value, then y = (1 - alpha) * y + alpha * x, up to bar t."""
+    level = None
+    for x in values[: t + 1]:
+        if math.isnan(x):
+            continue
+        level = x if level is None else (1 - alpha) * level + alpha * x
+    return level
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _std(values: list[float], ddof: int) -> float:
+    centre = _mean(values)
+    return math.sqrt(sum((x - centre) ** 2 for x in values) / (len(values) - ddof))
+
+
+def _reference_features(frame: pd.DataFrame, t: int) -> dict[str, float]:
+    c, o, h, lo, v = (frame[name].tolist() for name in ("close", "open", "high", "low", "volume"))
+    r = [math.nan] + [math.log(c[i] / c[i - 1]) for i in range(1, len(c))]
+    ref = {f"ret_{n}": math.log(c[t] / c[t - n]) for n in (1, 5, 10, 20, 60)}
+    for n in (10, 20, 60):
+        ref[f"vol_{n}"] = _std(r[t - n + 1 : t + 1], ddof=1)
+    ref["vol_ratio_10_60"] = ref["vol_10"] / ref["vol_60"] - 1
+    change = [math.nan] + [c[i] - c[i - 1] for i in range(1, len(c))]
+    gains = [x if math.isnan(x) else max(x, 0.0) for x in change]
+    losses = [x if math.isnan(x) else max(-x, 0.0) for x in change]
+    g, loss = _ema_at(gains, 1 / 14, t), _ema_at(losses, 1 / 14, t)
+    ref["rsi_14"] = g / (g + loss) - 0.5
+    macd = [(_ema_at(c, 2 / 13, i) - _ema_at(c, 2 / 27, i)) / c[i] for i in range(len(c))]
+    # EMA26 is defined from its 26th bar on: the signal line starts there.
+    macd = [math.nan] * 25 + macd[25:]
+    ref["macd"] = macd[t]
+    ref["macd_signal"] = _ema_at(macd, 2 / 10, t)
+    ref["macd_hist"] = ref["macd"] - ref["macd_signal"]
+    last_20 = c[t - 19 : t + 1]
+    band_sd = _std(last_20, ddof=0)
+    ref["bb_position_20"] = (c[t] - _mean(last_20)) / (2 * band_sd)
+    ref["bb_width_20"] = 4 * band_sd / _mean(last_20)
+    true_range = [math.nan] + [
+        max(h[i] - lo[i], abs(h[i] - c[i - 1]), abs(lo[i] - c[i - 1])) for i in range(1, len(c))
+    ]
+    ref["atr_14"] = _ema_at(true_range, 1 / 14, t) / c[t]
+
+    def stoch_k(i: int) -> float:
+        lowest, highest = min(lo[i - 13 : i + 1]), max(h[i - 13 : i + 1])
+        return (c[i] - lowest) / (highest - lowest)
+
+    ref["stoch_k_14"] = stoch_k(t)
+    ref["stoch_d_3"] = _mean([stoch_k(i) for i in (t - 2, t - 1, t)])
+    log_volume = [math.log1p(x) for x in v]
+    for n in (20, 60):
+        last = log_volume[t - n + 1 : t + 1]
+        ref[f"volume_z_{n}"] = (log_volume[t] - _mean(last)) / _std(last, ddof=1)
+    ref["range_hl"] = math.log(h[t] / lo[t])
+    ref["gap"] = math.log(o[t] / c[t - 1])
+    ref["sma_ratio_50"] = c[t] / _mean(c[t - 49 : t + 1]) - 1
+    return ref
+
+
+@pytest.mark.parametrize("t", [WARMUP_BARS, 61, 137, 299])
+def test_every_feature_equals_its_formula_recomputed_bar_by_bar(frame, t):
+    features = compute_features(frame)
+    reference = _reference_features(frame, t)
+    assert set(reference) == set(FEATURE_NAMES)
+    for name in FEATURE_NAMES:
+        assert features[name].iloc[t] == pytest.approx(reference[name], rel=1e-9, abs=1e-12), name
+
+
+def test_bollinger_bands_use_the_population_std_as_ta_lib_does():
+    """Closes 1..20: SMA 10.5, population std sqrt(33.25), two of them above the mean at 20."""
+    index = pd.date_range("2001-01-01", periods=80, freq="B")
+    close = np.concatenate([np.full(60, 1.0), np.arange(1.0, 21.0)])
+    frame = pd.DataFrame(
+        {"open": close, "high": close + 0.5, "low": close - 0.5, "close": close, "volume": 1e6},
+        index=index,
+    )
+    last = compute_features(frame).iloc[-1]
+    assert last["bb_position_20"] == pytest.approx(9.5 / (2 * math.sqrt(33.25)), rel=1e-12)
+    assert last["bb_width_20"] == pytest.approx(4 * math.sqrt(33.25) / 10.5, rel=1e-12)

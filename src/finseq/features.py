@@ -104,8 +104,9 @@ def compute_features(frame: pd.DataFrame) -> pd.DataFrame:
     features["macd_signal"] = signal
     features["macd_hist"] = macd - signal
 
+    # Bollinger's bands, as TA-Lib computes them: the population std (ddof = 0) of 20 closes.
     sma_20 = close.rolling(20, min_periods=20).mean()
-    std_20 = close.rolling(20, min_periods=20).std()
+    std_20 = close.rolling(20, min_periods=20).std(ddof=0)
     features["bb_position_20"] = _safe_ratio(close - sma_20, 2 * std_20, 0.0)
     features["bb_width_20"] = 4 * std_20 / sma_20
 
