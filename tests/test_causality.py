@@ -151,11 +151,12 @@ def test_changing_bars_after_t_plus_horizon_changes_no_label_at_t(data):
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_a_label_reads_only_its_horizon_and_the_closes_behind_its_volatility(data):
-    """Label at t: High/Low/Close of bars t+1..t+horizon and Close of bars t-vol_window..t.
+    """Label at t: High/Low/Close of bars t+1..t+horizon (and their Open, which decides a
+    bar that touches both barriers), and Close of bars t-vol_window..t.
 
-    So Volume of every bar, Open of every bar (kept inside its High-Low range), High and
-    Low up to t, and every value of the bars before t - vol_window can change without
-    changing it.
+    So Volume of every bar, Open of the bars outside t+1..t+horizon (kept inside their
+    High-Low range), High and Low up to t, and every value of the bars before
+    t - vol_window can change without changing it.
     """
     frame = data.draw(ohlcv_frames())
     config = data.draw(label_configs())
@@ -164,7 +165,10 @@ def test_a_label_reads_only_its_horizon_and_the_closes_behind_its_volatility(dat
     seed = data.draw(st.integers(0, 2**32 - 1))
     changed = changed_bars(frame, positions >= 0, ("volume",), seed)
     inside = np.random.default_rng(seed).random(len(frame))
-    changed["open"] = changed["low"] + inside * (changed["high"] - changed["low"])
+    outside_horizon = (positions <= t) | (positions > t + config.horizon)
+    changed["open"] = changed["open"].where(
+        ~outside_horizon, changed["low"] + inside * (changed["high"] - changed["low"])
+    )
     changed = changed_bars(changed, positions <= t, ("high", "low"), seed + 1)
     changed = changed_bars(changed, positions < t - config.vol_window, COLUMNS, seed + 2)
     before, after = make_labels(frame, config), make_labels(changed, config)

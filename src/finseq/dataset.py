@@ -20,7 +20,7 @@ import pandas as pd
 from finseq.atomic import atomic_path, write_json
 from finseq.errors import ConfigError, DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
-from finseq.labels import CLASS_LABELS, make_labels
+from finseq.labels import CLASS_LABELS, TIE_DECIDED_BY_OPEN, TIE_UNDECIDED, label_outcome
 from finseq.load import PRICE_COLUMNS, line_of, one_bar_moves
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
 from finseq.progress import tracked
@@ -184,18 +184,31 @@ def prepare_dataset(
     plan = fold_plan([frame.index.to_numpy() for frame in frames.values()], split_config)
 
     parts = []
+    path_of = list(frames)
     each_frame = tracked(frames.values(), len(frames), "prepare", "series featurised")
     for code, frame in enumerate(each_frame):
         timestamps = frame.index.to_numpy()
-        labels = make_labels(frame, label_config)
+        labels, ties = label_outcome(frame, label_config)
         labelled = ~np.isnan(labels)
+        undecided = ties == TIE_UNDECIDED
+        _note_undecided_ties(path_of[code], undecided, labelled, label_config)
         fold_parts = np.stack([assign_parts(timestamps, fold) for fold in plan.folds])
         fold_samples = np.stack(
             [
-                sample_mask(fold_part, labelled, label_config.horizon, split_config.embargo)
+                _fold_samples(fold_part, labelled, undecided, label_config, split_config)
                 for fold_part in fold_parts
             ]
         )
+        # Ties the purge keeps: what each part had decided by the open, or left undecided.
+        fold_ties = {
+            code: np.stack(
+                [
+                    sample_mask(fold_part, ties == code, label_config.horizon, split_config.embargo)
+                    for fold_part in fold_parts
+                ]
+            )
+            for code in (TIE_DECIDED_BY_OPEN, TIE_UNDECIDED)
+        }
         forward, next_bar = outcome_returns(frame, label_config.horizon)
         rows = slice(WARMUP_BARS, None)
         parts.append(
@@ -208,12 +221,14 @@ def prepare_dataset(
                 "next_return": next_bar[rows],
                 "parts": fold_parts[:, rows],
                 "samples": fold_samples[:, rows],
+                "ties": {code: kept[:, rows] for code, kept in fold_ties.items()},
             }
         )
     # The float64 features stay one array per series until the scalers are fit: each fold's
     # scaler is fit series by series in blocks (see StandardScaler.fit), never on a copy of
     # the panel's training rows.
     raw_features = [part.pop("features") for part in parts]
+    tie_counts = _tie_counts(plan.folds, [part.pop("ties") for part in parts], parts)
     for (path, frame), series_features in zip(frames.items(), raw_features, strict=True):
         check_finite_features(path, frame, series_features)
     stacked = {
@@ -249,6 +264,7 @@ def prepare_dataset(
         "evaluated_folds": list(plan.evaluated),
         "model_fold": plan.model_fold,
         "folds": fold_meta,
+        "both_touch": tie_counts,
         "label": dataclasses.asdict(label_config),
         "split": dataclasses.asdict(split_config),
     }
@@ -259,6 +275,66 @@ def prepare_dataset(
 
 
 FOLD_ARRAYS = ("parts", "samples")
+
+# A series with more undecided ties than this share of its labelled bars gets a note.
+TIE_NOTE_SHARE = 0.01
+
+
+def _fold_samples(
+    parts: np.ndarray,
+    labelled: np.ndarray,
+    undecided: np.ndarray,
+    label_config: LabelConfig,
+    split_config: SplitConfig,
+) -> np.ndarray:
+    """Samples of one series in one fold. A triple-barrier tie the open cannot decide has no
+    label to learn, so it is no training sample. In val and test it is scored as 0: which
+    bars are scored (and traded in the backtest) must not depend on the bars after them,
+    or the most volatile ones would drop out of the out-of-sample figures."""
+    horizon, embargo = label_config.horizon, split_config.embargo
+    learned = sample_mask(parts, labelled, horizon, embargo)
+    scored = sample_mask(parts, labelled | undecided, horizon, embargo)
+    return np.where(parts == TRAIN, learned, scored)
+
+
+def _note_undecided_ties(
+    path: str, undecided: np.ndarray, labelled: np.ndarray, label_config: LabelConfig
+) -> None:
+    ties = int(undecided.sum())
+    defined = ties + int(labelled.sum())
+    if defined and ties > TIE_NOTE_SHARE * defined:
+        note(
+            f"{path}: {ties:,} of {defined:,} triple-barrier labels ({ties / defined:.1%}) are "
+            "undecided: one bar touched both barriers after opening between them, so which "
+            "came first is unknown. They are left out of training and scored as 0 in val and "
+            f"test; a wider barrier (label.threshold = {label_config.threshold} now) makes "
+            "them rarer"
+        )
+
+
+def _tie_counts(
+    folds: Sequence[Fold], ties: list[dict[int, np.ndarray]], parts: list[dict]
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Per fold and part: bars the purge keeps whose first touching bar touched both
+    barriers, decided by the open, or undecided (no training sample; 0 in val and test)."""
+    counts = {}
+    for index, fold in enumerate(folds):
+        counts[fold.name] = {}
+        for split_code, split_name in enumerate(SPLIT_NAMES):
+            in_part = [part["parts"][index] == split_code for part in parts]
+            counts[fold.name][split_name] = {
+                name: int(
+                    sum(
+                        (series_ties[code][index] & part_rows).sum()
+                        for series_ties, part_rows in zip(ties, in_part, strict=True)
+                    )
+                )
+                for name, code in (
+                    ("decided_by_open", TIE_DECIDED_BY_OPEN),
+                    ("undecided", TIE_UNDECIDED),
+                )
+            }
+    return counts
 
 
 def check_finite_features(path: str, frame: pd.DataFrame, features: np.ndarray) -> None:
@@ -355,6 +431,8 @@ def _part_summary(data: PreparedData, fold: str) -> dict:
             "samples": int(samples.sum()),
             "class_counts": _class_counts(data.labels[samples]),
         }
+        if "both_touch" in data.meta:
+            summary[split_name]["both_touch"] = data.meta["both_touch"][fold][split_name]
     return summary
 
 

@@ -2,8 +2,9 @@
 
 The label at bar t looks only at bars t+1 .. t+horizon (and at the trailing
 volatility known at t, which sets the barrier width). The last `horizon` bars of
-a series, and the bars before the volatility is defined, have no label: they are
-NaN and must be dropped, never filled.
+a series and the bars before the volatility is defined have no label: they are NaN and
+must be dropped, never filled. Nor has a triple-barrier bar whose first touching bar
+touched both barriers in an unknown order (see triple_barrier_outcome).
 
 Barrier width, in log-return units, for both methods:
     width_t = threshold * vol_t * sqrt(horizon)
@@ -45,38 +46,78 @@ def fixed_horizon_labels(close: np.ndarray, width: np.ndarray, horizon: int) -> 
     return labels
 
 
-def triple_barrier_labels(
-    high: np.ndarray, low: np.ndarray, close: np.ndarray, width: np.ndarray, horizon: int
-) -> np.ndarray:
-    """First barrier touched by the bars after t: +1 upper, -1 lower, 0 vertical.
+# Codes of `triple_barrier_outcome`'s tie array: how a bar that touched both barriers ended.
+NO_TIE, TIE_DECIDED_BY_OPEN, TIE_UNDECIDED = 0, 1, 2
+
+
+def triple_barrier_outcome(
+    open_: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    width: np.ndarray,
+    horizon: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """First barrier touched by the bars after t: +1 upper, -1 lower, 0 vertical; and ties.
 
     The upper barrier is touched when a bar's High reaches close_t * exp(width),
-    the lower when its Low reaches close_t * exp(-width) (touching counts). When
-    one bar touches both, the order inside the bar is unknown: the label is 0.
-    If neither is touched within `horizon` bars, the vertical barrier gives 0.
+    the lower when its Low reaches close_t * exp(-width) (touching counts). If neither
+    is touched within `horizon` bars, the vertical barrier gives 0.
+
+    When the first bar to touch a barrier touches both, its open decides where it can: an
+    open at or beyond a barrier touched that barrier first, being the bar's first price.
+    Otherwise the order inside the bar is unknown, and the label is undefined (NaN): taught
+    as 0, "flat" would come to mean "volatile" whenever one bar's range spans both
+    barriers, which a small `threshold` makes the usual case. (prepare leaves such bars out
+    of training and scores them as 0 in val and test; see dataset._fold_samples.)
+
+    Returns the labels and, per bar, NO_TIE, TIE_DECIDED_BY_OPEN or TIE_UNDECIDED (int8).
     """
     entry = np.log(close)
     labels = np.full(len(close), np.nan)
+    ties = np.full(len(close), NO_TIE, dtype=np.int8)
     undecided = ~np.isnan(width)
     undecided[max(len(close) - horizon, 0) :] = False
     labels[undecided] = 0.0
     for bars in range(1, horizon + 1):
         up = (_ahead(np.log(high), bars) - entry >= width) & undecided
         down = (_ahead(np.log(low), bars) - entry <= -width) & undecided
-        labels[up & ~down] = 1.0
-        labels[down & ~up] = -1.0
+        both = up & down
+        opening = _ahead(np.log(open_), bars) - entry
+        # With a zero width an open at the entry price is at both barriers: still unknown.
+        at_upper, at_lower = opening >= width, opening <= -width
+        opened_up = both & at_upper & ~at_lower
+        opened_down = both & at_lower & ~at_upper
+        labels[(up & ~down) | opened_up] = 1.0
+        labels[(down & ~up) | opened_down] = -1.0
+        ties[opened_up | opened_down] = TIE_DECIDED_BY_OPEN
+        unknown = both & ~opened_up & ~opened_down
+        labels[unknown] = np.nan
+        ties[unknown] = TIE_UNDECIDED
         undecided &= ~(up | down)
-    return labels
+    return labels, ties
 
 
-def make_labels(frame: pd.DataFrame, config: LabelConfig) -> np.ndarray:
-    """Labels for one series as a float array (NaN where undefined)."""
+def label_outcome(frame: pd.DataFrame, config: LabelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Labels for one series as a float array (NaN where undefined), and its tie codes
+    (all NO_TIE for fixed_horizon, which reads closes only)."""
     close = frame["close"].to_numpy()
     width = (
         config.threshold * trailing_volatility(close, config.vol_window) * np.sqrt(config.horizon)
     )
     if config.method == "fixed_horizon":
-        return fixed_horizon_labels(close, width, config.horizon)
-    return triple_barrier_labels(
-        frame["high"].to_numpy(), frame["low"].to_numpy(), close, width, config.horizon
+        labels = fixed_horizon_labels(close, width, config.horizon)
+        return labels, np.full(len(close), NO_TIE, dtype=np.int8)
+    return triple_barrier_outcome(
+        frame["open"].to_numpy(),
+        frame["high"].to_numpy(),
+        frame["low"].to_numpy(),
+        close,
+        width,
+        config.horizon,
     )
+
+
+def make_labels(frame: pd.DataFrame, config: LabelConfig) -> np.ndarray:
+    """Labels for one series as a float array (NaN where undefined)."""
+    return label_outcome(frame, config)[0]
