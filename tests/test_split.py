@@ -343,3 +343,54 @@ def test_test_samples_are_kept_to_the_end_of_their_block_and_others_are_purged()
 def test_fold_settings_that_leave_a_part_empty_are_a_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
         fold_plan([DAYS], split_config(**{"oos_start": 0.4, "folds": 4, **overrides}))
+
+
+def _mixed_frequency_panel() -> dict[str, pd.DataFrame]:
+    """A daily series (bars stamped 00:00) and an hourly one (09:00 .. 16:00) on the same
+    business days: 8 of every 9 distinct timestamps are hours, so cuts land mid-day."""
+    days = pd.bdate_range("2001-01-01", periods=260)
+    hours = pd.DatetimeIndex([day + pd.Timedelta(hours=h) for day in days for h in range(9, 17)])
+
+    def series(index: pd.DatetimeIndex, seed: int) -> pd.DataFrame:
+        frame = synthetic_ohlcv(len(index), seed=seed).rename(columns=str.lower)
+        return frame.drop(columns="date").set_index(index).astype(np.float64)
+
+    return {"daily.csv": series(days, 1), "hourly.csv": series(hours, 2)}
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        holdout_split(train=0.61, val=0.2, embargo=0),
+        split_config(oos_start=0.5, folds=3, val_share=0.2, embargo=0),
+    ],
+    ids=["holdout", "walk_forward"],
+)
+def test_a_bar_that_closes_after_a_cut_lies_after_it_in_a_mixed_frequency_panel(split):
+    """A daily bar stamped 00:00 on the day the hourly series puts a cut at 13:00 forms its
+    High, Low and Close after the cut: it is no train (or val) bar, and with embargo 0 no
+    train sample's label may read it."""
+    frames = _mixed_frequency_panel()
+    label = LabelConfig(method="fixed_horizon", horizon=1, threshold=0.0, vol_window=5)
+    data = prepare_dataset(frames, label, split)
+    lengths = {"daily": np.timedelta64(1, "D"), "hourly": np.timedelta64(1, "h")}
+    names = data.meta["series_names"]
+    mid_day_cuts = 0
+    for index, fold in enumerate(data.fold_names):
+        cuts = data.meta["folds"][fold]
+        parts, samples = data.parts[index], data.samples[index]
+        for part, next_cut in ((TRAIN, cuts["val_start"]), (VAL, cuts["test_start"])):
+            if next_cut is None:
+                continue
+            cut = np.datetime64(next_cut)
+            mid_day_cuts += pd.Timestamp(cut).hour != 0
+            for code, name in enumerate(names):
+                rows = np.flatnonzero(data.series == code)
+                ends = data.timestamps[rows] + lengths[name]
+                # Every bar of the part closes by the cut, and so does the bar each of its
+                # samples' labels reads (horizon 1).
+                in_part = rows[parts[rows] == part]
+                assert (data.timestamps[in_part] + lengths[name] <= cut).all(), (fold, name)
+                kept = np.flatnonzero(samples[rows] & (parts[rows] == part))
+                assert (ends[kept + 1] <= cut).all(), (fold, name)
+    assert mid_day_cuts > 0

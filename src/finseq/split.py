@@ -1,10 +1,11 @@
 """Timestamps → folds: train/val/test parts cut at calendar dates shared by every series.
 
-A fold is a set of cut dates. A bar belongs to its train part if it lies in
+A fold is a set of cut dates. A bar belongs to its train part if it ends in
 [train_start, val_start), to val if in [val_start, test_start), to test if in
-[test_start, test_end), and to no part of the fold otherwise. Because the cuts are
-calendar dates, one series' test period can never overlap another series' training
-period.
+[test_start, test_end), and to no part of the fold otherwise; a bar ends one bar length
+(its series' median bar spacing) after its timestamp, so a daily bar that starts before
+an hourly cut and closes after it lies after the cut. Because the cuts are calendar
+dates, one series' test period can never overlap another series' training period.
 
 - holdout: one fold; the cuts sit at the `train` and `train + val` fractions of all
   distinct timestamps, and test runs to the last bar.
@@ -167,16 +168,34 @@ def fold_plan(timestamps: list[np.ndarray], config: SplitConfig) -> FoldPlan:
     return FoldPlan(folds, tuple(fold.name for fold in folds[:-1]), FINAL)
 
 
+def bar_length(timestamps: np.ndarray) -> np.timedelta64:
+    """A series' bar length: the median spacing of its consecutive bars (0 for one bar)."""
+    if len(timestamps) < 2:
+        return np.timedelta64(0, "ns")
+    steps = np.diff(timestamps.astype("datetime64[ns]")).astype(np.int64)
+    return np.timedelta64(int(np.median(steps)), "ns")
+
+
 def assign_parts(timestamps: np.ndarray, fold: Fold) -> np.ndarray:
-    """TRAIN, VAL, TEST or OUTSIDE (int8) for each timestamp, in this fold."""
+    """TRAIN, VAL, TEST or OUTSIDE (int8) for each bar of one series, in this fold.
+
+    A timestamp is the start of its bar, and the bar's High, Low and Close form until it
+    ends, one bar length later. So a bar belongs to the part in which it ends: one that
+    starts before a cut and ends after it (a daily bar on the day an hourly series puts
+    the cut at 14:00) falls after the cut. When every series' bars start on the cut dates,
+    as daily bars of one calendar do, this is the part in which the bar starts.
+    """
+    one_ns = np.timedelta64(1, "ns")
+    last_instant = timestamps.astype("datetime64[ns]") + max(bar_length(timestamps), one_ns)
+    last_instant -= one_ns
     parts = np.full(len(timestamps), TRAIN, dtype=np.int8)
-    parts[timestamps >= fold.val_start] = VAL
+    parts[last_instant >= fold.val_start] = VAL
     if fold.test_start is not None:
-        parts[timestamps >= fold.test_start] = TEST
+        parts[last_instant >= fold.test_start] = TEST
     if fold.train_start is not None:
-        parts[timestamps < fold.train_start] = OUTSIDE
+        parts[last_instant < fold.train_start] = OUTSIDE
     if fold.test_end is not None:
-        parts[timestamps >= fold.test_end] = OUTSIDE
+        parts[last_instant >= fold.test_end] = OUTSIDE
     return parts
 
 
