@@ -13,7 +13,7 @@ from conftest import ROOT, Project, tiny_params
 
 from finseq.dataset import make_window_sets, prepare_dataset
 from finseq.errors import DataError
-from finseq.features import WARMUP_BARS
+from finseq.features import WARMUP_BARS, compute_features
 from finseq.load import load_series
 from finseq.params import WindowConfig
 from finseq.synthetic import synthetic_ohlcv
@@ -471,3 +471,40 @@ def test_dividend_steps_of_adj_close_give_no_note(tmp_path, capsys):
     frame.to_csv(path, index=False)
     load_series(path)
     assert capsys.readouterr().err == ""
+
+
+# --- Gaps: features, labels and windows count bars, not days --------------------------------
+
+
+def test_a_hole_of_weeks_is_noted_and_the_features_count_bars_across_it(tmp_path, capsys):
+    """docs/pipeline.md's decision: bars, not days. A six-week hole changes no feature (the
+    same bars in the same order give the same values) and gets one note naming its line."""
+    frame = synthetic_ohlcv(300, seed=6)
+    holed = frame.copy()
+    holed.loc[150:, "Date"] = pd.to_datetime(holed.loc[150:, "Date"]) + pd.Timedelta(days=42)
+    plain_path, holed_path = tmp_path / "plain.csv", tmp_path / "holed.csv"
+    frame.to_csv(plain_path, index=False)
+    holed.to_csv(holed_path, index=False)
+    plain = load_series(plain_path)
+    assert capsys.readouterr().err == ""
+    loaded = load_series(holed_path)
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == 1
+    assert notes[0].startswith(f"note: {holed_path}: line 152: no bar for ")
+    assert f"before {loaded.index[150]}" in notes[0]
+    assert "split the file at that line into two series" in notes[0]
+    np.testing.assert_array_equal(
+        compute_features(loaded).to_numpy(), compute_features(plain).to_numpy()
+    )
+
+
+def test_nights_weekends_and_holidays_of_intraday_bars_are_no_gap(tmp_path, capsys):
+    days = pd.bdate_range("2020-01-01", periods=120).delete([20, 21, 60])  # a long weekend too
+    stamps = [day + pd.Timedelta(minutes=30 * k + 570) for day in days for k in range(13)]
+    frame = synthetic_ohlcv(len(stamps), seed=7)
+    frame["Date"] = [stamp.isoformat(sep=" ") for stamp in stamps]
+    path = tmp_path / "half_hourly.csv"
+    frame.to_csv(path, index=False)
+    load_series(path)
+    load_series(ROOT / "data" / "raw" / "sp500.csv")
+    assert "no bar for" not in capsys.readouterr().err

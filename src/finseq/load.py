@@ -263,6 +263,7 @@ def load_series(path: str | Path) -> pd.DataFrame:
         values["low"] = np.minimum(values["low"], body_low)
     _note_implausible_moves(path, frame, columns, values)
     index = pd.DatetimeIndex(stamps, name="timestamp")
+    _note_long_gaps(path, frame, index)
     result = pd.DataFrame({name: values[name] for name in OHLCV_COLUMNS}, index=index)
     # Bar i is data row i of the file: line_of names its line in later messages.
     result.attrs["path"] = str(path)
@@ -300,6 +301,37 @@ def _note_implausible_moves(
         )
     if len(flagged) > IMPLAUSIBLE_SHOWN:
         note(f"{path}: {len(flagged) - IMPLAUSIBLE_SHOWN} more bar(s) move more than 10x")
+
+
+# Features, labels and windows count bars, not days (as TA-Lib does): a weekend, a holiday or a
+# night is no bar, and the next bar follows the last one. A hole far longer than the series'
+# own longest regular pauses (its 99th-percentile spacing) is more likely missing data.
+LONG_GAP_FACTOR = 5
+LONG_GAPS_SHOWN = 3
+
+
+def long_gaps(index: pd.DatetimeIndex) -> np.ndarray:
+    """Positions of the bars that follow a gap longer than LONG_GAP_FACTOR times the
+    series' 99th-percentile bar spacing."""
+    if len(index) < 3:
+        return np.array([], dtype=np.int64)
+    steps = np.diff(index.asi8)
+    longest_regular = np.percentile(steps, 99, method="lower")
+    return np.flatnonzero(steps > LONG_GAP_FACTOR * longest_regular) + 1
+
+
+def _note_long_gaps(path: Path, frame: pd.DataFrame, index: pd.DatetimeIndex) -> None:
+    gaps = long_gaps(index)
+    for position in gaps[:LONG_GAPS_SHOWN]:
+        gap = index[position] - index[position - 1]
+        note(
+            f"{path}: line {line_of(frame, position)}: no bar for {gap} before {index[position]}, "
+            f"over {LONG_GAP_FACTOR}x the series' longest regular pause; features, labels and "
+            "windows count bars, not days, and run across it. If bars are missing there, "
+            "split the file at that line into two series (each gets its own warm-up)"
+        )
+    if len(gaps) > LONG_GAPS_SHOWN:
+        note(f"{path}: {len(gaps) - LONG_GAPS_SHOWN} more such gap(s)")
 
 
 # Adj Close / Close steps by a ratio of small whole numbers (2:1, 3:2, 1:10, ...) at a split
