@@ -6,6 +6,7 @@ subprocesses on a project's params.yaml; and `dvc exp run -S`, the way users mis
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -373,3 +374,48 @@ def test_a_file_listed_twice_in_data_files_is_refused():
         "data.files = ['data/raw/a.csv', 'data/raw/b.csv', './data/raw/a.csv'] is not allowed: "
         "expected each file once ('./data/raw/a.csv' is listed twice)"
     )
+
+
+def test_every_section_is_a_strict_frozen_pydantic_dataclass_forbidding_unknown_keys():
+    """The rules live in pydantic's declarations, not in a hand-written engine."""
+    params = parse_params(tiny_params_dict())
+    for field in dataclasses.fields(params):
+        section = getattr(params, field.name)
+        config = type(section).__pydantic_config__
+        assert config["strict"] and config["extra"] == "forbid", field.name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(section, dataclasses.fields(section)[0].name, None)
+
+
+def test_each_declared_bound_is_named_when_a_value_breaks_it():
+    """For every numeric field with bounds: a value just past each bound gives the one-line
+    message with all of the field's bounds, e.g. `expected > 0 and < 1`."""
+    params = parse_params(tiny_params_dict())
+    checked = 0
+    for section_field in dataclasses.fields(params):
+        section = type(getattr(params, section_field.name))
+        for name, info in section.__pydantic_fields__.items():
+            bounds = {
+                symbol: getattr(item, attribute)
+                for item in info.metadata
+                for attribute, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+                if hasattr(item, attribute)
+            }
+            if not bounds:
+                continue
+            phrase = " and ".join(f"{symbol} {value}" for symbol, value in bounds.items())
+            for symbol, value in bounds.items():
+                step = 1 if isinstance(value, int) and not isinstance(value, float) else 0.5
+                bad = (
+                    value
+                    if symbol in (">", "<")
+                    else value + (-step if "<" not in symbol else step)
+                )
+                raw = tiny_params_dict(**{section_field.name: {name: bad}})
+                with pytest.raises(ConfigError) as raised:
+                    parse_params(raw)
+                assert str(raised.value) == (
+                    f"{section_field.name}.{name} = {bad!r} is not allowed: expected {phrase}"
+                )
+                checked += 1
+    assert checked >= 30

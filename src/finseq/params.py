@@ -1,22 +1,24 @@
 """params.yaml parsed once into frozen, typed sections.
 
-Every key is checked: an unknown key, a value of the wrong type or out of range
-raises one ConfigError naming the dotted key, the value and what is allowed.
-Code below the stage entry points only ever sees these dataclasses.
+Every key is checked by pydantic (strict types, no unknown keys, frozen dataclasses): an
+unknown key, a value of the wrong type or out of range raises one ConfigError naming the
+dotted key, the value and what is allowed. Code below the stage entry points only ever sees
+these dataclasses.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from finseq.errors import ConfigError
 
@@ -26,138 +28,144 @@ PARAMS_FILE = "params.yaml"
 LARGEST_INTEGER = 2**31 - 1
 LARGEST_NUMBER = 1e30
 
-# A rule takes a parsed value and returns None when it is allowed, else a
-# phrase describing what is allowed ("an integer >= 1").
-Rule = Callable[[Any], str | None]
+# Strict: YAML's `true` is no integer and `2.5` no epoch count (an integer is a number).
+SECTION = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
-def _at_least(low: float) -> Rule:
-    return lambda v: None if v >= low else f">= {low}"
+def _not_allowed(expected: str) -> PydanticCustomError:
+    return PydanticCustomError("not_allowed", "{expected}", {"expected": expected})
 
 
-def _between(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Rule:
-    def rule(v: float) -> str | None:
-        above = v > low if low_open else v >= low
-        below = v < high if high_open else v <= high
-        if above and below:
-            return None
-        return f"{'>' if low_open else '>='} {low} and {'<' if high_open else '<='} {high}"
-
-    return rule
+# Checked before the type and range checks, so that 1e300 is named as too large rather
+# than as out of a field's range.
+def _integer_fits(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST_INTEGER:
+        raise _not_allowed(f"an integer of magnitude <= {LARGEST_INTEGER}")
+    return value
 
 
-def _one_of(*choices: str) -> Rule:
-    return lambda v: None if v in choices else f"one of: {', '.join(choices)}"
+def _number_fits(value: Any) -> Any:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and not abs(float(value)) <= LARGEST_NUMBER:
+        raise _not_allowed(f"a finite number of magnitude <= {LARGEST_NUMBER:g}")
+    return value
 
 
-def _rule(check: Rule | None = None) -> Any:
-    return field(metadata={"rule": check})
+Integer = Annotated[int, BeforeValidator(_integer_fits)]
+Number = Annotated[float, BeforeValidator(_number_fits)]
 
 
-def _threads(v: Any) -> str | None:
-    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024):
-        return None
-    return "'auto' or an integer from 1 to 1024"
+def _word_or_integer(word: str, low: int, high: int, expected: str) -> Any:
+    """`word`, or an integer from low to high (train.threads, split.history)."""
+
+    def check(value: Any) -> Any:
+        _integer_fits(value)
+        is_integer = isinstance(value, int) and not isinstance(value, bool)
+        if value == word or (is_integer and low <= value <= high):
+            return value
+        raise _not_allowed(expected)
+
+    return Annotated[int | str, BeforeValidator(check)]
 
 
-def _distinct_files(v: tuple[str, ...]) -> str | None:
-    if not v:
-        return "a non-empty list of CSV paths"
+def _each_file_once(files: tuple[str, ...]) -> tuple[str, ...]:
+    if not files:
+        raise _not_allowed("a non-empty list of CSV paths")
     seen: set[str] = set()
-    for path in v:
+    for path in files:
         if os.path.normpath(path) in seen:
-            return f"each file once ({path!r} is listed twice)"
+            raise _not_allowed(f"each file once ({path!r} is listed twice)")
         seen.add(os.path.normpath(path))
-    return None
+    return files
 
 
-@dataclass(frozen=True)
+Threads = _word_or_integer("auto", 1, 1024, "'auto' or an integer from 1 to 1024")
+History = _word_or_integer(
+    "expanding", 2, LARGEST_INTEGER, "'expanding' or an integer >= 2 (bars of a rolling window)"
+)
+
+
+@dataclass(frozen=True, config=SECTION)
 class DataConfig:
     """Raw OHLCV CSV files, one series per file."""
 
-    files: tuple[str, ...] = _rule(_distinct_files)
+    files: Annotated[tuple[str, ...], Field(strict=False), AfterValidator(_each_file_once)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class LabelConfig:
     """How each bar is labelled -1/0/1 from the bars that follow it."""
 
-    method: str = _rule(_one_of("fixed_horizon", "triple_barrier"))
-    horizon: int = _rule(_at_least(1))
-    threshold: float = _rule(_at_least(0))
-    vol_window: int = _rule(_at_least(2))
+    method: Literal["fixed_horizon", "triple_barrier"]
+    horizon: Annotated[Integer, Field(ge=1)]
+    threshold: Annotated[Number, Field(ge=0)]
+    vol_window: Annotated[Integer, Field(ge=2)]
 
 
-def _history(v: Any) -> str | None:
-    if v == "expanding" or (isinstance(v, int) and not isinstance(v, bool) and v >= 2):
-        return None
-    return "'expanding' or an integer >= 2 (bars of a rolling window)"
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class SplitConfig:
     """Calendar cuts shared by every series: purged walk-forward folds, or one holdout split."""
 
-    method: str = _rule(_one_of("walk_forward", "holdout"))
-    embargo: int = _rule(_at_least(0))
-    train: float = _rule(_between(0, 1, low_open=True, high_open=True))
-    val: float = _rule(_between(0, 1, low_open=True, high_open=True))
-    oos_start: float = _rule(_between(0, 1, low_open=True, high_open=True))
-    folds: int = _rule(_between(1, 100))
-    history: int | str = _rule(_history)
-    val_share: float = _rule(_between(0, 1, low_open=True, high_open=True))
+    method: Literal["walk_forward", "holdout"]
+    embargo: Annotated[Integer, Field(ge=0)]
+    train: Annotated[Number, Field(gt=0, lt=1)]
+    val: Annotated[Number, Field(gt=0, lt=1)]
+    oos_start: Annotated[Number, Field(gt=0, lt=1)]
+    folds: Annotated[Integer, Field(ge=1, le=100)]
+    history: History
+    val_share: Annotated[Number, Field(gt=0, lt=1)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class WindowConfig:
-    seq_len: int = _rule(_at_least(1))
-    stride: int = _rule(_at_least(1))
+    seq_len: Annotated[Integer, Field(ge=1)]
+    stride: Annotated[Integer, Field(ge=1)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class ModelConfig:
-    type: str = _rule(_one_of("lstm", "gru", "linear"))
-    hidden_dim: int = _rule(_between(1, 8192))
-    num_layers: int = _rule(_between(1, 32))
-    dropout: float = _rule(_between(0, 1, high_open=True))
+    type: Literal["lstm", "gru", "linear"]
+    hidden_dim: Annotated[Integer, Field(ge=1, le=8192)]
+    num_layers: Annotated[Integer, Field(ge=1, le=32)]
+    dropout: Annotated[Number, Field(ge=0, lt=1)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class TrainConfig:
-    epochs: int = _rule(_at_least(1))
-    batch_size: int = _rule(_at_least(1))
-    learning_rate: float = _rule(_between(0, 10, low_open=True))
-    weight_decay: float = _rule(_at_least(0))
-    grad_clip: float = _rule(_at_least(0))
-    patience: int = _rule(_at_least(1))
-    lr_schedule: str = _rule(_one_of("none", "plateau"))
-    lr_factor: float = _rule(_between(0, 1, low_open=True, high_open=True))
-    lr_patience: int = _rule(_at_least(0))
-    seed: int = _rule(_at_least(0))
-    seeds: int = _rule(_between(1, 100))
-    device: str = _rule(_one_of("auto", "cpu", "cuda"))
-    threads: int | str = _rule(_threads)
-    fold_workers: int | str = _rule(_threads)
-    precision: str = _rule(_one_of("fp32", "bf16"))
+    epochs: Annotated[Integer, Field(ge=1)]
+    batch_size: Annotated[Integer, Field(ge=1)]
+    learning_rate: Annotated[Number, Field(gt=0, le=10)]
+    weight_decay: Annotated[Number, Field(ge=0)]
+    grad_clip: Annotated[Number, Field(ge=0)]
+    patience: Annotated[Integer, Field(ge=1)]
+    lr_schedule: Literal["none", "plateau"]
+    lr_factor: Annotated[Number, Field(gt=0, lt=1)]
+    lr_patience: Annotated[Integer, Field(ge=0)]
+    seed: Annotated[Integer, Field(ge=0)]
+    seeds: Annotated[Integer, Field(ge=1, le=100)]
+    device: Literal["auto", "cpu", "cuda"]
+    threads: Threads
+    fold_workers: Threads
+    precision: Literal["fp32", "bf16"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class EvaluateConfig:
-    batch_size: int = _rule(_at_least(1))
-    resamples: int = _rule(_between(100, 100_000))
-    bootstrap_seed: int = _rule(_at_least(0))
+    batch_size: Annotated[Integer, Field(ge=1)]
+    resamples: Annotated[Integer, Field(ge=100, le=100_000)]
+    bootstrap_seed: Annotated[Integer, Field(ge=0)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SECTION)
 class BacktestConfig:
     """How out-of-sample probabilities become positions, and what trading them costs."""
 
-    threshold: float = _rule(_between(0, 1))
-    long_only: bool = _rule()
-    cost_bps: float = _rule(_between(0, 10_000))
+    threshold: Annotated[Number, Field(ge=0, le=1)]
+    long_only: bool
+    cost_bps: Annotated[Number, Field(ge=0, le=10_000)]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Params:
     data: DataConfig
     label: LabelConfig
@@ -169,71 +177,64 @@ class Params:
     backtest: BacktestConfig
 
 
-def _type_name(annotation: str) -> str:
-    return {
-        "int": "an integer",
-        "float": "a number",
-        "str": "a string",
-        "tuple[str, ...]": "a list of strings",
-        "bool": "true or false",
-    }[annotation]
+TYPE_NAMES = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "tuple_type": "a list of strings",
+    "bool_type": "true or false",
+}
+BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
-def _coerce(key: str, value: Any, annotation: str) -> Any:
-    """Checks the YAML value's type; ints are accepted where floats are expected."""
-    ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "str": isinstance(value, str),
-        "tuple[str, ...]": isinstance(value, list) and all(isinstance(v, str) for v in value),
-        "bool": isinstance(value, bool),
-        # Either a word or an integer: the field's own rule names what is allowed.
-        "int | str": True,
-    }[annotation]
-    if not ok:
-        raise ConfigError(
-            f"{key} = {value!r} has the wrong type: expected {_type_name(annotation)}"
-        )
-    if annotation == "float":
-        value = float(value)
-        if not math.isfinite(value) or abs(value) > LARGEST_NUMBER:
-            raise ConfigError(
-                f"{key} = {value!r} is not allowed: expected a finite number of magnitude "
-                f"<= {LARGEST_NUMBER:g}"
-            )
-    if isinstance(value, int) and not -LARGEST_INTEGER <= value <= LARGEST_INTEGER:
-        raise ConfigError(
-            f"{key} = {value!r} is not allowed: expected an integer of magnitude "
-            f"<= {LARGEST_INTEGER}"
-        )
-    if annotation == "tuple[str, ...]":
-        value = tuple(value)
-    return value
+def _range_phrase(cls: type, key: str) -> str:
+    """'>= 0 and < 1': every bound of the field, as its metadata states them."""
+    metadata = cls.__pydantic_fields__[key].metadata
+    return " and ".join(
+        f"{BOUNDS[name]} {getattr(item, name)}"
+        for item in metadata
+        for name in BOUNDS
+        if hasattr(item, name)
+    )
+
+
+def _message(cls: type, name: str, raw: Mapping, error: dict) -> str:
+    """One line for pydantic's error: the dotted key, the value as written, what is allowed."""
+    key = str(error["loc"][0])
+    dotted, kind = f"{name}.{key}", error["type"]
+    if kind == "unexpected_keyword_argument":
+        fields = ", ".join(field.name for field in dataclasses.fields(cls))
+        return f"{dotted} = {raw[key]!r} is not a known parameter; {name} takes: {fields}"
+    if kind == "missing":
+        return f"{dotted} is missing from {PARAMS_FILE}"
+    value = raw[key]
+    if len(error["loc"]) > 1:  # an item of a list of strings
+        return f"{dotted} = {value!r} has the wrong type: expected a list of strings"
+    if kind == "literal_error" and not isinstance(value, str):
+        kind = "string_type"
+    if kind in TYPE_NAMES:
+        return f"{dotted} = {value!r} has the wrong type: expected {TYPE_NAMES[kind]}"
+    if kind == "literal_error":
+        choices = cls.__pydantic_fields__[key].annotation.__args__
+        expected = f"one of: {', '.join(choices)}"
+    elif kind == "not_allowed":
+        expected = error["ctx"]["expected"]
+    else:
+        expected = _range_phrase(cls, key)
+    return f"{dotted} = {value!r} is not allowed: expected {expected}"
 
 
 def parse_section(cls: type, raw: Any, name: str) -> Any:
-    """One section (e.g. ModelConfig from the `model` mapping), checked key by key."""
+    """One section (e.g. ModelConfig from the `model` mapping), validated by pydantic."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{name} must be a mapping of keys to values, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            raise ConfigError(
-                f"{name}.{key} = {raw[key]!r} is not a known parameter; "
-                f"{name} takes: {', '.join(fields)}"
-            )
-    values = {}
-    for key, spec in fields.items():
-        dotted = f"{name}.{key}"
-        if key not in raw:
-            raise ConfigError(f"{dotted} is missing from {PARAMS_FILE}")
-        value = _coerce(dotted, raw[key], spec.type)
-        rule = spec.metadata.get("rule")
-        allowed = rule(value) if rule else None
-        if allowed:
-            raise ConfigError(f"{dotted} = {raw[key]!r} is not allowed: expected {allowed}")
-        values[key] = value
-    return cls(**values)
+    try:
+        return cls(**{str(key): value for key, value in raw.items()})
+    except ValidationError as exc:
+        errors = exc.errors()
+        # An unknown key first: it is most often a misspelling of the key reported missing.
+        errors.sort(key=lambda error: error["type"] != "unexpected_keyword_argument")
+        raise ConfigError(_message(cls, name, raw, errors[0])) from None
 
 
 def _check_across_sections(params: Params) -> None:
@@ -248,7 +249,7 @@ def parse_params(raw: Any) -> Params:
     """Builds the typed view of an already-loaded params mapping."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{PARAMS_FILE} must be a mapping of sections, got {raw!r}")
-    sections = {f.name: f.type for f in dataclasses.fields(Params)}
+    sections = {field.name: field.type for field in dataclasses.fields(Params)}
     for name in raw:
         if name not in sections:
             raise ConfigError(
@@ -258,19 +259,16 @@ def parse_params(raw: Any) -> Params:
     missing = [name for name in sections if name not in raw]
     if missing:
         raise ConfigError(f"{PARAMS_FILE} is missing the section(s): {', '.join(missing)}")
-    classes = {f.name: globals()[f.type] for f in dataclasses.fields(Params)}
-    params = Params(**{name: parse_section(cls, raw[name], name) for name, cls in classes.items()})
+    params = Params(
+        **{name: parse_section(globals()[kind], raw[name], name) for name, kind in sections.items()}
+    )
     _check_across_sections(params)
     return params
 
 
 class _ParamsLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """YAML 1.2 numbers: `1e-4` is a float, as DVC (ruamel.yaml) reads it, not the string
-    that PyYAML's YAML 1.1 rules make of it.
-
-    Built on libyaml's parser where PyYAML has it (its wheels do): every stage reads
-    params.yaml, and the pure-Python parser takes about 8 ms of a stage's work for it.
-    """
+    """YAML 1.2 numbers (`1e-4` is a float, as DVC's ruamel.yaml reads it), on libyaml's
+    parser where PyYAML has it: the pure-Python one costs every stage about 8 ms."""
 
 
 _ParamsLoader.add_implicit_resolver(
