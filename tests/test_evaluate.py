@@ -68,3 +68,29 @@ def test_pooled_folds_score_each_window_against_its_own_folds_baselines():
     assert pooled["majority_accuracy"] == pytest.approx(2 / 5)
     assert pooled["loss"] == pytest.approx(np.log(3))
     assert pooled["samples"] == 5
+
+
+def test_loss_and_baselines_by_hand_when_the_scored_majority_is_not_the_trainings():
+    """Training says 'down' (class 0) is common; the scored labels are mostly 'up' (class 2).
+
+    Each number is worked out by hand, not with the module's own cross_entropy: a
+    sign-flipped or rescaled loss, or baselines fit on the scored labels, fail here.
+    """
+    prior = class_prior(np.array([0, 0, 0, 1]))  # counts 3, 1, 0 -> (4, 2, 1) / 7
+    assert prior.tolist() == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    classes = np.array([2, 2, 1, 2])
+    probabilities = np.array(
+        [[0.25, 0.25, 0.5], [0.125, 0.125, 0.75], [0.25, 0.5, 0.25], [0.5, 0.25, 0.25]]
+    )
+    metrics = split_metrics(np.log(probabilities), classes, prior)
+    # The model's probability of each true class: 0.5, 0.75, 0.5, 0.25.
+    loss = -(np.log(0.5) + np.log(0.75) + np.log(0.5) + np.log(0.25)) / 4
+    prior_loss = -(3 * np.log(1 / 7) + np.log(2 / 7)) / 4
+    assert metrics["loss"] == pytest.approx(loss, rel=1e-12)
+    assert metrics["prior_loss"] == pytest.approx(prior_loss, rel=1e-12)
+    assert metrics["skill"] == pytest.approx(1 - loss / prior_loss, rel=1e-12)
+    # Majority of training is class 0, which no scored label is: 0, not the scored 3 / 4.
+    assert metrics["majority_accuracy"] == 0.0
+    # The model's guesses (argmax): 2, 2, 1, 0 -> three of four right.
+    assert metrics["accuracy"] == 0.75
+    assert metrics["samples"] == 4
