@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from finseq.dataset import make_window_sets, prepare_dataset
 from finseq.features import WARMUP_BARS, compute_features
-from finseq.labels import make_labels
+from finseq.labels import TIE_UNDECIDED, label_outcome, make_labels
 from finseq.params import LabelConfig, WindowConfig
 from finseq.split import TRAIN
 from finseq.synthetic import synthetic_ohlcv
@@ -178,9 +178,12 @@ def test_a_label_reads_only_its_horizon_and_the_closes_behind_its_volatility(dat
 @PROPERTY_SETTINGS
 @given(frame=ohlcv_frames(), config=label_configs())
 def test_labels_are_nan_where_the_horizon_or_the_volatility_is_missing(frame, config):
-    labels = make_labels(frame, config)
+    labels, ties = label_outcome(frame, config)
     assert np.isnan(labels[-config.horizon :]).all()
     assert np.isnan(labels[: config.vol_window]).all()
+    # In between every label is defined, but for a triple-barrier tie the open cannot decide.
+    between = slice(config.vol_window, len(frame) - config.horizon)
+    assert (np.isnan(labels[between]) == (ties[between] == TIE_UNDECIDED)).all()
     assert set(np.unique(labels[~np.isnan(labels)])) <= {-1.0, 0.0, 1.0}
 
 
