@@ -220,8 +220,9 @@ def test_changing_bars_after_a_val_or_test_time_changes_no_prepared_window_befor
     """The whole prepare → window path, scaler included, over several series at once.
 
     For every fold whose val cut is at or before the changed time, the train-only scaler is
-    the same before and after the change; every window ending at or before that time, scaled
-    as the fold scales it, must be bit-for-bit equal.
+    the same before and after the change; every window ending at or before that time (whose
+    label, if it is a train or val window, reads no bar after it), scaled as the fold scales
+    it, must be bit-for-bit equal.
     """
     split = SMALL_SPLITS[method]
     frames = data.draw(panels())
@@ -240,7 +241,14 @@ def test_changing_bars_after_a_val_or_test_time_changes_no_prepared_window_befor
         prepared = prepare_dataset(source, SMALL_LABEL, split)
         parts = make_window_sets(prepared, window_config).ends[fold]
         ends = np.concatenate(list(parts.values()))
-        ends = torch.as_tensor(ends[prepared.timestamps[ends] <= cut.to_datetime64()])
+        # A train or val window is a sample only if its label is decided (an undecided
+        # triple-barrier tie is not), which its own part's later bars decide; so one whose
+        # label reads bars after the cut may come or go. Test windows never depend on them.
+        reach = np.minimum(ends + SMALL_LABEL.horizon, len(prepared.timestamps) - 1)
+        decided = (prepared.timestamps[reach] <= cut.to_datetime64()) | np.isin(
+            ends, parts.get("test", [])
+        )
+        ends = torch.as_tensor(ends[(prepared.timestamps[ends] <= cut.to_datetime64()) & decided])
         features = torch.as_tensor(prepared.scaled_features(fold))
         return gather_windows(features, ends, window_offsets(window_config.seq_len))
 

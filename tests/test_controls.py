@@ -1,42 +1,99 @@
 """Control experiments: the pipeline finds a planted signal and finds nothing where there is none.
 
-Each test is a real run of prepare → window → train → evaluate through the library
-functions the DVC stages call. Margins below come from repeated runs over several
-seeds; the observed values are quoted beside each bound.
+Every control is two-sided: each negative control (no signal, shuffled training labels) has
+a positive one on the same data beside it (a planted signal, the labels left in place), so
+a pipeline that learns nothing fails too. The runs call the DVC stages' own entry points
+(finseq.stages.prepare/window/train/evaluate `main`) in a temporary project directory and
+read metrics/eval.json, as `dvc repro` would. One run cannot: shuffling each walk-forward
+fold's training labels apart from the other folds' needs the library functions the stages
+call (`run_pipeline`). Margins below come from repeated runs over several seeds; the
+observed values are quoted beside each bound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, default_params_dict, merge, tiny_params
+import yaml
+from conftest import ROOT, default_params_dict, merge, tiny_params_dict
 
 from finseq.dataset import PreparedData, make_window_sets, prepare_dataset
-from finseq.evaluate import pooled_metrics, predictions_frame
-from finseq.evidence import out_of_sample_evidence
+from finseq.evaluate import pooled_metrics
 from finseq.load import load_series
 from finseq.params import Params, parse_params
 from finseq.split import TRAIN
+from finseq.stages import PREPARED_DIR
+from finseq.stages import evaluate as evaluate_stage
+from finseq.stages import prepare as prepare_stage
+from finseq.stages import train as train_stage
+from finseq.stages import window as window_stage
 from finseq.synthetic import synthetic_ohlcv
 from finseq.training import score_fold, train_fold
 
 pytestmark = pytest.mark.slow
 
 
-def frame_from(raw: pd.DataFrame) -> pd.DataFrame:
-    """The shape load.load_series returns: timestamp index, lower-case float columns."""
-    return raw.rename(columns=str.lower).set_index("date").astype(np.float64)
-
-
-def synthetic_frames(n_series: int, n_bars: int, seed: int, **kwargs: float) -> dict:
+def synthetic_csvs(n_series: int, n_bars: int, seed: int, **kwargs: float) -> dict:
+    """File name -> generated OHLCV frame with its Date column, as a CSV would hold it."""
     return {
-        f"series_{index}.csv": frame_from(synthetic_ohlcv(n_bars, seed + index, **kwargs))
+        f"series_{index}.csv": synthetic_ohlcv(n_bars, seed + index, **kwargs)
         for index in range(n_series)
     }
+
+
+@contextlib.contextmanager
+def one_thread_in(directory: Path):
+    previous_dir, threads = Path.cwd(), torch.get_num_threads()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(previous_dir)
+        torch.set_num_threads(threads)
+
+
+def run_stages(
+    directory: Path, csvs: dict, raw_params: dict, shuffle_seed: int | None = None
+) -> dict:
+    """prepare → window → train → evaluate through the stages' `main` in `directory`, on
+    one CPU thread in one process; returns metrics/eval.json's `test` section.
+
+    `csvs` maps file names to frames (written under data/raw) or to existing CSV paths
+    (copied). With `shuffle_seed`, data/prepared's labels are permuted among the holdout
+    fold's training samples between window and train; val and test labels are untouched.
+    """
+    raw_dir = directory / "data" / "raw"
+    raw_dir.mkdir(parents=True)
+    for name, source in csvs.items():
+        if isinstance(source, pd.DataFrame):
+            source.to_csv(raw_dir / name, index=False)
+        else:
+            shutil.copy(source, raw_dir / name)
+    raw_params = merge(
+        raw_params, {"train": {"device": "cpu", "threads": 1, "fold_workers": 1, "seeds": 1}}
+    )
+    raw_params["data"]["files"] = [f"data/raw/{name}" for name in csvs]
+    (directory / "params.yaml").write_text(yaml.safe_dump(raw_params))
+    with one_thread_in(directory):
+        prepare_stage.main()
+        window_stage.main()
+        if shuffle_seed is not None:
+            data = PreparedData.load(PREPARED_DIR)
+            assert data.fold_names == ["holdout"]
+            shuffled = permute_train_labels(data, "holdout", shuffle_seed)
+            np.save(Path(PREPARED_DIR) / "labels.npy", shuffled.labels, allow_pickle=False)
+        train_stage.main()
+        evaluate_stage.main()
+        return json.loads(Path("metrics/eval.json").read_text())["test"]
 
 
 def permute_train_labels(data: PreparedData, fold: str, seed: int) -> PreparedData:
@@ -49,9 +106,7 @@ def permute_train_labels(data: PreparedData, fold: str, seed: int) -> PreparedDa
     return dataclasses.replace(data, labels=labels)
 
 
-def run_pipeline(
-    frames: dict, params: Params, shuffle_seed: int | None = None, evidence: bool = False
-) -> dict:
+def run_pipeline(frames: dict, params: Params, shuffle_seed: int | None = None) -> dict:
     """prepare → window → train → evaluate on CPU through the functions the stages call;
     returns the pooled out-of-sample (test) metrics of every scored fold.
 
@@ -91,20 +146,6 @@ def run_pipeline(
     finally:
         torch.set_num_threads(threads)
     metrics = pooled_metrics(scores, classes, "test")
-    if evidence:
-        predictions = predictions_frame(
-            scores,
-            data.labels,
-            data.meta["series_names"],
-            data.series,
-            data.timestamps,
-            data.forward_return,
-            data.next_return,
-        )
-        found, _ = out_of_sample_evidence(
-            predictions, params.backtest, params.evaluate, params.label.horizon
-        )
-        metrics.update({key: value for key, value in found.items() if key not in metrics})
     return metrics
 
 
@@ -115,7 +156,7 @@ SPLITS = {
 }
 
 
-def control_params(**overrides: dict) -> Params:
+def control_params(**overrides: dict) -> dict:
     """Tiny settings for the synthetic controls: short windows, one small recurrent layer."""
     base = {
         "label": {"method": "triple_barrier", "horizon": 5, "threshold": 0.8, "vol_window": 20},
@@ -130,7 +171,7 @@ def control_params(**overrides: dict) -> Params:
             "seed": 0,
         },
     }
-    return tiny_params(**merge(base, overrides))
+    return tiny_params_dict(**merge(base, overrides))
 
 
 # The planted-signal series: a +/-1 drift regime of half the one-bar volatility that
@@ -156,35 +197,36 @@ ACCURACY_TOLERANCE = 0.02
 @pytest.mark.parametrize(
     ("model_type", "split"), [("lstm", "holdout"), ("gru", "holdout"), ("lstm", "walk_forward")]
 )
-def test_no_signal_control_gives_no_test_skill(model_type, split):
+def test_no_signal_control_gives_no_test_skill(tmp_path, model_type, split):
     """i.i.d. returns of constant volatility: a clearly positive skill could only be leakage.
 
     Labels use the repository's triple_barrier settings. Observed test skill, seeds 0-9:
     lstm -0.012 .. +0.005; seeds 0-7: gru -0.008 .. +0.004; walking forward, seeds 0-3: lstm
     -0.012 .. -0.002. With sma_20 computed by a centred window (a leak), seed 0 reached
-    0.193 (lstm) and 0.204 (gru).
+    0.193 (lstm) and 0.204 (gru). Its positive control is the planted signal below: the same
+    generator, seeds and settings with a drift regime added.
     """
-    frames = synthetic_frames(N_SERIES, N_BARS, seed=0, drift=0.0)
+    csvs = synthetic_csvs(N_SERIES, N_BARS, seed=0, drift=0.0)
     params = control_params(model={"type": model_type}, split=SPLITS[split])
-    metrics = run_pipeline(frames, params)
+    metrics = run_stages(tmp_path, csvs, params)
     assert metrics["samples"] > 3000
     assert metrics["skill"] < NO_SKILL_BOUND
 
 
 @pytest.fixture(scope="module")
-def planted_signal_frames() -> dict:
-    return synthetic_frames(N_SERIES, N_BARS, seed=0, **PLANTED_SIGNAL)
+def planted_signal_csvs() -> dict:
+    return synthetic_csvs(N_SERIES, N_BARS, seed=0, **PLANTED_SIGNAL)
 
 
 @pytest.fixture(scope="module")
-def linear_on_planted_signal(planted_signal_frames) -> dict:
+def linear_on_planted_signal(planted_signal_csvs, tmp_path_factory) -> dict:
     params = control_params(label=PLANTED_LABEL, model={"type": "linear"})
-    return run_pipeline(planted_signal_frames, params)
+    return run_stages(tmp_path_factory.mktemp("linear"), planted_signal_csvs, params)
 
 
 @pytest.mark.parametrize("model_type", ["lstm", "gru"])
 def test_planted_signal_is_learned_and_matches_the_linear_baseline(
-    model_type, planted_signal_frames, linear_on_planted_signal
+    tmp_path, model_type, planted_signal_csvs, linear_on_planted_signal
 ):
     """A pattern the past bars reveal must show up as clearly positive test skill.
 
@@ -194,13 +236,13 @@ def test_planted_signal_is_learned_and_matches_the_linear_baseline(
     too, so the recurrent models match it rather than beat it.
     """
     params = control_params(label=PLANTED_LABEL, model={"type": model_type})
-    metrics = run_pipeline(planted_signal_frames, params)
+    metrics = run_stages(tmp_path, planted_signal_csvs, params)
     assert metrics["skill"] > PLANTED_SKILL_BOUND
     assert linear_on_planted_signal["skill"] > PLANTED_SKILL_BOUND
     assert metrics["accuracy"] >= linear_on_planted_signal["accuracy"] - ACCURACY_TOLERANCE
 
 
-def test_planted_signal_is_learned_walking_forward(planted_signal_frames):
+def test_planted_signal_is_learned_walking_forward(tmp_path, planted_signal_csvs):
     """The same planted signal, found out of sample in the pooled walk-forward test blocks.
 
     Observed, seeds 0-3: lstm skill 0.138 .. 0.177.
@@ -208,27 +250,16 @@ def test_planted_signal_is_learned_walking_forward(planted_signal_frames):
     params = control_params(
         label=PLANTED_LABEL, model={"type": "lstm"}, split=SPLITS["walk_forward"]
     )
-    metrics = run_pipeline(planted_signal_frames, params, evidence=True)
+    metrics = run_stages(tmp_path, planted_signal_csvs, params)
     assert metrics["samples"] > 10_000
     assert metrics["skill"] > PLANTED_SKILL_BOUND
     assert metrics["skill_low"] > 0
     assert metrics["skill_p"] < 0.01
 
 
-@pytest.mark.parametrize(
-    ("model_type", "split"), [("lstm", "holdout"), ("gru", "holdout"), ("lstm", "walk_forward")]
-)
-def test_shuffled_training_labels_give_no_test_skill(model_type, split):
-    """The repository's data, label and split settings with the training labels permuted.
-
-    Any skill must come from the link between windows and their labels; with that
-    link cut in training, nothing is left to learn. Observed test skill, seeds 0-7:
-    lstm -0.014 .. +0.009, gru -0.006 .. +0.009. The same runs on unshuffled labels,
-    seeds 0-2: lstm 0.035 .. 0.060, gru 0.051 .. 0.064, so the bound sits between them.
-    Walking forward (3 folds; each fold's training labels shuffled, its test labels not),
-    seeds 0-3: lstm -0.013 .. +0.013 shuffled, 0.032 .. 0.049 unshuffled.
-    """
-    raw = merge(
+def real_data_params(model_type: str, split: str) -> dict:
+    """The repository's data, label and split settings, with a small quick model."""
+    return merge(
         default_params_dict(),
         {
             "split": SPLITS[split],
@@ -240,10 +271,46 @@ def test_shuffled_training_labels_give_no_test_skill(model_type, split):
                 "learning_rate": 0.003,
                 "seed": 0,
             },
+            "evaluate": {"resamples": 200},
         },
     )
-    params = parse_params(raw)
+
+
+# Skill between the two sides: above it with the labels in place, below it shuffled.
+LEARNED_SKILL_BOUND = 0.02
+
+
+@pytest.mark.parametrize("model_type", ["lstm", "gru"])
+def test_shuffled_training_labels_give_no_test_skill_and_the_same_run_unshuffled_does(
+    tmp_path, model_type
+):
+    """The repository's data, label and split settings (holdout) with the training labels
+    permuted, beside the same run with them in place.
+
+    Any skill must come from the link between windows and their labels; with that link cut
+    in training, nothing is left to learn. Observed test skill, seeds 0-7: lstm -0.014 ..
+    +0.009, gru -0.006 .. +0.009 shuffled; seeds 0-2: lstm 0.035 .. 0.060, gru 0.051 .. 0.064
+    unshuffled. The bound sits between them.
+    """
+    raw = real_data_params(model_type, "holdout")
+    csvs = {Path(path).name: ROOT / path for path in raw["data"]["files"]}
+    shuffled = run_stages(tmp_path / "shuffled", csvs, raw, shuffle_seed=0)
+    learned = run_stages(tmp_path / "in_place", csvs, raw)
+    assert shuffled["samples"] == learned["samples"] > 1000
+    assert shuffled["skill"] < NO_SKILL_BOUND
+    assert learned["skill"] > LEARNED_SKILL_BOUND
+
+
+def test_shuffled_training_labels_give_no_skill_walking_forward_and_in_place_they_do():
+    """Each fold's training labels shuffled apart from the other folds' (its val and test
+    labels not), through the library functions the stages call: one labels file cannot hold
+    a different shuffle per fold. Walking forward (3 folds), seeds 0-3: lstm -0.013 ..
+    +0.013 shuffled, 0.032 .. 0.049 unshuffled.
+    """
+    params = parse_params(real_data_params("lstm", "walk_forward"))
     frames = {path: load_series(ROOT / path) for path in params.data.files}
-    metrics = run_pipeline(frames, params, shuffle_seed=0)
-    assert metrics["samples"] > 1000
-    assert metrics["skill"] < NO_SKILL_BOUND
+    shuffled = run_pipeline(frames, params, shuffle_seed=0)
+    learned = run_pipeline(frames, params)
+    assert shuffled["samples"] == learned["samples"] > 1000
+    assert shuffled["skill"] < NO_SKILL_BOUND
+    assert learned["skill"] > LEARNED_SKILL_BOUND

@@ -1,6 +1,9 @@
 """Metrics and baselines on hand-computed examples."""
 
+import io
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from finseq.evaluate import (
@@ -10,8 +13,12 @@ from finseq.evaluate import (
     confusion_matrix,
     macro_f1,
     pooled_metrics,
+    predictions_csv,
+    predictions_frame,
     split_metrics,
 )
+from finseq.evidence import daily_totals
+from finseq.labels import UNKNOWN_LABEL
 
 
 def test_class_prior_is_smoothed_training_frequency():
@@ -94,3 +101,33 @@ def test_loss_and_baselines_by_hand_when_the_scored_majority_is_not_the_training
     # The model's guesses (argmax): 2, 2, 1, 0 -> three of four right.
     assert metrics["accuracy"] == 0.75
     assert metrics["samples"] == 4
+
+
+def test_a_window_of_unknown_label_is_traded_but_in_no_classification_figure():
+    """An undecided triple-barrier tie in test (label UNKNOWN_LABEL): predictions.csv keeps
+    the window with an empty label and prior_p, the backtest trades it, and the pooled and
+    per-date class figures are those of the other windows alone."""
+    labels = np.array([1, UNKNOWN_LABEL, -1, 0], dtype=np.int8)
+    logits = np.log(np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2], [0.3, 0.4, 0.3]]))
+    prior = np.array([0.5, 0.25, 0.25])
+    scores = [FoldScores("f1", {"test": np.arange(4)}, {"test": logits}, prior)]
+    classes = labels.astype(np.int64) + 1
+    pooled = pooled_metrics(scores, classes, "test")
+    known = [0, 2, 3]
+    assert pooled == split_metrics(logits[known], classes[known], prior)
+    assert pooled["samples"] == 3
+    dates = np.array(
+        ["2020-01-02", "2020-01-02", "2020-01-03", "2020-01-06"], dtype="datetime64[ns]"
+    )
+    frame = predictions_frame(
+        scores, labels, ["a", "b"], np.array([0, 1, 0, 0]), dates, np.zeros(4), np.full(4, 0.01)
+    )
+    written = pd.read_csv(io.StringIO(predictions_csv(frame)))
+    assert written["label"].isna().tolist() == [False, True, False, False]
+    assert written["prior_p"].isna().tolist() == [False, True, False, False]
+    totals = daily_totals(written, threshold=0.0, long_only=False, cost_bps=0.0)
+    assert totals.windows.tolist() == [1, 1, 1]
+    assert totals.loss.sum() == pytest.approx(pooled["loss"] * 3)
+    assert totals.confusion.sum() == 3
+    # Both windows of 2020-01-02 are long (score > 0) and earn 1%: the unknown one too.
+    assert totals.strategy[0] == pytest.approx(np.expm1(0.01))

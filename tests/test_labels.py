@@ -19,6 +19,7 @@ from finseq.features import WARMUP_BARS
 from finseq.labels import (
     TIE_DECIDED_BY_OPEN,
     TIE_UNDECIDED,
+    UNKNOWN_LABEL,
     fixed_horizon_labels,
     label_outcome,
     make_labels,
@@ -166,13 +167,14 @@ def test_the_last_horizon_bars_have_no_label_and_are_never_samples(method):
     assert data.samples[0][-5]
     windows = make_window_sets(data, WindowConfig(seq_len=5, stride=1))
     assert windows.ends["holdout"]["test"].max() == len(data.labels) - 5
-    assert set(np.unique(data.labels[data.samples[0]])) <= {-1, 0, 1}
+    assert set(np.unique(data.labels[data.samples[0]])) <= {-1, 0, 1, UNKNOWN_LABEL}
 
 
 def test_data_summary_counts_each_parts_both_touch_bars(capsys):
     """metrics/data.json: per part, the bars (kept by the purge) whose first touching bar
-    touched both barriers, decided by the open or not; undecided ones are no training
-    sample, and val and test score them as 0. A note names the file."""
+    touched both barriers, decided by the open or not. Undecided ones are no train or val
+    sample; test keeps them, labelled UNKNOWN_LABEL, for the backtest. A note names the
+    file."""
     frame = synthetic_ohlcv(400, seed=11).rename(columns=str.lower).set_index("date")
     label = LabelConfig(method="triple_barrier", horizon=3, threshold=0.3, vol_window=10)
     split = holdout_split(train=0.5, val=0.25, embargo=1)
@@ -191,9 +193,10 @@ def test_data_summary_counts_each_parts_both_touch_bars(capsys):
         assert summary[name]["both_touch"] == expected
         assert expected["undecided"] > 0
         undecided = in_part & (ties[rows] == TIE_UNDECIDED)
-        if name == "train":
-            assert not (data.samples[0] & undecided).any()
-        else:
+        if name == "test":
+            # Kept for the backtest, with a label no classification metric counts.
             assert (data.samples[0] & undecided).sum() == expected["undecided"]
-            assert (data.labels[undecided] == 0).all()
+            assert (data.labels[undecided] == UNKNOWN_LABEL).all()
+        else:
+            assert not (data.samples[0] & undecided).any()
     assert "note: tied.csv:" in capsys.readouterr().err

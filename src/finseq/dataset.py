@@ -20,7 +20,13 @@ import pandas as pd
 from finseq.atomic import atomic_path, write_json
 from finseq.errors import ConfigError, DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
-from finseq.labels import CLASS_LABELS, TIE_DECIDED_BY_OPEN, TIE_UNDECIDED, label_outcome
+from finseq.labels import (
+    CLASS_LABELS,
+    TIE_DECIDED_BY_OPEN,
+    TIE_UNDECIDED,
+    UNKNOWN_LABEL,
+    label_outcome,
+)
 from finseq.load import PRICE_COLUMNS, line_of, one_bar_moves
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
 from finseq.progress import tracked
@@ -214,7 +220,9 @@ def prepare_dataset(
         parts.append(
             {
                 "features": compute_features(frame).to_numpy()[rows],
-                "labels": np.nan_to_num(labels[rows]).astype(np.int8),
+                "labels": np.where(undecided, UNKNOWN_LABEL, np.nan_to_num(labels))[rows].astype(
+                    np.int8
+                ),
                 "series": np.full(len(frame) - WARMUP_BARS, code, dtype=np.int16),
                 "timestamps": timestamps[rows],
                 "forward_return": forward[rows],
@@ -288,13 +296,14 @@ def _fold_samples(
     split_config: SplitConfig,
 ) -> np.ndarray:
     """Samples of one series in one fold. A triple-barrier tie the open cannot decide has no
-    label to learn, so it is no training sample. In val and test it is scored as 0: which
-    bars are scored (and traded in the backtest) must not depend on the bars after them,
-    or the most volatile ones would drop out of the out-of-sample figures."""
+    label, so it is no train or val sample. A test window keeps it (labelled UNKNOWN_LABEL)
+    for the backtest, which must trade every bar: which bars are traded may not depend on
+    the bars after them, or the most volatile would drop out. The classification metrics
+    leave it out."""
     horizon, embargo = label_config.horizon, split_config.embargo
     learned = sample_mask(parts, labelled, horizon, embargo)
-    scored = sample_mask(parts, labelled | undecided, horizon, embargo)
-    return np.where(parts == TRAIN, learned, scored)
+    traded = sample_mask(parts, labelled | undecided, horizon, embargo)
+    return np.where(parts == TEST, traded, learned)
 
 
 def _note_undecided_ties(
@@ -306,9 +315,9 @@ def _note_undecided_ties(
         note(
             f"{path}: {ties:,} of {defined:,} triple-barrier labels ({ties / defined:.1%}) are "
             "undecided: one bar touched both barriers after opening between them, so which "
-            "came first is unknown. They are left out of training and scored as 0 in val and "
-            f"test; a wider barrier (label.threshold = {label_config.threshold} now) makes "
-            "them rarer"
+            "came first is unknown. They are left out of training, validation and the test "
+            "metrics (the backtest trades them); a wider barrier (label.threshold = "
+            f"{label_config.threshold} now) makes them rarer"
         )
 
 
@@ -316,7 +325,8 @@ def _tie_counts(
     folds: Sequence[Fold], ties: list[dict[int, np.ndarray]], parts: list[dict]
 ) -> dict[str, dict[str, dict[str, int]]]:
     """Per fold and part: bars the purge keeps whose first touching bar touched both
-    barriers, decided by the open, or undecided (no training sample; 0 in val and test)."""
+    barriers, decided by the open, or undecided (no train or val sample; in test, traded
+    but not scored)."""
     counts = {}
     for index, fold in enumerate(folds):
         counts[fold.name] = {}

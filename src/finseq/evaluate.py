@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from finseq.labels import CLASS_LABELS, NUM_CLASSES
+from finseq.labels import CLASS_LABELS, NUM_CLASSES, UNKNOWN_LABEL
 
 
 def class_prior(train_classes: np.ndarray) -> np.ndarray:
@@ -101,19 +101,22 @@ class FoldScores:
 
 
 def pooled_metrics(scores: list[FoldScores], classes: np.ndarray, part: str) -> dict:
-    """Metrics of `part` over every fold's windows, each beside its own fold's baselines."""
+    """Metrics of `part` over every fold's windows, each beside its own fold's baselines.
+    Windows of unknown label (class < 0, see labels.UNKNOWN_LABEL) are left out."""
     logits = np.concatenate([score.logits[part] for score in scores])
     ends = np.concatenate([score.ends[part] for score in scores])
     priors = np.concatenate(
         [np.broadcast_to(score.prior, (len(score.ends[part]), NUM_CLASSES)) for score in scores]
     )
-    return split_metrics(logits, classes[ends], priors)
+    known = classes[ends] >= 0
+    return split_metrics(logits[known], classes[ends][known], priors[known])
 
 
 def fold_metrics(score: FoldScores, classes: np.ndarray, timestamps: np.ndarray) -> dict:
     """One fold's test-block figures and its period, for the `folds.*` keys."""
     test_ends = score.ends["test"]
-    test = split_metrics(score.logits["test"], classes[test_ends], score.prior)
+    known = classes[test_ends] >= 0
+    test = split_metrics(score.logits["test"][known], classes[test_ends][known], score.prior)
     return {
         "first_date": pd.Timestamp(timestamps[test_ends].min()).date().isoformat(),
         "last_date": pd.Timestamp(timestamps[test_ends].max()).date().isoformat(),
@@ -148,10 +151,12 @@ def predictions_frame(
 ) -> pd.DataFrame:
     """Every out-of-sample window: when, which series and fold, its label, the three
     probabilities, its fold's baselines (the prior probability of its label and the
-    majority label), and the returns a position decided at its last bar would see."""
+    majority label), and the returns a position decided at its last bar would see.
+    A window of unknown label has an empty `label` and `prior_p`."""
     ends = np.concatenate([score.ends["test"] for score in scores])
     probabilities = softmax(np.concatenate([score.logits["test"] for score in scores]))
-    classes = labels[ends].astype(np.int64) + 1
+    known = labels[ends] != UNKNOWN_LABEL
+    classes = np.where(known, labels[ends].astype(np.int64) + 1, 0)
     priors = np.concatenate(
         [np.broadcast_to(score.prior, (len(score.ends["test"]), NUM_CLASSES)) for score in scores]
     )
@@ -160,11 +165,11 @@ def predictions_frame(
             "timestamp": pd.DatetimeIndex(timestamps[ends]).strftime("%Y-%m-%dT%H:%M:%S"),
             "series": np.asarray(series_names)[series[ends]],
             "fold": np.concatenate([[score.fold] * len(score.ends["test"]) for score in scores]),
-            "label": labels[ends].astype(int),
+            "label": pd.Series(labels[ends].astype(np.int64), dtype="Int64").mask(~known).array,
             "p_down": probabilities[:, 0],
             "p_flat": probabilities[:, 1],
             "p_up": probabilities[:, 2],
-            "prior_p": priors[np.arange(len(classes)), classes],
+            "prior_p": np.where(known, priors[np.arange(len(classes)), classes], np.nan),
             "majority": np.asarray(CLASS_LABELS)[priors.argmax(axis=1)],
             "forward_return": forward_return[ends],
             "next_return": next_return[ends],

@@ -72,7 +72,9 @@ class DailyTotals:
 def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, cost_bps: float):
     """Sums per date of a predictions table (metrics/predictions.csv's columns)."""
     probabilities = predictions[["p_down", "p_flat", "p_up"]].to_numpy()
-    classes = predictions["label"].to_numpy().astype(np.int64) + 1
+    # A window of unknown label (empty `label`) is traded but counts in no class figure.
+    known = predictions["label"].notna().to_numpy()
+    classes = np.where(known, predictions["label"].fillna(0).to_numpy(), 0).astype(np.int64) + 1
     picked = probabilities[np.arange(len(classes)), classes]
     predicted = probabilities.argmax(axis=1)
     dates = pd.to_datetime(predictions["timestamp"]).to_numpy()
@@ -88,18 +90,23 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
     per_window = pd.DataFrame(
         {
             "date": dates,
-            "loss": -np.log(np.clip(picked, 1e-12, None)),
-            "prior_loss": -np.log(np.clip(predictions["prior_p"].to_numpy(), 1e-12, None)),
-            "windows": 1,
-            "correct": (predicted == classes).astype(int),
-            "majority_correct": (predictions["majority"].to_numpy() + 1 == classes).astype(int),
+            "loss": np.where(known, -np.log(np.clip(picked, 1e-12, None)), 0.0),
+            "prior_loss": np.where(
+                known, -np.log(np.clip(predictions["prior_p"].fillna(1.0), 1e-12, None)), 0.0
+            ),
+            "windows": known.astype(int),
+            "correct": (known & (predicted == classes)).astype(int),
+            "majority_correct": (
+                known & (predictions["majority"].to_numpy() + 1 == classes)
+            ).astype(int),
             "cell": classes * NUM_CLASSES + predicted,
         }
     )
     grouped = per_window.groupby("date", sort=True)
     sums = grouped[["loss", "prior_loss", "windows", "correct", "majority_correct"]].sum()
-    cells = pd.crosstab(per_window["date"], per_window["cell"]).reindex(
-        columns=range(NUM_CLASSES**2), fill_value=0
+    scored = per_window[known]
+    cells = pd.crosstab(scored["date"], scored["cell"]).reindex(
+        index=sums.index, columns=range(NUM_CLASSES**2), fill_value=0
     )
     assert (sums.index.to_numpy() == portfolio.dates).all()
     return DailyTotals(

@@ -22,6 +22,9 @@ from finseq.params import LabelConfig
 # Class index i of every model's output stands for label CLASS_LABELS[i]: class = label + 1.
 CLASS_LABELS = (-1, 0, 1)
 NUM_CLASSES = len(CLASS_LABELS)
+# The prepared label of a test window whose triple-barrier tie its open cannot decide: it is
+# traded in the backtest and left out of every classification metric (class UNKNOWN + 1 < 0).
+UNKNOWN_LABEL = -2
 
 
 def trailing_volatility(close: np.ndarray, vol_window: int) -> np.ndarray:
@@ -69,7 +72,8 @@ def triple_barrier_outcome(
     Otherwise the order inside the bar is unknown, and the label is undefined (NaN): taught
     as 0, "flat" would come to mean "volatile" whenever one bar's range spans both
     barriers, which a small `threshold` makes the usual case. (prepare leaves such bars out
-    of training and scores them as 0 in val and test; see dataset._fold_samples.)
+    of training and validation; test keeps them for the backtest only; see
+    dataset._fold_samples.)
 
     Returns the labels and, per bar, NO_TIE, TIE_DECIDED_BY_OPEN or TIE_UNDECIDED (int8).
     """

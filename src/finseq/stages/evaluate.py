@@ -116,8 +116,9 @@ def main() -> None:
     write_text(EQUITY_FILE, equity.to_csv(index=False, float_format="%.8g", lineterminator="\n"))
     test_ends = np.concatenate([score.ends["test"] for score in scores])
     test_logits = np.concatenate([score.logits["test"] for score in scores])
+    known = classes[test_ends] >= 0
     predicted = test_logits.argmax(axis=1)
-    write_text(CONFUSION_FILE, confusion_csv(classes[test_ends], predicted))
+    write_text(CONFUSION_FILE, confusion_csv(classes[test_ends][known], predicted[known]))
 
 
 if __name__ == "__main__":
