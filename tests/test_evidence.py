@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from finseq.errors import ConfigError
-from finseq.evidence import daily_totals, intervals, verdict
+from finseq.evidence import block_length, daily_totals, intervals, verdict
 
 N_DATES, SERIES = 1000, ("a", "b")
 DATES = pd.bdate_range("2001-01-01", periods=N_DATES).strftime("%Y-%m-%d")
@@ -104,3 +106,29 @@ def test_95_percent_intervals_cover_the_true_skill_and_sharpe_at_least_90_percen
         covered["sharpe"] += result["sharpe_low"] <= 0 <= result["sharpe_high"]
     rates = {name: count / panels for name, count in covered.items()}
     assert min(rates.values()) >= 0.90, rates
+
+
+def test_a_date_of_only_unknown_labels_does_not_hide_the_loss_from_the_block_length():
+    """Unknown labels (undecided ties) on every window of some dates: those dates have no
+    scored window. The loss difference's block length must still count, as it does with
+    those dates' labels known; a NaN per-date loss once dropped it (block 21 -> 5)."""
+    panel = uninformed_panel(3)
+    # Right for 50 dates, wrong for the next 50: a per-date loss of long memory.
+    date_index = np.repeat(np.arange(N_DATES), len(SERIES))
+    right = np.sin(2 * np.pi * date_index / 100) > 0
+    aimed = np.where(right, panel["label"] + 1, (panel["label"] + 2) % 3)
+    probabilities = np.full((len(panel), 3), 0.1)
+    probabilities[np.arange(len(panel)), aimed] = 0.8
+    panel[["p_down", "p_flat", "p_up"]] = probabilities
+    unknown = panel["timestamp"].isin(DATES[::50])
+    blanked = panel.copy()
+    blanked["label"] = blanked["label"].astype("Int64").mask(unknown)
+    blanked["prior_p"] = blanked["prior_p"].mask(unknown)
+    known_block = block_length(daily_totals(panel[~unknown], 0.0, False, 0), horizon=1)
+    blanked_block = block_length(daily_totals(blanked, 0.0, False, 0), horizon=1)
+    strategy_only = block_length(
+        dataclasses.replace(daily_totals(panel, 0.0, False, 0), loss=np.zeros(N_DATES)),
+        horizon=1,
+    )
+    assert known_block > strategy_only
+    assert abs(blanked_block - known_block) <= 1

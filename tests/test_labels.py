@@ -17,6 +17,7 @@ from conftest import holdout_split
 from finseq.dataset import data_summary, make_window_sets, prepare_dataset
 from finseq.features import WARMUP_BARS
 from finseq.labels import (
+    NO_TIE,
     TIE_DECIDED_BY_OPEN,
     TIE_UNDECIDED,
     UNKNOWN_LABEL,
@@ -35,14 +36,19 @@ NAN = float("nan")
 
 
 def barrier_label(
-    highs: list[float], lows: list[float], horizon: int, opens: list[float] | None = None
+    highs: list[float],
+    lows: list[float],
+    horizon: int,
+    opens: list[float] | None = None,
+    scale: float = 1.0,
 ) -> float:
     """Triple-barrier label of bar 0 (close 1, width log 2) followed by the given bars,
-    which open at 1 (between the barriers) unless `opens` says otherwise."""
-    high = np.array([1.0, *highs])
-    low = np.array([1.0, *lows])
-    close = np.ones(len(high))
-    open_ = np.array([1.0, *(opens or [1.0] * len(highs))])
+    which open at 1 (between the barriers) unless `opens` says otherwise; every price times
+    `scale` (the label does not depend on the price level)."""
+    high = scale * np.array([1.0, *highs])
+    low = scale * np.array([1.0, *lows])
+    close = scale * np.ones(len(high))
+    open_ = scale * np.array([1.0, *(opens or [1.0] * len(highs))])
     width = np.full(len(high), NAN)
     width[0] = WIDTH
     return float(triple_barrier_outcome(open_, high, low, close, width, horizon)[0][0])
@@ -64,8 +70,12 @@ def barrier_label(
     ],
 )
 def test_triple_barrier_takes_the_first_barrier_a_bar_touches(highs, lows, expected):
-    label = barrier_label(highs, lows, horizon=3)
-    assert label == expected or (math.isnan(expected) and math.isnan(label))
+    # At a price level of 100 too, but for the cases exactly at a barrier: log(200 / 100)
+    # need not round to log 2, as log(2 / 1) does.
+    exactly_at_a_barrier = 2.0 in highs or 0.5 in lows
+    for scale in (1.0,) if exactly_at_a_barrier else (1.0, 100.0):
+        label = barrier_label(highs, lows, horizon=3, scale=scale)
+        assert label == expected or (math.isnan(expected) and math.isnan(label)), scale
 
 
 @pytest.mark.parametrize(
@@ -200,3 +210,30 @@ def test_data_summary_counts_each_parts_both_touch_bars(capsys):
         else:
             assert not (data.samples[0] & undecided).any()
     assert "note: tied.csv:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["fixed_horizon", "triple_barrier"])
+def test_make_labels_runs_the_configured_method_with_the_width_scaled_by_sqrt_horizon(method):
+    """make_labels = the method's own function at width threshold * vol * sqrt(horizon): a
+    wrong method, or the width divided by sqrt(horizon), gives other labels on this series."""
+    frame = synthetic_ohlcv(300, seed=9).rename(columns=str.lower).set_index("date")
+    config = LabelConfig(method=method, horizon=4, threshold=0.7, vol_window=10)
+    close = frame["close"].to_numpy()
+    width = 0.7 * trailing_volatility(close, 10) * 2.0
+    by_fixed = fixed_horizon_labels(close, width, 4)
+    by_barrier = triple_barrier_outcome(
+        *(frame[name].to_numpy() for name in ("open", "high", "low", "close")), width, 4
+    )[0]
+    expected = by_fixed if method == "fixed_horizon" else by_barrier
+    np.testing.assert_array_equal(make_labels(frame, config), expected)
+    # The two methods, and the two widths, disagree here: the check can tell them apart.
+    assert not np.array_equal(by_fixed, by_barrier, equal_nan=True)
+    narrower = fixed_horizon_labels(close, width / 4, 4)
+    assert not np.array_equal(by_fixed, narrower, equal_nan=True)
+
+
+@pytest.mark.parametrize("bars", [1, 2, 3])
+def test_a_series_no_longer_than_the_horizon_has_no_label(bars):
+    close = np.linspace(1.0, 2.0, bars)
+    labels, ties = triple_barrier_outcome(close, close * 1.5, close / 1.5, close, np.zeros(bars), 3)
+    assert np.isnan(labels).all() and (ties == NO_TIE).all()

@@ -138,8 +138,12 @@ def headline_figures(totals: DailyTotals) -> dict[str, float]:
 
 
 def block_length(totals: DailyTotals, horizon: int) -> int:
-    """Politis-White block length of the per-date loss difference and strategy return."""
-    per_window_loss = (totals.loss - totals.prior_loss) / totals.windows
+    """Politis-White block length of the per-date loss difference and strategy return.
+
+    The loss difference is taken over the dates with a scored window: a date whose every
+    window has an unknown label has none, and a NaN would hide the loss from the estimate."""
+    scored = totals.windows > 0
+    per_window_loss = (totals.loss - totals.prior_loss)[scored] / totals.windows[scored]
     lengths = [
         optimal_block_length(series)["stationary"].iloc[0]
         for series in (per_window_loss, totals.strategy)
