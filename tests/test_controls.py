@@ -186,10 +186,13 @@ N_SERIES, N_BARS = 8, 3000
 
 # Bounds chosen from repeated runs (values in each test). Seed s means train.seed = s and
 # synthetic_ohlcv seeds 100 s .. 100 s + 7 (shuffled labels: permutation seed s); the tests
-# run seed 0. NO_SKILL_BOUND is twice the largest skill seen without a signal (0.009),
-# PLANTED_SKILL_BOUND under half the smallest seen with one (0.112), ACCURACY_TOLERANCE
-# four times the largest accuracy shortfall of lstm or gru against linear (0.005).
-NO_SKILL_BOUND = 0.02
+# run seed 0. NO_SIGNAL_SKILL_BOUND is about twice the largest skill seen on i.i.d. returns
+# (0.018), SHUFFLED_SKILL_BOUND the largest seen with shuffled labels (0.013) plus half the
+# gap to the smallest seen with them in place (0.032), PLANTED_SKILL_BOUND under half the
+# smallest seen with a signal (0.112), ACCURACY_TOLERANCE four times the largest accuracy
+# shortfall of lstm or gru against linear (0.005).
+NO_SIGNAL_SKILL_BOUND = 0.04
+SHUFFLED_SKILL_BOUND = 0.02
 PLANTED_SKILL_BOUND = 0.05
 ACCURACY_TOLERANCE = 0.02
 
@@ -200,17 +203,20 @@ ACCURACY_TOLERANCE = 0.02
 def test_no_signal_control_gives_no_test_skill(tmp_path, model_type, split):
     """i.i.d. returns of constant volatility: a clearly positive skill could only be leakage.
 
-    Labels use the repository's triple_barrier settings. Observed test skill, seeds 0-9:
-    lstm -0.012 .. +0.005; seeds 0-7: gru -0.008 .. +0.004; walking forward, seeds 0-3: lstm
-    -0.012 .. -0.002. With sma_20 computed by a centred window (a leak), seed 0 reached
-    0.193 (lstm) and 0.204 (gru). Its positive control is the planted signal below: the same
-    generator, seeds and settings with a drift regime added.
+    Labels use the repository's triple_barrier settings. Observed test skill, seeds 0-3:
+    lstm +0.009 .. +0.018, gru +0.008 .. +0.013; walking forward, lstm +0.009 .. +0.013.
+    Not 0: the barriers are set by the trailing volatility known at t, so how often a label is
+    0 depends on whether recent bars were calm, which the features see (fixed_horizon
+    labels, which have the same width: +0.004 and +0.007 at seeds 0 and 1). With sma_20
+    computed by a centred window (a leak), seed 0 reached 0.193 (lstm) and 0.204 (gru). Its
+    positive control is the planted signal below: the same generator, seeds and settings
+    with a drift regime added.
     """
     csvs = synthetic_csvs(N_SERIES, N_BARS, seed=0, drift=0.0)
     params = control_params(model={"type": model_type}, split=SPLITS[split])
     metrics = run_stages(tmp_path, csvs, params)
     assert metrics["samples"] > 3000
-    assert metrics["skill"] < NO_SKILL_BOUND
+    assert metrics["skill"] < NO_SIGNAL_SKILL_BOUND
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +236,9 @@ def test_planted_signal_is_learned_and_matches_the_linear_baseline(
 ):
     """A pattern the past bars reveal must show up as clearly positive test skill.
 
-    Observed, seeds 0-9: skill lstm 0.112 .. 0.201, gru 0.114 .. 0.198, linear 0.107 .. 0.192;
+    Observed, seeds 0-9: skill lstm 0.112 .. 0.201, gru 0.114 .. 0.198, linear 0.107 .. 0.192
+    (fixed_horizon labels, so no change with the triple-barrier tie rule: seed 0 still 0.201,
+    0.198 and 0.192);
     accuracy minus linear accuracy: lstm -0.005 .. +0.007, gru -0.004 .. +0.006. The
     linear model sees ret_20, ret_60 and macd of the last bar, which reveal the regime
     too, so the recurrent models match it rather than beat it.
@@ -245,7 +253,7 @@ def test_planted_signal_is_learned_and_matches_the_linear_baseline(
 def test_planted_signal_is_learned_walking_forward(tmp_path, planted_signal_csvs):
     """The same planted signal, found out of sample in the pooled walk-forward test blocks.
 
-    Observed, seeds 0-3: lstm skill 0.138 .. 0.177.
+    Observed, seeds 0-3: lstm skill 0.138 .. 0.177 (seed 0 now: 0.167).
     """
     params = control_params(
         label=PLANTED_LABEL, model={"type": "lstm"}, split=SPLITS["walk_forward"]
@@ -276,10 +284,6 @@ def real_data_params(model_type: str, split: str) -> dict:
     )
 
 
-# Skill between the two sides: above it with the labels in place, below it shuffled.
-LEARNED_SKILL_BOUND = 0.02
-
-
 @pytest.mark.parametrize("model_type", ["lstm", "gru"])
 def test_shuffled_training_labels_give_no_test_skill_and_the_same_run_unshuffled_does(
     tmp_path, model_type
@@ -290,27 +294,26 @@ def test_shuffled_training_labels_give_no_test_skill_and_the_same_run_unshuffled
     Any skill must come from the link between windows and their labels; with that link cut
     in training, nothing is left to learn. Observed test skill, seeds 0-7: lstm -0.014 ..
     +0.009, gru -0.006 .. +0.009 shuffled; seeds 0-2: lstm 0.035 .. 0.060, gru 0.051 .. 0.064
-    unshuffled. The bound sits between them.
+    in place (seed 0 now: lstm +0.008 and +0.040, gru +0.001 and +0.066). The bound sits
+    between them.
     """
     raw = real_data_params(model_type, "holdout")
     csvs = {Path(path).name: ROOT / path for path in raw["data"]["files"]}
     shuffled = run_stages(tmp_path / "shuffled", csvs, raw, shuffle_seed=0)
     learned = run_stages(tmp_path / "in_place", csvs, raw)
     assert shuffled["samples"] == learned["samples"] > 1000
-    assert shuffled["skill"] < NO_SKILL_BOUND
-    assert learned["skill"] > LEARNED_SKILL_BOUND
+    assert shuffled["skill"] < SHUFFLED_SKILL_BOUND < learned["skill"]
 
 
 def test_shuffled_training_labels_give_no_skill_walking_forward_and_in_place_they_do():
     """Each fold's training labels shuffled apart from the other folds' (its val and test
     labels not), through the library functions the stages call: one labels file cannot hold
     a different shuffle per fold. Walking forward (3 folds), seeds 0-3: lstm -0.013 ..
-    +0.013 shuffled, 0.032 .. 0.049 unshuffled.
+    +0.013 shuffled, 0.032 .. 0.049 in place (seed 0 now: +0.005 and +0.048).
     """
     params = parse_params(real_data_params("lstm", "walk_forward"))
     frames = {path: load_series(ROOT / path) for path in params.data.files}
     shuffled = run_pipeline(frames, params, shuffle_seed=0)
     learned = run_pipeline(frames, params)
     assert shuffled["samples"] == learned["samples"] > 1000
-    assert shuffled["skill"] < NO_SKILL_BOUND
-    assert learned["skill"] > LEARNED_SKILL_BOUND
+    assert shuffled["skill"] < SHUFFLED_SKILL_BOUND < learned["skill"]
