@@ -133,6 +133,9 @@ def interrupt_training(project: Project, signum: int) -> subprocess.CompletedPro
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell that started pytest in the background has SIGINT ignored, and a child
+        # inherits that; the stage must see the signal as a user's Ctrl-C would send it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     watchdog = threading.Timer(120, process.kill)
     watchdog.start()

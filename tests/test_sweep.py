@@ -46,6 +46,10 @@ def ranked_rows(project: Project) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> Project:
     project = make_project(tmp_path_factory.mktemp("sweep") / "repo")
+    # One holdout fold per experiment, not four walk-forward models: the queue is under test.
+    params = project.read_params()
+    params["split"]["method"] = "holdout"
+    project.write_params(params)
     project.run("dvc", "repro")
     project.commit("lstm baseline")
     # A different seed, so neither experiment is the committed baseline itself.

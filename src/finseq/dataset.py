@@ -191,13 +191,14 @@ def prepare_dataset(
 
     parts = []
     path_of = list(frames)
+    tie_shares: dict[str, float] = {}
     each_frame = tracked(frames.values(), len(frames), "prepare", "series featurised")
     for code, frame in enumerate(each_frame):
         timestamps = frame.index.to_numpy()
         labels, ties = label_outcome(frame, label_config)
         labelled = ~np.isnan(labels)
         undecided = ties == TIE_UNDECIDED
-        _note_undecided_ties(path_of[code], undecided, labelled, label_config)
+        tie_shares[path_of[code]] = _undecided_share(undecided, labelled)
         fold_parts = np.stack([assign_parts(timestamps, fold) for fold in plan.folds])
         fold_samples = np.stack(
             [
@@ -236,6 +237,7 @@ def prepare_dataset(
     # scaler is fit series by series in blocks (see StandardScaler.fit), never on a copy of
     # the panel's training rows.
     raw_features = [part.pop("features") for part in parts]
+    _note_undecided_ties(tie_shares, label_config)
     tie_counts = _tie_counts(plan.folds, [part.pop("ties") for part in parts], parts)
     for (path, frame), series_features in zip(frames.items(), raw_features, strict=True):
         check_finite_features(path, frame, series_features)
@@ -306,19 +308,30 @@ def _fold_samples(
     return np.where(parts == TEST, traded, learned)
 
 
-def _note_undecided_ties(
-    path: str, undecided: np.ndarray, labelled: np.ndarray, label_config: LabelConfig
-) -> None:
-    ties = int(undecided.sum())
-    defined = ties + int(labelled.sum())
-    if defined and ties > TIE_NOTE_SHARE * defined:
-        note(
-            f"{path}: {ties:,} of {defined:,} triple-barrier labels ({ties / defined:.1%}) are "
-            "undecided: one bar touched both barriers after opening between them, so which "
-            "came first is unknown. They are left out of training, validation and the test "
-            "metrics (the backtest trades them); a wider barrier (label.threshold = "
-            f"{label_config.threshold} now) makes them rarer"
-        )
+def _undecided_share(undecided: np.ndarray, labelled: np.ndarray) -> float:
+    """Undecided ties among the bars that have or would have a label."""
+    defined = int(undecided.sum()) + int(labelled.sum())
+    return float(undecided.sum() / defined) if defined else 0.0
+
+
+def _note_undecided_ties(shares: dict[str, float], label_config: LabelConfig) -> None:
+    """One note for the panel: how many series have more than TIE_NOTE_SHARE undecided."""
+    over = {path: share for path, share in shares.items() if share > TIE_NOTE_SHARE}
+    if not over:
+        return
+    worst = max(over, key=over.get)
+    which = (
+        f"{worst}: {over[worst]:.1%} of its triple-barrier labels are undecided"
+        if len(over) == 1
+        else f"{len(over)} series have over {TIE_NOTE_SHARE:.0%} of their triple-barrier "
+        f"labels undecided (the most, {worst}: {over[worst]:.1%})"
+    )
+    note(
+        f"{which}: one bar touched both barriers after opening between them, so which came "
+        "first is unknown. They are left out of training, validation and the test metrics "
+        f"(the backtest trades them); a wider barrier (label.threshold = "
+        f"{label_config.threshold} now) makes them rarer"
+    )
 
 
 def _tie_counts(
