@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import Project, merge, reproduced_project, tiny_params_dict
+from conftest import Project, merge, tiny_params_dict
 
 from finseq.errors import ConfigError
 from finseq.params import load_params, parse_params
@@ -212,9 +212,13 @@ def test_load_params_reads_exponent_notation_as_a_number_like_dvc_does(tmp_path:
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    """A project whose pipeline ran once and was committed, so experiments start clean."""
-    return reproduced_project(tmp_path_factory.mktemp("params") / "repo")
+def reproduced(shared_reproduced: Project) -> Project:
+    """The session's reproduced tiny project: every test here puts back what it changes
+    (params_changed, restore_last_commit), so later tests find it at its last commit."""
+    project = shared_reproduced
+    yield project
+    assert project.run("git", "status", "--porcelain", "--untracked-files=no").stdout == ""
+    assert "up to date" in project.run("dvc", "status").stdout
 
 
 @contextmanager
