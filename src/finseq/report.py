@@ -167,7 +167,13 @@ def verdict_section(
             ]
         )
     how = (
-        f"Paired window by window over the {len(base):,} out-of-sample windows both scored"
+        f"Paired window by window over the {len(base):,} out-of-sample windows both predicted"
+        + (
+            f" ({int(base['label'].notna().sum()):,} of them with a known label, on which the "
+            "class figures are)"
+            if base["label"].isna().any()
+            else ""
+        )
         if paired
         else f"The two revisions scored different windows ({len(base):,} and {len(target):,}): "
         "each is resampled on its own dates (unpaired), so the intervals are wider"
