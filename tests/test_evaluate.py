@@ -11,6 +11,7 @@ from finseq.evaluate import (
     balanced_accuracy,
     class_prior,
     confusion_matrix,
+    cross_entropy,
     macro_f1,
     pooled_metrics,
     predictions_csv,
@@ -131,3 +132,43 @@ def test_a_window_of_unknown_label_is_traded_but_in_no_classification_figure():
     assert totals.confusion.sum() == 3
     # Both windows of 2020-01-02 are long (score > 0) and earn 1%: the unknown one too.
     assert totals.strategy[0] == pytest.approx(np.expm1(0.01))
+
+
+def test_predictions_csv_has_its_columns_in_order_and_eight_significant_digits():
+    """The file the report and the evidence read back: exact header, one row per window,
+    no index, "\\n" line ends, %.8g floats, ISO timestamps, each window's own majority."""
+    logits = np.log(np.array([[0.1234567891, 0.3, 0.5765432109], [0.6, 0.3, 0.1]]))
+    scores = [
+        FoldScores("f1", {"test": np.array([0])}, {"test": logits[:1]}, np.array([0.2, 0.3, 0.5])),
+        FoldScores("f2", {"test": np.array([1])}, {"test": logits[1:]}, np.array([0.5, 0.3, 0.2])),
+    ]
+    stamps = np.array(["2020-01-02T00:00:00", "2020-01-03T14:30:00"], dtype="datetime64[ns]")
+    frame = predictions_frame(
+        scores,
+        np.array([1, -1], dtype=np.int8),
+        ["sp500"],
+        np.array([0, 0]),
+        stamps,
+        np.array([0.0123456789, -0.5]),
+        np.array([0.001, np.nan]),
+    )
+    assert predictions_csv(frame).split("\n") == [
+        "timestamp,series,fold,label,p_down,p_flat,p_up,prior_p,majority,forward_return,"
+        "next_return",
+        "2020-01-02T00:00:00,sp500,f1,1,0.12345679,0.3,0.57654321,0.5,1,0.012345679,0.001",
+        "2020-01-03T14:30:00,sp500,f2,-1,0.6,0.3,0.1,0.5,-1,-0.5,",
+        "",
+    ]
+
+
+def test_balanced_accuracy_and_macro_f1_count_only_the_classes_that_occur():
+    """Class 1 is never true and never predicted: it is in neither mean. A probability of 0
+    for the true class costs -log(1e-12), not inf."""
+    actual, predicted = np.array([0, 0, 2, 2]), np.array([0, 2, 2, 2])
+    assert balanced_accuracy(actual, predicted) == pytest.approx((0.5 + 1.0) / 2)
+    # F1: class 0: 2 * 1 / (2 + 1) = 2/3; class 2: 2 * 2 / (2 + 3) = 4/5.
+    assert macro_f1(actual, predicted) == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert macro_f1(np.array([1]), np.array([1])) == 1.0
+    assert cross_entropy(np.array([[0.0, 1.0, 0.0]]), np.array([0])) == pytest.approx(
+        -np.log(1e-12)
+    )
