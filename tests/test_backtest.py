@@ -9,6 +9,7 @@ import pytest
 from finseq.backtest import (
     annual_return,
     backtest_metrics,
+    bars_per_year,
     hit_rate,
     information_coefficient,
     max_drawdown,
@@ -118,3 +119,44 @@ def test_a_position_never_earns_the_move_into_its_own_decision_bar():
     assert abs(metrics["sharpe"]) < 1.0
     opens = bars["open"].to_numpy()
     np.testing.assert_allclose(next_return[:-2], np.log(opens[2:] / opens[1:-1]))
+
+
+def test_backtest_metrics_by_hand_for_one_series_over_a_year():
+    """One series, 4 dates spanning 365.25 days: 3 bars a year. Scores +0.5, exactly +0.25,
+    -0.5 and exactly -0.25 (binary-exact) at threshold 0.25: long, flat (not above it),
+    short, flat (not below it). Every figure, and both equity curves, worked out by hand."""
+    days = ["2001-01-01", "2001-05-02", "2001-08-31", "2002-01-01 06:00"]
+    dates = pd.DatetimeIndex([pd.Timestamp(day) for day in days])
+    simple = np.array([0.10, -0.05, -0.20, 0.04])
+    predictions = pd.DataFrame(
+        {
+            "timestamp": dates.strftime("%Y-%m-%dT%H:%M:%S"),
+            "series": "a",
+            "p_up": [0.75, 0.5, 0.25, 0.375],
+            "p_down": [0.25, 0.25, 0.75, 0.625],
+            "forward_return": np.array([0.05, -0.01, -0.02, 0.03]),
+            "next_return": np.log1p(simple),
+        }
+    )
+    metrics, equity = backtest_metrics(predictions, threshold=0.25, long_only=False, cost_bps=100)
+    assert bars_per_year(dates.to_numpy()) == pytest.approx(3.0)
+    # Positions 1, 0, -1, 0: turnover 1, 1, 1, 1; costs 1% each.
+    net = np.array([0.10, 0.0, 0.20, 0.0]) - 0.01
+    hold = simple - np.array([0.01, 0.0, 0.0, 0.0])
+    assert metrics["turnover"] == pytest.approx(1.0)
+    assert metrics["bars_per_year"] == pytest.approx(3.0)
+    assert metrics["sharpe"] == pytest.approx(np.mean(net) / np.std(net, ddof=1) * np.sqrt(3))
+    assert metrics["annual_volatility"] == pytest.approx(np.std(net, ddof=1) * np.sqrt(3))
+    assert metrics["annual_return"] == pytest.approx(np.prod(1 + net) ** (3 / 4) - 1)
+    assert metrics["max_drawdown"] == pytest.approx(0.99 * 1.09 * 0.99 / (0.99 * 1.09) - 1)
+    assert metrics["buy_hold_sharpe"] == pytest.approx(
+        np.mean(hold) / np.std(hold, ddof=1) * np.sqrt(3)
+    )
+    assert metrics["buy_hold_max_drawdown"] == pytest.approx(1.09 * 0.95 * 0.8 / 1.09 - 1)
+    # Traded: bars 0 and 2; the score has the forward return's sign on both.
+    assert metrics["hit_rate"] == 1.0
+    assert equity["date"].tolist() == ["2001-01-01", "2001-05-02", "2001-08-31", "2002-01-01"]
+    np.testing.assert_allclose(equity["strategy"], np.cumprod(1 + net))
+    np.testing.assert_allclose(equity["buy_hold"], np.cumprod(1 + hold))
+    with pytest.raises(ValueError, match="at least two dates"):
+        bars_per_year(dates.to_numpy()[:1])
