@@ -192,6 +192,10 @@ def prepare_dataset(
     parts = []
     path_of = list(frames)
     tie_shares: dict[str, float] = {}
+    tie_counts = {
+        fold.name: {name: dict.fromkeys(TIE_KINDS, 0) for name in SPLIT_NAMES}
+        for fold in plan.folds
+    }
     each_frame = tracked(frames.values(), len(frames), "prepare", "series featurised")
     for code, frame in enumerate(each_frame):
         timestamps = frame.index.to_numpy()
@@ -206,16 +210,7 @@ def prepare_dataset(
                 for fold_part in fold_parts
             ]
         )
-        # Ties the purge keeps: what each part had decided by the open, or left undecided.
-        fold_ties = {
-            code: np.stack(
-                [
-                    sample_mask(fold_part, ties == code, label_config.horizon, split_config.embargo)
-                    for fold_part in fold_parts
-                ]
-            )
-            for code in (TIE_DECIDED_BY_OPEN, TIE_UNDECIDED)
-        }
+        _count_ties(tie_counts, plan.folds, fold_parts, ties, label_config, split_config)
         forward, next_bar = outcome_returns(frame, label_config.horizon)
         rows = slice(WARMUP_BARS, None)
         parts.append(
@@ -230,7 +225,6 @@ def prepare_dataset(
                 "next_return": next_bar[rows],
                 "parts": fold_parts[:, rows],
                 "samples": fold_samples[:, rows],
-                "ties": {code: kept[:, rows] for code, kept in fold_ties.items()},
             }
         )
     # The float64 features stay one array per series until the scalers are fit: each fold's
@@ -238,7 +232,6 @@ def prepare_dataset(
     # the panel's training rows.
     raw_features = [part.pop("features") for part in parts]
     _note_undecided_ties(tie_shares, label_config)
-    tie_counts = _tie_counts(plan.folds, [part.pop("ties") for part in parts], parts)
     for (path, frame), series_features in zip(frames.items(), raw_features, strict=True):
         check_finite_features(path, frame, series_features)
     stacked = {
@@ -288,6 +281,8 @@ FOLD_ARRAYS = ("parts", "samples")
 
 # A series with more undecided ties than this share of its labelled bars gets a note.
 TIE_NOTE_SHARE = 0.01
+# metrics/data.json's both_touch keys, and the tie codes they count.
+TIE_KINDS = {"decided_by_open": TIE_DECIDED_BY_OPEN, "undecided": TIE_UNDECIDED}
 
 
 def _fold_samples(
@@ -334,30 +329,25 @@ def _note_undecided_ties(shares: dict[str, float], label_config: LabelConfig) ->
     )
 
 
-def _tie_counts(
-    folds: Sequence[Fold], ties: list[dict[int, np.ndarray]], parts: list[dict]
-) -> dict[str, dict[str, dict[str, int]]]:
-    """Per fold and part: bars the purge keeps whose first touching bar touched both
-    barriers, decided by the open, or undecided (no train or val sample; in test, traded
-    but not scored)."""
-    counts = {}
-    for index, fold in enumerate(folds):
-        counts[fold.name] = {}
-        for split_code, split_name in enumerate(SPLIT_NAMES):
-            in_part = [part["parts"][index] == split_code for part in parts]
-            counts[fold.name][split_name] = {
-                name: int(
-                    sum(
-                        (series_ties[code][index] & part_rows).sum()
-                        for series_ties, part_rows in zip(ties, in_part, strict=True)
-                    )
+def _count_ties(
+    counts: dict,
+    folds: Sequence[Fold],
+    fold_parts: np.ndarray,
+    ties: np.ndarray,
+    label_config: LabelConfig,
+    split_config: SplitConfig,
+) -> None:
+    """Adds one series' both-touch bars to `counts[fold][part][kind]`: those after the
+    warm-up that the purge keeps, decided by the open or undecided (no train or val sample;
+    in test, traded but not scored)."""
+    rows = slice(WARMUP_BARS, None)
+    for fold, parts in zip(folds, fold_parts, strict=True):
+        for kind, code in TIE_KINDS.items():
+            kept = sample_mask(parts, ties == code, label_config.horizon, split_config.embargo)
+            for split_code, split_name in enumerate(SPLIT_NAMES):
+                counts[fold.name][split_name][kind] += int(
+                    (kept[rows] & (parts[rows] == split_code)).sum()
                 )
-                for name, code in (
-                    ("decided_by_open", TIE_DECIDED_BY_OPEN),
-                    ("undecided", TIE_UNDECIDED),
-                )
-            }
-    return counts
 
 
 def check_finite_features(path: str, frame: pd.DataFrame, features: np.ndarray) -> None:

@@ -74,7 +74,7 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
     probabilities = predictions[["p_down", "p_flat", "p_up"]].to_numpy()
     # A window of unknown label (empty `label`) is traded but counts in no class figure.
     known = predictions["label"].notna().to_numpy()
-    classes = np.where(known, predictions["label"].fillna(0).to_numpy(), 0).astype(np.int64) + 1
+    classes = predictions["label"].fillna(0).to_numpy().astype(np.int64) + 1
     picked = probabilities[np.arange(len(classes)), classes]
     predicted = probabilities.argmax(axis=1)
     dates = pd.to_datetime(predictions["timestamp"]).to_numpy()

@@ -166,18 +166,16 @@ def verdict_section(
                 f"**{word}**",
             ]
         )
-    how = (
-        f"Paired window by window over the {len(base):,} out-of-sample windows both predicted"
-        + (
-            f" ({int(base['label'].notna().sum()):,} of them with a known label, on which the "
-            "class figures are)"
-            if base["label"].isna().any()
-            else ""
+    if paired:
+        how = f"Paired window by window over the {len(base):,} out-of-sample windows both predicted"
+        known = int(base["label"].notna().sum())
+        if known < len(base):
+            how += f" ({known:,} of them with a known label, on which the class figures are)"
+    else:
+        how = (
+            f"The two revisions scored different windows ({len(base):,} and {len(target):,}): "
+            "each is resampled on its own dates (unpaired), so the intervals are wider"
         )
-        if paired
-        else f"The two revisions scored different windows ({len(base):,} and {len(target):,}): "
-        "each is resampled on its own dates (unpaired), so the intervals are wider"
-    )
     note_text = (
         f"{how}; 95% interval of the change from {settings.resamples} block-bootstrap "
         "resamples of dates. `better` / `worse` when the interval excludes 0, else "
