@@ -48,6 +48,17 @@ def atomic_path(target: str | Path, *, directory: bool = False) -> Iterator[Path
             temporary.unlink()
 
 
+def remove_temporaries(target: str | Path) -> None:
+    """Removes the temporaries atomic_path left beside `target` in a process that was killed
+    (SIGKILL cannot be caught and unwound), so that a failed run leaves none behind."""
+    target = Path(target)
+    for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 def write_json(target: str | Path, payload: Any) -> None:
     """Deterministic JSON (sorted keys), written atomically."""
     with atomic_path(target) as temporary:

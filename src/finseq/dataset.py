@@ -8,17 +8,24 @@ would break byte-for-byte reproducibility) next to a meta.json.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
+import multiprocessing
+import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from finseq.atomic import atomic_path, write_json
-from finseq.errors import ConfigError, DataError, note
+from finseq.cores import in_dvc_temp_workspace, usable_cores
+from finseq.errors import ConfigError, DataError, UserError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
 from finseq.labels import (
     CLASS_LABELS,
@@ -27,7 +34,7 @@ from finseq.labels import (
     UNKNOWN_LABEL,
     label_outcome,
 )
-from finseq.load import PRICE_COLUMNS, line_of, one_bar_moves
+from finseq.load import PRICE_COLUMNS, line_of, load_series, one_bar_moves
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
 from finseq.progress import tracked
 from finseq.provenance import array_hash
@@ -170,13 +177,102 @@ def outcome_returns(frame: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.n
     return forward, next_bar
 
 
+@dataclass(frozen=True)
+class FeaturisedSeries:
+    """What one series contributes on its own, before any cut: every bar's causal features,
+    its label and tie code, and the returns a position there would earn."""
+
+    features: np.ndarray  # float64 (bars, features), warm-up rows included
+    labels: np.ndarray  # float64 -1/0/1, NaN where undefined
+    ties: np.ndarray  # int8 tie codes (labels.label_outcome)
+    forward_return: np.ndarray
+    next_return: np.ndarray
+
+
+def featurise(frame: pd.DataFrame, label_config: LabelConfig) -> FeaturisedSeries:
+    labels, ties = label_outcome(frame, label_config)
+    forward, next_bar = outcome_returns(frame, label_config.horizon)
+    return FeaturisedSeries(compute_features(frame).to_numpy(), labels, ties, forward, next_bar)
+
+
+def resolve_data_workers(requested: int | str, n_files: int) -> int:
+    """Processes that read and featurise files side by side (data.workers).
+
+    `auto`: one inside DVC's temporary experiment workspaces (queued experiments already run
+    side by side), else every usable core; never more than the files.
+    """
+    if requested != "auto":
+        workers = int(requested)
+    else:
+        workers = 1 if in_dvc_temp_workspace() else usable_cores()
+    return max(1, min(workers, n_files))
+
+
+def _read_and_featurise(
+    path: str, label_config: LabelConfig
+) -> tuple[pd.DataFrame | None, FeaturisedSeries | None, str, UserError | None]:
+    """One file read, validated and featurised, with the notes it printed and the error that
+    stopped it. A series too short to featurise is left to prepare_dataset, which names
+    what it lacks."""
+    notes = io.StringIO()
+    frame = series = error = None
+    with contextlib.redirect_stderr(notes):
+        try:
+            frame = load_series(path)
+            minimum_bars = WARMUP_BARS + label_config.horizon + 1
+            series = featurise(frame, label_config) if len(frame) >= minimum_bars else None
+        except UserError as exc:
+            error = exc
+    return frame, series, notes.getvalue(), error
+
+
+def _start_data_worker() -> None:
+    """Ctrl-C is the parent's to handle; SIGTERM (the parent ending its pool) ends a worker."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def read_series(
+    files: Sequence[str], label_config: LabelConfig, workers: int = 1
+) -> tuple[dict[str, pd.DataFrame], list[FeaturisedSeries | None]]:
+    """Every file loaded and featurised, in `workers` forked processes when above 1.
+
+    Results, notes and the first failure come back in file order, so the output and any
+    error are those of one worker. The per-file work is pure, so the prepared bytes are too.
+    """
+    work = partial(_read_and_featurise, label_config=label_config)
+    frames, featurised = {}, []
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = multiprocessing.get_context("fork").Pool(workers, _start_data_worker)
+            stack.callback(pool.join)
+            stack.callback(pool.terminate)
+            results = pool.imap(work, files)
+        else:
+            results = map(work, files)
+        for path, (frame, series, notes, error) in zip(
+            files, tracked(results, len(files), "prepare", "files read"), strict=True
+        ):
+            sys.stderr.write(notes)
+            if error is not None:
+                raise error
+            frames[path] = frame
+            featurised.append(series)
+    return frames, featurised
+
+
 def prepare_dataset(
-    frames: dict[str, pd.DataFrame], label_config: LabelConfig, split_config: SplitConfig
+    frames: dict[str, pd.DataFrame],
+    label_config: LabelConfig,
+    split_config: SplitConfig,
+    featurised: Sequence[FeaturisedSeries | None] | None = None,
 ) -> PreparedData:
     """Features, labels, the folds' calendar parts with purge and embargo, and each fold's
     train-only scaler statistics.
 
-    `frames` maps each source file to its validated OHLCV frame (see load.load_series).
+    `frames` maps each source file to its validated OHLCV frame (see load.load_series);
+    `featurised`, if given, holds featurise's result for each of them (read_series computes
+    them side by side), else they are computed here.
     """
     files = tuple(frames)
     check_distinct_names(files)
@@ -199,7 +295,8 @@ def prepare_dataset(
     each_frame = tracked(frames.values(), len(frames), "prepare", "series featurised")
     for code, frame in enumerate(each_frame):
         timestamps = frame.index.to_numpy()
-        labels, ties = label_outcome(frame, label_config)
+        series = featurised[code] if featurised else featurise(frame, label_config)
+        labels, ties = series.labels, series.ties
         labelled = ~np.isnan(labels)
         undecided = ties == TIE_UNDECIDED
         tie_shares[path_of[code]] = _undecided_share(undecided, labelled)
@@ -211,18 +308,17 @@ def prepare_dataset(
             ]
         )
         _count_ties(tie_counts, plan.folds, fold_parts, ties, label_config, split_config)
-        forward, next_bar = outcome_returns(frame, label_config.horizon)
         rows = slice(WARMUP_BARS, None)
         parts.append(
             {
-                "features": compute_features(frame).to_numpy()[rows],
+                "features": series.features[rows],
                 "labels": np.where(undecided, UNKNOWN_LABEL, np.nan_to_num(labels))[rows].astype(
                     np.int8
                 ),
                 "series": np.full(len(frame) - WARMUP_BARS, code, dtype=np.int16),
                 "timestamps": timestamps[rows],
-                "forward_return": forward[rows],
-                "next_return": next_bar[rows],
+                "forward_return": series.forward_return[rows],
+                "next_return": series.next_return[rows],
                 "parts": fold_parts[:, rows],
                 "samples": fold_samples[:, rows],
             }

@@ -56,7 +56,7 @@ Number = Annotated[float, BeforeValidator(_number_fits)]
 
 
 def _word_or_integer(word: str, low: int, high: int, expected: str) -> Any:
-    """`word`, or an integer from low to high (train.threads, split.history)."""
+    """`word`, or an integer from low to high (train.threads, split.history, data.workers)."""
 
     def check(value: Any) -> Any:
         _integer_fits(value)
@@ -90,6 +90,7 @@ class DataConfig:
     """Raw OHLCV CSV files, one series per file."""
 
     files: Annotated[tuple[str, ...], Field(strict=False), AfterValidator(_each_file_once)]
+    workers: Threads
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -146,6 +147,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"]
     threads: Threads
     fold_workers: Threads
+    processes: Annotated[Integer, Field(ge=1, le=1024)]
     precision: Literal["fp32", "bf16"]
 
 
@@ -238,6 +240,13 @@ def parse_section(cls: type, raw: Any, name: str) -> Any:
 
 
 def _check_across_sections(params: Params) -> None:
+    train = params.train
+    if train.processes > 1 and train.fold_workers not in ("auto", 1):
+        raise ConfigError(
+            f"train.processes = {train.processes} with train.fold_workers = "
+            f"{train.fold_workers}: train the folds side by side or each across processes, "
+            "not both; set one of them to 1"
+        )
     if params.split.method == "holdout" and params.split.train + params.split.val >= 1:
         raise ConfigError(
             f"split.train + split.val = {params.split.train} + {params.split.val} leaves no room "

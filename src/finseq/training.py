@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
-import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,9 @@ from torch.nn import functional
 
 import finseq
 from finseq.checkpoint import make_checkpoint, save_checkpoint
+from finseq.cores import in_dvc_temp_workspace, usable_cores
 from finseq.dataset import PreparedData, WindowSets
+from finseq.distributed import Ranks, all_sum, rank_device, rank_slice
 from finseq.errors import ConfigError, note
 from finseq.evaluate import FoldScores, class_prior
 from finseq.models import build_model
@@ -47,22 +48,24 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def in_dvc_temp_workspace(cwd: str | Path | None = None) -> bool:
-    """True inside the temporary copies where `dvc queue` and `dvc exp run --temp` run."""
-    return f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}" in f"{Path(cwd or os.getcwd())}{os.sep}"
-
-
-def resolve_fold_workers(config: TrainConfig, n_folds: int, device: torch.device) -> int:
+def resolve_fold_workers(
+    config: TrainConfig, n_folds: int, device: torch.device, ranks: Ranks | None = None
+) -> int:
     """Processes that train folds side by side.
 
-    `auto`: one (in-process) inside DVC's temporary experiment workspaces, on CUDA, or when
-    `threads` is set to a number; otherwise every usable core, up to the number of folds.
+    `auto`: one (in-process) inside DVC's temporary experiment workspaces, on CUDA, when
+    `threads` is set to a number, or in a rank of a distributed run (whose folds are trained
+    one after another, each by every rank); otherwise every usable core, up to the number of
+    folds.
     """
-    if config.fold_workers != "auto":
+    if ranks is not None:
+        if config.fold_workers not in ("auto", 1):
+            raise ConfigError(
+                f"train.fold_workers = {config.fold_workers} under torchrun: train the folds "
+                "side by side or each across ranks, not both; set train.fold_workers to 1"
+            )
+        workers = 1
+    elif config.fold_workers != "auto":
         workers = int(config.fold_workers)
     elif in_dvc_temp_workspace() or device.type == "cuda" or config.threads != "auto":
         workers = 1
@@ -71,16 +74,19 @@ def resolve_fold_workers(config: TrainConfig, n_folds: int, device: torch.device
     return max(1, min(workers, n_folds))
 
 
-def resolve_threads(requested: int | str, cwd: str | Path | None = None) -> int:
+def resolve_threads(
+    requested: int | str, cwd: str | Path | None = None, local_processes: int = 1
+) -> int:
     """Intra-op CPU threads for torch.
 
     `auto`: one thread inside DVC's temporary experiment workspaces, where queue
     workers run side by side and every extra thread would fight another
-    experiment for a core; otherwise every core this process may use.
+    experiment for a core; otherwise every core this process may use, shared evenly by
+    the `local_processes` ranks of a distributed run on this machine.
     """
     if requested != "auto":
         return int(requested)
-    return 1 if in_dvc_temp_workspace(cwd) else usable_cores()
+    return 1 if in_dvc_temp_workspace(cwd) else max(1, usable_cores() // local_processes)
 
 
 def has_native_bf16(device: torch.device) -> bool | None:
@@ -197,6 +203,7 @@ def fit(
     config: TrainConfig,
     on_epoch: Callable[[EpochResult], None] | None = None,
     eval_batch_size: int = VAL_BATCH,
+    ranks: Ranks | None = None,
 ) -> FitResult:
     """Trains `model` in place and leaves it holding the weights of its best validation epoch.
 
@@ -204,9 +211,14 @@ def fit(
     `lr_schedule: plateau` the learning rate falls by `lr_factor` after `lr_patience` such
     epochs (torch's ReduceLROnPlateau, whose own threshold is a relative 1e-4).
     Seed torch before building the model; the shuffling generator is seeded here.
+
+    With `ranks` (a joined process group), every rank runs this with the same seed and data
+    and takes its slice of each batch and of the validation windows; DistributedDataParallel
+    averages the gradients, and losses and accuracies are summed over ranks.
     """
     device = data.features.device
     model.to(device)
+    trained = model if ranks is None else _data_parallel(model, device)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -232,30 +244,25 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         for start in range(0, n_train, config.batch_size):
             ends = shuffled_ends[start : start + config.batch_size]
-            with autocast(device, config.precision):
-                logits = model(gather_windows(data.features, ends, offsets))
-            loss = functional.cross_entropy(logits.float(), data.classes[ends])
+            loss, batch_loss_sum = _batch_loss(trained, data, ends, offsets, config, ranks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            loss_sum += loss.detach() * len(ends)
-        train_loss = float(loss_sum) / n_train
+            loss_sum += batch_loss_sum
+        train_loss = float(loss_sum if ranks is None else all_sum(loss_sum)) / n_train
         if not np.isfinite(train_loss):
             raise ConfigError(
                 f"training diverged: the training loss is {train_loss} in epoch {epoch}; "
                 f"lower train.learning_rate (now {config.learning_rate}) or set train.grad_clip"
             )
-        logits = predict_logits(
-            model, data.features, data.val_ends, data.seq_len, eval_batch_size, config.precision
-        )
-        val_classes = data.classes[data.val_ends]
+        val_loss, val_accuracy = _validation(model, data, eval_batch_size, config.precision, ranks)
         result = EpochResult(
             epoch=epoch,
             train_loss=train_loss,
-            val_loss=float(functional.cross_entropy(logits, val_classes)),
-            val_accuracy=float((logits.argmax(dim=1) == val_classes).float().mean()),
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
             learning_rate=float(optimizer.param_groups[0]["lr"]),
         )
         history.append(result)
@@ -290,6 +297,71 @@ def fit(
     )
 
 
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model under DistributedDataParallel, which averages gradients over the ranks."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def _batch_loss(
+    model: nn.Module,
+    data: TrainingData,
+    ends: torch.Tensor,
+    offsets: torch.Tensor,
+    config: TrainConfig,
+    ranks: Ranks | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss to backpropagate for one batch, and the sum of its windows' losses.
+
+    A rank's loss is its slice's summed loss times world size / batch size: with
+    DistributedDataParallel's average over ranks, the gradient is the whole batch's mean
+    loss's, as in one process. A rank whose slice is empty (a last batch shorter than the
+    world) backpropagates one window times zero, so that it joins the gradient reduction.
+    """
+    if ranks is None:
+        with autocast(data.features.device, config.precision):
+            logits = model(gather_windows(data.features, ends, offsets))
+        loss = functional.cross_entropy(logits.float(), data.classes[ends])
+        return loss, loss.detach() * len(ends)
+    mine = rank_slice(ends, ranks)
+    weight = ranks.world_size / len(ends)
+    if len(mine) == 0:
+        mine, weight = ends[:1], 0.0
+    with autocast(data.features.device, config.precision):
+        logits = model(gather_windows(data.features, mine, offsets))
+    summed = functional.cross_entropy(logits.float(), data.classes[mine], reduction="sum")
+    return summed * weight, summed.detach() * (weight > 0)
+
+
+def _validation(
+    model: nn.Module, data: TrainingData, batch_size: int, precision: str, ranks: Ranks | None
+) -> tuple[float, float]:
+    """Validation loss and accuracy; across ranks, exact sums and counts of each rank's share
+    (no window scored twice)."""
+    if ranks is None:
+        logits = predict_logits(
+            model, data.features, data.val_ends, data.seq_len, batch_size, precision
+        )
+        classes = data.classes[data.val_ends]
+        loss = functional.cross_entropy(logits, classes)
+        return float(loss), float((logits.argmax(dim=1) == classes).float().mean())
+    mine = rank_slice(data.val_ends, ranks)
+    logits = predict_logits(model, data.features, mine, data.seq_len, batch_size, precision)
+    classes = data.classes[mine]
+    totals = torch.stack(
+        [
+            functional.cross_entropy(logits, classes, reduction="sum").double(),
+            (logits.argmax(dim=1) == classes).sum().double(),
+            torch.tensor(len(mine), dtype=torch.float64, device=logits.device),
+        ]
+    )
+    loss_sum, correct, count = all_sum(totals).tolist()
+    if count == 0:
+        return float("nan"), float("nan")
+    return loss_sum / count, correct / count
+
+
 def train_fold(
     data: PreparedData,
     windows: WindowSets,
@@ -300,6 +372,7 @@ def train_fold(
     *,
     eval_batch_size: int = VAL_BATCH,
     on_epoch: Callable[[EpochResult], None] | None = None,
+    ranks: Ranks | None = None,
 ) -> tuple[nn.Module, FitResult]:
     """A fresh model of `model_config` fit on `fold`'s train windows, early-stopped on its val
     windows, with the seed and settings every fold shares."""
@@ -313,7 +386,7 @@ def train_fold(
     )
     torch.manual_seed(train_config.seed)
     model = build_model(model_config, data.features.shape[1])
-    result = fit(model, training_data, train_config, on_epoch, eval_batch_size)
+    result = fit(model, training_data, train_config, on_epoch, eval_batch_size, ranks)
     return model, result
 
 
@@ -356,8 +429,10 @@ def fold_checkpoint(
     windows: WindowSets,
     fold: str,
     params: Params,
+    world_size: int = 1,
 ) -> dict:
-    """The checkpoint of one fold's model: its scaler, its cut dates and how it was trained."""
+    """The checkpoint of one fold's model: its scaler, its cut dates and how it was trained
+    (`world_size`: the processes that trained it together)."""
     scaler = data.scaler(fold)
     cuts = {key: value for key, value in data.meta["folds"][fold].items() if "scaler" not in key}
     train_settings = {
@@ -379,6 +454,7 @@ def fold_checkpoint(
             "best_epoch": result.best_epoch,
             "stop_reason": result.stop_reason,
             "seed": params.train.seed,
+            "world_size": world_size,
             "label_horizon": data.meta["label_horizon"],
             "warmup_bars": data.meta["warmup_bars"],
             "series": list(data.meta["series_names"]),
@@ -431,10 +507,11 @@ def set_numerics(device: torch.device) -> None:
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
 
 
-def configure_torch(config: TrainConfig) -> torch.device:
-    """Device, CPU threads and numerics for one run; returns the device."""
-    device = resolve_device(config.device)
-    torch.set_num_threads(resolve_threads(config.threads))
+def configure_torch(config: TrainConfig, ranks: Ranks | None = None) -> torch.device:
+    """Device, CPU threads and numerics for one run (or one rank of it); returns the device."""
+    device = rank_device(resolve_device(config.device), ranks)
+    local_processes = 1 if ranks is None else ranks.local_world_size
+    torch.set_num_threads(resolve_threads(config.threads, local_processes=local_processes))
     set_numerics(device)
     if config.precision == "bf16" and has_native_bf16(device) is False:
         note(
@@ -502,11 +579,11 @@ def fold_curves_tsv(results: dict[str, FitResult]) -> str:
 @dataclass(frozen=True)
 class FoldRun:
     """One model to train: its fold, its seed (train.seed + seed_offset), and where its curves
-    (None: not logged) and checkpoint go."""
+    and checkpoint go (None: not logged, not saved, as on every rank but rank 0)."""
 
     fold: str
     live_dir: Path | None
-    checkpoint: Path
+    checkpoint: Path | None
     seed_offset: int = 0
 
     @property
@@ -520,6 +597,7 @@ class _FoldContext:
     windows: WindowSets
     params: Params
     device: torch.device
+    ranks: Ranks | None = None
 
 
 _worker_context: _FoldContext | None = None
@@ -546,14 +624,17 @@ def _train_and_save(context: _FoldContext, run: FoldRun) -> tuple[str, FitResult
             train_config,
             context.device,
             on_epoch=on_epoch,
+            ranks=context.ranks,
         )
     if run.live_dir is not None:
         # DVCLive's own summary holds the last epoch; the stage writes the restored epochs'.
         (run.live_dir / "metrics.json").unlink(missing_ok=True)
-    save_checkpoint(
-        fold_checkpoint(model, result, context.data, context.windows, run.fold, params),
-        run.checkpoint,
-    )
+    if run.checkpoint is not None:
+        world_size = 1 if context.ranks is None else context.ranks.world_size
+        checkpoint = fold_checkpoint(
+            model, result, context.data, context.windows, run.fold, params, world_size
+        )
+        save_checkpoint(checkpoint, run.checkpoint)
     return run.key, result
 
 
@@ -579,20 +660,24 @@ def train_folds(
     params: Params,
     device: torch.device,
     runs: list[FoldRun],
+    ranks: Ranks | None = None,
 ) -> dict[str, FitResult]:
-    """Trains every fold of `runs`, side by side in `resolve_fold_workers` processes.
+    """Trains every fold of `runs`, side by side in `resolve_fold_workers` processes, or one
+    after another, each by every rank of a distributed run.
 
     Folds are independent and each is seeded alike, so the weights do not depend on how
     many run at once. Workers are forked, so they share the prepared arrays instead of
     copying them; the longest folds (the latest) start first.
     """
-    workers = resolve_fold_workers(params.train, len(runs), device)
-    context = _FoldContext(data, windows, params, device)
+    workers = resolve_fold_workers(params.train, len(runs), device, ranks)
+    context = _FoldContext(data, windows, params, device, ranks)
     total = len(runs)
     results: dict[str, FitResult] = {}
 
     def done(fold: str, result: FitResult) -> None:
         results[fold] = result
+        if ranks is not None and not ranks.is_main:
+            return
         print(
             f"fold {fold} done ({len(results)} of {total}): best epoch {result.best_epoch}, "
             f"val/loss {result.best_val_loss:.4f}",

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from finseq.dataset import PreparedData, WindowSets
-from finseq.errors import UserError
+from finseq.errors import UserError, in_local_rank, record_failure
 from finseq.provenance import check_windows
 
 RAW_DIR = "data/raw"
@@ -32,6 +32,17 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
+def _exit(status: int) -> NoReturn:
+    """Exits with `status`. A rank of a distributed run whose peers are gone would wait in
+    the process group's teardown at interpreter exit, so it leaves at once (its outputs
+    were already unwound)."""
+    if "WORLD_SIZE" in os.environ:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 def run_stage(
     main: Callable[[], None], interrupted: str = "outputs of this stage were not written"
 ) -> None:
@@ -39,17 +50,22 @@ def run_stage(
     and a non-zero exit.
 
     SIGTERM is turned into KeyboardInterrupt so that, like Ctrl-C, it unwinds through
-    the atomic writers and leaves no temporary or half-written file behind.
+    the atomic writers and leaves no temporary or half-written file behind. The ranks the
+    train stage starts itself stay quiet: their launcher prints the one line.
     """
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         main()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        # A rank of a distributed run hands its line to the launcher, which prints the first.
+        record_failure(str(exc), exc.exit_status)
+        if not in_local_rank():
+            print(f"error: {exc}", file=sys.stderr)
+        _exit(exc.exit_status)
     except KeyboardInterrupt:
-        print(f"error: interrupted; {interrupted}", file=sys.stderr)
-        sys.exit(130)
+        if not in_local_rank():
+            print(f"error: interrupted; {interrupted}", file=sys.stderr)
+        _exit(130)
     except BrokenPipeError:
         # The reader of stdout went away (`finseq predict ... | head`): stop quietly, as
         # command-line tools do, without a traceback when Python flushes stdout at exit.
