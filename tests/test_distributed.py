@@ -1,0 +1,211 @@
+"""Training across ranks: each rank's slice of a batch, exact reductions, the first failure.
+
+Two real ranks (`dvc exp run -S train.processes=2`, torchrun across two nodes, a rank killed
+mid-epoch) are in tests/test_scale.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import signal
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import tiny_params, tiny_params_dict
+from test_training import learnable_data
+from torch import distributed
+
+from finseq.distributed import (
+    Ranks,
+    first_failure,
+    lost_a_peer,
+    process_group,
+    rank_slice,
+    ranks_from_environment,
+)
+from finseq.errors import ConfigError, PeerLost
+from finseq.models import build_model
+from finseq.params import ModelConfig, parse_params
+from finseq.training import _batch_loss, fit, resolve_fold_workers, resolve_threads
+from finseq.windows import window_offsets
+
+TORCHRUN_ENVIRONMENT = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+
+
+def test_ranks_come_from_torchruns_environment_and_none_without_it():
+    assert ranks_from_environment({}) is None
+    ranks = ranks_from_environment(TORCHRUN_ENVIRONMENT)
+    assert ranks == Ranks(rank=3, world_size=4, local_rank=1, local_world_size=2)
+    assert not ranks.is_main
+    assert Ranks(0, 4, 0, 2).is_main
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("RANK", "one", "RANK = 'one'"),
+        ("LOCAL_RANK", "-1", "LOCAL_RANK = '-1'"),
+        ("RANK", "4", "RANK = 4"),
+        ("LOCAL_RANK", "2", "LOCAL_RANK = 2"),
+    ],
+)
+def test_a_bad_rank_variable_is_named(name, value, named):
+    with pytest.raises(ConfigError, match=named):
+        ranks_from_environment({**TORCHRUN_ENVIRONMENT, name: value})
+
+
+def test_every_window_of_a_batch_is_in_exactly_one_ranks_slice_in_order():
+    for world in (1, 2, 3, 7):
+        for size in (0, 1, 5, 6, 64):
+            ends = torch.arange(100, 100 + size)
+            slices = [rank_slice(ends, Ranks(rank, world, rank, world)) for rank in range(world)]
+            assert torch.equal(torch.cat(slices), ends)
+            sizes = [len(part) for part in slices]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def _gradients(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [parameter.grad.clone() for parameter in model.parameters()]
+
+
+@pytest.mark.parametrize("batch", [6, 5, 1], ids=["even", "uneven", "one-window"])
+def test_the_ranks_losses_average_to_the_batch_mean_and_its_gradient(batch):
+    """What DistributedDataParallel averages over two ranks is one process's batch loss and
+    gradient; a rank with an empty slice (a one-window batch) adds nothing."""
+    data = learnable_data()
+    config = dataclasses.replace(tiny_params().train, precision="fp32")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("gru", 4, 1, 0.0), n_features=3)
+    offsets = window_offsets(data.seq_len, torch.device("cpu"))
+    ends = data.train_ends[:batch]
+
+    whole, whole_sum = _batch_loss(model, data, ends, offsets, config, None)
+    model.zero_grad()
+    whole.backward()
+    expected = _gradients(model)
+
+    losses, sums, gradients = [], [], []
+    for rank in range(2):
+        loss, loss_sum = _batch_loss(model, data, ends, offsets, config, Ranks(rank, 2, rank, 2))
+        model.zero_grad()
+        loss.backward()
+        losses.append(loss.detach())
+        sums.append(loss_sum)
+        gradients.append(_gradients(model))
+
+    assert float(sum(losses) / 2) == pytest.approx(float(whole.detach()), rel=1e-6)
+    assert float(sum(sums)) == pytest.approx(float(whole_sum), rel=1e-6)
+    for index, gradient in enumerate(expected):
+        averaged = (gradients[0][index] + gradients[1][index]) / 2
+        torch.testing.assert_close(averaged, gradient, rtol=1e-5, atol=1e-7)
+    if batch == 1:
+        assert float(losses[1]) == 0.0 and float(sums[1]) == 0.0
+
+
+@pytest.fixture
+def single_rank(tmp_path):
+    """A real gloo process group of one rank, in this process."""
+    store = distributed.FileStore(str(tmp_path / "store"), 1)
+    distributed.init_process_group("gloo", store=store, rank=0, world_size=1)
+    yield Ranks(0, 1, 0, 1)
+    distributed.destroy_process_group()
+
+
+def test_fit_under_a_process_group_trains_as_one_process_does(single_rank):
+    """The distributed path (DistributedDataParallel, summed losses, reduced val figures)
+    on one rank: the same epochs, losses and weights as without a process group."""
+    config = dataclasses.replace(tiny_params().train, precision="fp32", epochs=2, patience=2)
+    results, weights = [], []
+    for ranks in (None, single_rank):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig("lstm", 8, 1, 0.0), n_features=3)
+        results.append(fit(model, learnable_data(), config, ranks=ranks))
+        weights.append(model.state_dict())
+    plain, ranked = results
+    assert ranked.best_epoch == plain.best_epoch and ranked.epochs_run == plain.epochs_run == 2
+    for one, other in zip(plain.history, ranked.history, strict=True):
+        assert other.train_loss == pytest.approx(one.train_loss, rel=1e-6)
+        assert other.val_loss == pytest.approx(one.val_loss, rel=1e-6)
+        assert other.val_accuracy == pytest.approx(one.val_accuracy, abs=1e-6)
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=1e-5)
+
+
+def _raise_inside_a_group(monkeypatch, error: Exception) -> None:
+    """process_group (init and destroy stubbed out) around a block that raises `error`."""
+    monkeypatch.setattr(distributed, "init_process_group", lambda *args, **kwargs: None)
+    monkeypatch.setattr(distributed, "destroy_process_group", lambda: None)
+    with process_group(Ranks(1, 2, 1, 2), torch.device("cpu")):
+        raise error
+
+
+def test_a_collective_that_loses_its_peer_becomes_one_line_and_other_errors_keep_theirs(
+    monkeypatch,
+):
+    gloo = RuntimeError("[gloo/transport/tcp/pair.cc:537] Read error: Connection reset by peer")
+    assert lost_a_peer(gloo) and not lost_a_peer(RuntimeError("shape mismatch"))
+    with pytest.raises(PeerLost, match=r"^rank 1 lost contact with another rank"):
+        _raise_inside_a_group(monkeypatch, gloo)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        _raise_inside_a_group(monkeypatch, RuntimeError("shape mismatch"))
+    assert PeerLost.exit_status == 3
+
+
+def _failure(exitcode: int, timestamp: int, data: dict | None = None) -> SimpleNamespace:
+    def signal_name() -> str:
+        return signal.Signals(-exitcode).name
+
+    return SimpleNamespace(
+        exitcode=exitcode,
+        timestamp=timestamp,
+        error_file_data=data or {"message": "<NONE>"},
+        signal_name=signal_name,
+    )
+
+
+def test_the_first_failure_is_the_root_cause_not_the_ranks_stopped_because_of_it():
+    killed = _failure(-signal.SIGKILL, 12)
+    lost = _failure(3, 10, {"message": "rank 0 lost contact", "timestamp": 10, "exit_status": 3})
+    stopped = _failure(-signal.SIGTERM, 11)
+    assert first_failure({0: lost, 1: killed, 2: stopped}) == (
+        "training rank 1 was ended by SIGKILL; every rank stopped and no output of this stage "
+        "was written"
+    )
+    # A rank that recorded the peer loss and was then ended by the launcher is still no cause.
+    lost_then_stopped = _failure(-signal.SIGTERM, 10, lost.error_file_data)
+    assert first_failure({0: lost_then_stopped, 1: killed}).startswith("training rank 1 ")
+    user_error = _failure(2, 13, {"message": "training diverged: ...", "timestamp": 13})
+    assert first_failure({0: lost, 1: user_error, 2: stopped}) == "training diverged: ..."
+    earlier = _failure(2, 9, {"message": "earlier", "timestamp": 9})
+    assert first_failure({1: user_error, 3: earlier}) == "earlier"
+    assert first_failure({2: _failure(1, 5)}) == (
+        "training rank 2 exited with status 1 (its traceback is above); every rank stopped "
+        "and no output of this stage was written"
+    )
+
+
+def test_processes_and_fold_workers_are_one_or_the_other():
+    assert parse_params(tiny_params_dict(train={"processes": 2})).train.processes == 2
+    parse_params(tiny_params_dict(train={"processes": 2, "fold_workers": 1}))
+    with pytest.raises(
+        ConfigError, match=re.escape("train.processes = 2 with train.fold_workers = 2")
+    ):
+        parse_params(tiny_params_dict(train={"processes": 2, "fold_workers": 2}))
+    config = dataclasses.replace(tiny_params().train, fold_workers="auto", threads="auto")
+    cpu = torch.device("cpu")
+    assert resolve_fold_workers(config, 8, cpu, Ranks(0, 2, 0, 2)) == 1
+    with pytest.raises(ConfigError, match=re.escape("train.fold_workers = 2 under torchrun")):
+        resolve_fold_workers(dataclasses.replace(config, fold_workers=2), 8, cpu, Ranks(0, 2, 0, 2))
+
+
+def test_threads_auto_shares_the_cores_among_this_machines_ranks(monkeypatch, tmp_path):
+    import finseq.training as training
+
+    monkeypatch.setattr(training, "usable_cores", lambda: 8)
+    assert resolve_threads("auto", tmp_path, local_processes=1) == 8
+    assert resolve_threads("auto", tmp_path, local_processes=2) == 4
+    assert resolve_threads("auto", tmp_path, local_processes=3) == 2
+    assert resolve_threads("auto", tmp_path, local_processes=16) == 1
+    assert resolve_threads(3, tmp_path, local_processes=2) == 3
