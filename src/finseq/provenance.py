@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 MODEL_SOURCES = (
     "stages/train.py",
     "training.py",
+    "distributed.py",
     "models.py",
     "labels.py",
     "checkpoint.py",
