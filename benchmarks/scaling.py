@@ -31,6 +31,7 @@ under 4 GB at the largest size.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from benchlib import (
     MB,
     ONE_SPLIT,
@@ -187,6 +189,82 @@ def run_sizes(
 def run_size(workdir: Path, n_series: int, n_bars: int, overrides: dict, repeats: int = 1) -> dict:
     """One size on its own: `run_sizes` for a single panel."""
     return run_sizes(workdir, [(n_series, n_bars)], overrides, repeats)[0]
+
+
+def prepared_digest(project: Path) -> str:
+    """One sha256 over every file of data/prepared, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted((project / "data" / "prepared").iterdir()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def compare_prepare_workers(
+    workdir: Path, n_series: int, n_bars: int, workers: list[int], repeats: int
+) -> dict:
+    """The prepare stage on one panel with each `data.workers` count, the counts alternating
+    within and across rounds (1 2, 2 1, 1 2, ...) so that drift falls on both; each run's
+    data/prepared is hashed, and every count must give the same bytes."""
+    project = workdir / f"workers-{n_series}x{n_bars}"
+    files = write_panel(project / "data" / "raw", n_series, n_bars, seed=0)
+    params = default_params_dict()
+    for section, values in ONE_SPLIT.items():
+        params[section].update(values)
+    copy_pipeline(project, params, files)
+    params = yaml.safe_load((project / "params.yaml").read_text())  # data.files as copied
+    env = subprocess_environment(workdir / "home")
+    runs: dict[int, list[StageRun]] = {count: [] for count in workers}
+    digests: dict[int, set[str]] = {count: set() for count in workers}
+    for round_index in range(repeats):
+        for count in workers if round_index % 2 == 0 else workers[::-1]:
+            params["data"]["workers"] = count
+            (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            print(f"  {n_series}x{n_bars}: prepare, data.workers = {count} ...", file=sys.stderr)
+            runs[count].append(run_stage_measured("prepare", project, env))
+            digests[count].add(prepared_digest(project))
+    return {
+        "series": n_series,
+        "bars_per_series": n_bars,
+        "bars": n_series * n_bars,
+        "runs": {count: summarise(measured) for count, measured in runs.items()},
+        "identical": len(set().union(*digests.values())) == 1,
+    }
+
+
+def workers_lines(compared: dict) -> list[str]:
+    """The data.workers table: median work per count, speed-up over the first count."""
+    counts = list(compared["runs"])
+    first = compared["runs"][counts[0]]["work_s"]
+    rows = [
+        [
+            count,
+            len(summary["work_s_runs"]),
+            f"{summary['wall_s']:.1f}",
+            f"{summary['work_s']:.2f}",
+            " ".join(f"{value:.2f}" for value in summary["work_s_runs"]),
+            f"{first / summary['work_s']:.2f}x",
+            f"{summary['peak_rss_bytes'] / MB:,.0f}",
+        ]
+        for count, summary in compared["runs"].items()
+    ]
+    headers = [
+        "data.workers",
+        "runs",
+        "wall s",
+        "work s",
+        "work s per run",
+        "speed-up",
+        "peak RSS MB",
+    ]
+    return [
+        f"Prepare side by side, {size_name(compared)} ({compared['bars']:,} bars), rounds "
+        "alternating the worker counts:",
+        "",
+        markdown_table(headers, rows),
+        "",
+        "data/prepared identical for every worker count: "
+        + ("yes" if compared["identical"] else "NO"),
+    ]
 
 
 def per_bar_us(size: dict, stage: dict) -> float:
@@ -342,6 +420,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=3,
         help="runs of prepare and window per size (default 3); train runs at most twice",
     )
+    parser.add_argument(
+        "--workers",
+        nargs="*",
+        type=int,
+        default=[1, 2],
+        help="data.workers counts compared on the largest size's prepare (default 1 2; none: "
+        "skip); the per-bar runs above use data.workers = 1",
+    )
+    parser.add_argument(
+        "--workers-only", action="store_true", help="only the data.workers comparison"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary projects")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     return parser.parse_args(argv)
@@ -349,17 +438,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    overrides = {"train": {"epochs": 1, "patience": 1}}
+    # One prepare worker: the time per bar is that of the work, not of how it is shared out.
+    overrides = {"train": {"epochs": 1, "patience": 1}, "data": {"workers": 1}}
     workdir = Path(tempfile.mkdtemp(prefix="finseq-scaling-"))
     args.sizes.sort(key=lambda size: size[0] * size[1])
     with_baseline = args.baseline[0] > 0
     if with_baseline and args.baseline[0] * args.baseline[1] >= args.sizes[0][0] * args.sizes[0][1]:
         sys.exit("error: --baseline must have fewer bars than the smallest of --sizes")
+    sizes = baseline = compared = None
     try:
-        measured = run_sizes(
-            workdir, [args.baseline] * with_baseline + args.sizes, overrides, args.repeats
-        )
-        baseline, sizes = (measured[0], measured[1:]) if with_baseline else (None, measured)
+        if not args.workers_only:
+            measured = run_sizes(
+                workdir, [args.baseline] * with_baseline + args.sizes, overrides, args.repeats
+            )
+            baseline, sizes = (measured[0], measured[1:]) if with_baseline else (None, measured)
+        if args.workers:
+            compared = compare_prepare_workers(workdir, *args.sizes[-1], args.workers, args.repeats)
     finally:
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
@@ -368,9 +462,20 @@ def main(argv: list[str] | None = None) -> None:
     model = default_params_dict()["model"] | {
         "precision": default_params_dict()["train"]["precision"]
     }
-    print(report(sizes, model, baseline))
+    if sizes is not None:
+        print(report(sizes, model, baseline))
+    if compared is not None:
+        print(("\n" if sizes is not None else f"- machine: {machine_line()}\n\n"), end="")
+        print("\n".join(workers_lines(compared)))
     write_json(
-        args.json, {"overrides": overrides, "model": model, "baseline": baseline, "sizes": sizes}
+        args.json,
+        {
+            "overrides": overrides,
+            "model": model,
+            "baseline": baseline,
+            "sizes": sizes,
+            "prepare_workers": compared,
+        },
     )
 
 
