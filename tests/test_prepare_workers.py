@@ -1,0 +1,87 @@
+"""data.workers: files read and featurised side by side give one worker's bytes, notes and
+first error."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import pytest
+from conftest import tiny_params
+
+import finseq.dataset as dataset
+from finseq.dataset import prepare_dataset, read_series, resolve_data_workers
+from finseq.errors import DataError
+from finseq.synthetic import write_panel
+
+
+def prepared_files(directory) -> dict[str, str]:
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
+    }
+
+
+def with_a_hole(path) -> None:
+    """Drops 60 bars in the middle: load notes a long gap, naming its line."""
+    frame = pd.read_csv(path)
+    frame.drop(index=range(200, 260)).to_csv(path, index=False)
+
+
+def test_two_workers_prepare_the_bytes_and_notes_of_one(tmp_path, capsys):
+    files = [str(path) for path in write_panel(tmp_path / "raw", n_series=5, n_bars=400)]
+    with_a_hole(files[1])
+    with_a_hole(files[3])
+    params = tiny_params()
+    printed, written = {}, {}
+    for workers in (1, 2, 3):
+        frames, featurised = read_series(files, params.label, workers)
+        assert list(frames) == files
+        prepared = prepare_dataset(frames, params.label, params.split, featurised)
+        prepared.save(tmp_path / f"prepared-{workers}")
+        written[workers] = prepared_files(tmp_path / f"prepared-{workers}")
+        printed[workers] = capsys.readouterr().err
+    assert "features.npy" in written[1]
+    assert written[2] == written[3] == written[1]
+    # Notes in file order: series_001's before series_003's, as one worker prints them.
+    assert printed[1].index("series_001.csv: line") < printed[1].index("series_003.csv: line")
+    assert printed[2] == printed[3] == printed[1]
+
+
+def test_features_computed_in_the_pool_equal_those_computed_in_prepare(tmp_path):
+    files = [str(path) for path in write_panel(tmp_path / "raw", n_series=3, n_bars=300)]
+    params = tiny_params()
+    frames, featurised = read_series(files, params.label, 2)
+    pooled = prepare_dataset(frames, params.label, params.split, featurised)
+    in_place = prepare_dataset(frames, params.label, params.split)
+    assert pooled.content_hash == in_place.content_hash
+
+
+def test_the_first_bad_file_in_file_order_is_the_error_whatever_the_workers(tmp_path):
+    files = [str(path) for path in write_panel(tmp_path / "raw", n_series=4, n_bars=300)]
+    pd.read_csv(files[1]).drop(columns="Volume").to_csv(files[1], index=False)
+    (tmp_path / "raw" / "series_002.csv").write_text("")
+    params = tiny_params()
+    messages = set()
+    for workers in (1, 2, 4):
+        with pytest.raises(DataError) as raised:
+            read_series(files, params.label, workers)
+        messages.add(str(raised.value))
+    assert len(messages) == 1
+    assert messages.pop().startswith(f"{files[1]}: ")
+
+
+def test_data_workers_auto_is_one_in_dvc_workspaces_and_else_the_cores_up_to_the_files(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setattr(dataset, "usable_cores", lambda: 8)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data_workers("auto", 100) == 8
+    assert resolve_data_workers("auto", 3) == 3
+    assert resolve_data_workers(2, 100) == 2
+    assert resolve_data_workers(16, 5) == 5
+    queued = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "run" / "abc"
+    queued.mkdir(parents=True)
+    monkeypatch.chdir(queued)
+    assert resolve_data_workers("auto", 100) == 1
+    assert resolve_data_workers(4, 100) == 4
