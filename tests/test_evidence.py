@@ -211,6 +211,8 @@ def test_daily_totals_long_only_holds_no_shorts():
 
 
 def test_a_probability_of_zero_costs_the_clipped_loss_not_infinity():
+    """Both logs are clipped at 1e-12: the model's probability of the label, and the prior's
+    (which add-one smoothing keeps above 0 in a real run)."""
     panel = hand_panel().iloc[1:3].copy()
     panel["p_down"], panel["p_flat"], panel["p_up"] = [0.0, 0.6], [0.5, 0.0], [0.5, 0.4]
     panel["prior_p"] = [0.0, 0.5]
@@ -496,8 +498,9 @@ def test_change_intervals_refuse_too_few_dates_on_either_side():
 
 
 def test_out_of_sample_evidence_is_the_backtest_with_the_headline_intervals_added():
-    """The configured threshold, long-only rule and costs reach both the backtest figures
-    and the per-date strategy the intervals resample: the two Sharpe ratios agree."""
+    """The backtest's figures with intervals() over daily_totals() added, both with the
+    configured threshold, long-only rule, costs, resamples and seed. The Sharpe ratio and
+    annual return of the two routes (per window, per date) agree."""
     predictions = uninformed_panel(4).iloc[: 2 * 200]
     backtest = BacktestConfig(threshold=0.02, long_only=True, cost_bps=10)
     settings = EvaluateConfig(batch_size=1, resamples=100, bootstrap_seed=3)
