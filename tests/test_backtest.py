@@ -160,3 +160,49 @@ def test_backtest_metrics_by_hand_for_one_series_over_a_year():
     np.testing.assert_allclose(equity["buy_hold"], np.cumprod(1 + hold))
     with pytest.raises(ValueError, match="at least two dates"):
         bars_per_year(dates.to_numpy()[:1])
+
+
+def test_bars_per_year_of_two_dates_two_years_apart_is_one_half():
+    dates = np.array(["2001-01-01", "2003-01-01T12:00"], dtype="datetime64[ns]")
+    assert bars_per_year(dates) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r"^bars per year need at least two dates$"):
+        bars_per_year(dates[:1])
+
+
+def test_returns_that_never_vary_have_a_sharpe_of_zero():
+    assert sharpe_ratio(np.full(5, 0.01), 252) == 0.0
+
+
+def test_no_returns_have_no_drawdown_and_no_trades_no_hit_rate():
+    assert max_drawdown(np.array([])) == 0.0
+    assert np.isnan(hit_rate(np.array([0.05, -0.05]), np.array([0.1, 0.1]), np.zeros(2)))
+
+
+def test_backtest_metrics_by_hand_for_two_series_long_only():
+    """Two series on 3 dates over 365.25 days (2 bars a year), long only at threshold 0.1:
+    a holds on dates 1-2, b on dates 2-3 (their -0.5 scores stay flat), half the book each.
+    Turnover 0.5 every date, 1% costs; buy and hold turns over 1 on the first date only."""
+    days = np.repeat(["2001-01-01T00:00:00", "2001-07-02T00:00:00", "2002-01-01T06:00:00"], 2)
+    simple = np.array([0.02, 0.03, 0.04, -0.02, -0.01, 0.05])
+    predictions = pd.DataFrame(
+        {
+            "timestamp": days,
+            "series": ["a", "b"] * 3,
+            "p_up": [0.75, 0.25, 0.75, 0.75, 0.25, 0.75],
+            "p_down": [0.25, 0.75, 0.25, 0.25, 0.75, 0.25],
+            "forward_return": np.log1p(simple),
+            "next_return": np.log1p(simple),
+        }
+    )
+    metrics, equity = backtest_metrics(predictions, threshold=0.1, long_only=True, cost_bps=100)
+    net = np.array([0.01, 0.01, 0.025]) - 0.005
+    hold = np.array([0.025, 0.01, 0.02]) - np.array([0.01, 0.0, 0.0])
+    assert metrics["bars_per_year"] == pytest.approx(2.0)
+    assert metrics["turnover"] == pytest.approx(0.5)
+    assert metrics["sharpe"] == pytest.approx(np.mean(net) / np.std(net, ddof=1) * np.sqrt(2))
+    assert metrics["annual_return"] == pytest.approx(np.prod(1 + net) ** (2 / 3) - 1)
+    assert metrics["buy_hold_annual_return"] == pytest.approx(np.prod(1 + hold) ** (2 / 3) - 1)
+    # Traded: a on dates 1-2 and b on 2-3, all scored +0.5; b's date-2 return is negative.
+    assert metrics["hit_rate"] == pytest.approx(3 / 4)
+    np.testing.assert_allclose(equity["strategy"], np.cumprod(1 + net))
+    np.testing.assert_allclose(equity["buy_hold"], np.cumprod(1 + hold))

@@ -10,12 +10,15 @@ from finseq.evaluate import (
     FoldScores,
     balanced_accuracy,
     class_prior,
+    confusion_csv,
     confusion_matrix,
     cross_entropy,
+    fold_metrics,
     macro_f1,
     pooled_metrics,
     predictions_csv,
     predictions_frame,
+    softmax,
     split_metrics,
 )
 from finseq.evidence import daily_totals
@@ -172,3 +175,106 @@ def test_balanced_accuracy_and_macro_f1_count_only_the_classes_that_occur():
     assert cross_entropy(np.array([[0.0, 1.0, 0.0]]), np.array([0])) == pytest.approx(
         -np.log(1e-12)
     )
+
+
+def test_softmax_shifts_each_row_by_its_own_maximum():
+    """A logit of 1000 would overflow exp() unshifted, or shifted the wrong way; a row of
+    small logits beside it would underflow to 0 / 0 if shifted by the largest of all rows."""
+    logits = np.array([[1000.0, 0.0, 0.0], [0.0, np.log(2), np.log(5)]])
+    np.testing.assert_allclose(softmax(logits), [[1.0, 0.0, 0.0], [1 / 8, 2 / 8, 5 / 8]])
+
+
+def test_macro_f1_counts_a_class_that_occurs_once():
+    """Class 1 is true once and never guessed: its F1 of 0 is in the mean."""
+    assert macro_f1(np.array([0, 1]), np.array([0, 0])) == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_split_metrics_returns_every_figure_under_its_name():
+    """The scored labels 2, 2, 1, 2 and guesses 2, 2, 1, 0 of the hand example above:
+    recall 1 (class 1) and 2/3 (class 2); F1 0 (class 0, guessed once), 1 and 4/5."""
+    prior = np.array([4 / 7, 2 / 7, 1 / 7])
+    probabilities = np.array(
+        [[0.25, 0.25, 0.5], [0.125, 0.125, 0.75], [0.25, 0.5, 0.25], [0.5, 0.25, 0.25]]
+    )
+    metrics = split_metrics(np.log(probabilities), np.array([2, 2, 1, 2]), prior)
+    loss = -(np.log(0.5) + np.log(0.75) + np.log(0.5) + np.log(0.25)) / 4
+    prior_loss = -(3 * np.log(1 / 7) + np.log(2 / 7)) / 4
+    assert metrics == pytest.approx(
+        {
+            "samples": 4,
+            "loss": loss,
+            "accuracy": 0.75,
+            "balanced_accuracy": (1 + 2 / 3) / 2,
+            "macro_f1": (0 + 1 + 0.8) / 3,
+            "prior_loss": prior_loss,
+            "majority_accuracy": 0.0,
+            "skill": 1 - loss / prior_loss,
+        }
+    )
+
+
+def test_confusion_csv_writes_one_row_of_labels_per_window():
+    text = confusion_csv(np.array([0, 2, 1]), np.array([2, 2, 0]))
+    assert text == "actual,predicted\n-1,1\n1,1\n0,-1\n"
+
+
+def test_fold_metrics_by_hand_with_a_window_of_unknown_label():
+    """The period spans every test window, the unknown one too; the figures count the
+    three known ones, class 0 (label -1) included, against the fold's own prior."""
+    logits = np.log(
+        [[0.5, 0.25, 0.25], [0.1, 0.1, 0.8], [0.25, 0.25, 0.5], [0.5, 0.25, 0.25], [1, 1, 1]]
+    )
+    score = FoldScores(
+        "f2",
+        {"val": np.array([4]), "test": np.array([0, 1, 2, 3])},
+        {"val": logits[4:], "test": logits[:4]},
+        np.array([0.5, 0.3, 0.2]),
+    )
+    classes = np.array([0, -1, 2, 1, 1])
+    timestamps = np.array(
+        [
+            "2020-03-02T00:00",
+            "2020-01-15T00:00",
+            "2020-06-30T14:30",
+            "2020-04-01T00:00",
+            "2019-12-31T00:00",
+        ],
+        dtype="datetime64[ns]",
+    )
+    loss = 4 * np.log(2) / 3
+    prior_loss = -(np.log(0.5) + np.log(0.2) + np.log(0.3)) / 3
+    figures = fold_metrics(score, classes, timestamps)
+    assert (figures.pop("first_date"), figures.pop("last_date")) == ("2020-01-15", "2020-06-30")
+    assert figures == pytest.approx(
+        {
+            "samples": 3,
+            "skill": 1 - loss / prior_loss,
+            "loss": loss,
+            "prior_loss": prior_loss,
+            "accuracy": 2 / 3,
+            "majority_accuracy": 1 / 3,
+            "balanced_accuracy": 2 / 3,
+        }
+    )
+
+
+def test_predictions_csv_writes_an_unknown_labels_prior_empty_and_every_float_in_8_digits():
+    """prior_p 2/7 and tiny returns in %.8g (lower-case exponent); the unknown window's
+    label and prior_p empty."""
+    logits = np.log(np.array([[0.2, 0.3, 0.5], [0.1, 0.6, 0.3]]))
+    prior = np.array([4 / 7, 2 / 7, 1 / 7])
+    scores = [FoldScores("f1", {"test": np.array([0, 1])}, {"test": logits}, prior)]
+    frame = predictions_frame(
+        scores,
+        np.array([0, UNKNOWN_LABEL], dtype=np.int8),
+        ["a"],
+        np.array([0, 0]),
+        np.array(["2020-01-02", "2020-01-03"], dtype="datetime64[ns]"),
+        np.array([1.5e-7, -2e-9]),
+        np.array([0.001, 0.002]),
+    )
+    assert predictions_csv(frame).split("\n")[1:] == [
+        "2020-01-02T00:00:00,a,f1,0,0.2,0.3,0.5,0.28571429,-1,1.5e-07,0.001",
+        "2020-01-03T00:00:00,a,f1,,0.1,0.6,0.3,,-1,-2e-09,0.002",
+        "",
+    ]

@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from arch.bootstrap import optimal_block_length
 
+from finseq import evidence
+from finseq.backtest import backtest_metrics
 from finseq.errors import ConfigError
-from finseq.evidence import block_length, daily_totals, intervals, verdict
+from finseq.evaluate import FoldScores
+from finseq.evidence import (
+    HEADLINE,
+    DailyTotals,
+    block_length,
+    change_intervals,
+    check_enough_dates,
+    daily_totals,
+    figure_of,
+    figures_of_seed,
+    headline_figures,
+    intervals,
+    out_of_sample_evidence,
+    percentile_interval,
+    resampled_dates,
+    seed_spread,
+    verdict,
+)
+from finseq.labels import UNKNOWN_LABEL
+from finseq.params import BacktestConfig, EvaluateConfig
 
 N_DATES, SERIES = 1000, ("a", "b")
 DATES = pd.bdate_range("2001-01-01", periods=N_DATES).strftime("%Y-%m-%d")
@@ -132,3 +156,416 @@ def test_a_date_of_only_unknown_labels_does_not_hide_the_loss_from_the_block_len
     )
     assert known_block > strategy_only
     assert abs(blanked_block - known_block) <= 1
+
+
+def hand_panel() -> pd.DataFrame:
+    """Three dates of two series, rows out of date order. 2024-01-01: two known labels;
+    01-02: one known, one unknown; 01-03: only unknown labels."""
+    return pd.DataFrame(
+        {
+            "timestamp": [
+                "2024-01-02",
+                "2024-01-01",
+                "2024-01-01",
+                "2024-01-02",
+                "2024-01-03",
+                "2024-01-03",
+            ],
+            "series": ["a", "a", "b", "b", "a", "b"],
+            "label": pd.array([1, -1, 0, None, None, None], dtype="Int64"),
+            "p_down": [0.2, 0.5, 0.6, 0.1, 0.3, 0.25],
+            "p_flat": [0.2, 0.3, 0.3, 0.7, 0.3, 0.5],
+            "p_up": [0.6, 0.2, 0.1, 0.2, 0.4, 0.25],
+            "prior_p": [0.4, 0.3, 0.5, np.nan, np.nan, np.nan],
+            "majority": [0, 0, 0, 0, 1, -1],
+            "forward_return": 0.0,
+            "next_return": np.log1p([0.03, 0.02, -0.01, -0.02, 0.01, 0.05]),
+        }
+    )
+
+
+def test_daily_totals_by_hand_with_unknown_labels_and_rows_out_of_date_order():
+    """Unknown labels add nothing to the class sums (not even as the flat class they are
+    filled with) but are traded. Positions at threshold 0.05: 01-01 both short, 01-02 both
+    long (score 0.4 and 0.1), 01-03 a long (0.1), b flat (0)."""
+    totals = daily_totals(hand_panel(), 0.05, False, 10)
+    expected_dates = pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]).to_numpy()
+    np.testing.assert_array_equal(totals.dates, expected_dates)
+    np.testing.assert_allclose(totals.loss, [-np.log(0.5) - np.log(0.3), -np.log(0.6), 0.0])
+    np.testing.assert_allclose(totals.prior_loss, [-np.log(0.3) - np.log(0.5), -np.log(0.4), 0.0])
+    assert totals.loss.dtype == totals.prior_loss.dtype == np.float64
+    assert totals.windows.tolist() == [2, 1, 0]
+    assert totals.correct.tolist() == [1, 1, 0]
+    assert totals.majority_correct.tolist() == [1, 0, 0]
+    expected = np.zeros((3, 3, 3), dtype=int)
+    expected[0, 0, 0] = expected[0, 1, 0] = expected[1, 2, 2] = 1
+    np.testing.assert_array_equal(totals.confusion, expected)
+    # Gross -0.005, 0.005, 0.005; turnover 1, 2, 0.5 at 10 bps.
+    np.testing.assert_allclose(totals.strategy, [-0.006, 0.003, 0.0045])
+    assert totals.per_year == pytest.approx(365.25)
+
+
+def test_daily_totals_long_only_holds_no_shorts():
+    totals = daily_totals(hand_panel(), 0.05, True, 10)
+    np.testing.assert_allclose(totals.strategy, [0.0, 0.004, 0.0045])
+
+
+def test_a_probability_of_zero_costs_the_clipped_loss_not_infinity():
+    """Both logs are clipped at 1e-12: the model's probability of the label, and the prior's
+    (which add-one smoothing keeps above 0 in a real run)."""
+    panel = hand_panel().iloc[1:3].copy()
+    panel["p_down"], panel["p_flat"], panel["p_up"] = [0.0, 0.6], [0.5, 0.0], [0.5, 0.4]
+    panel["prior_p"] = [0.0, 0.5]
+    panel.loc[panel.index[1], "timestamp"] = "2024-01-02"
+    totals = daily_totals(panel, 0.05, False, 0)
+    clipped = -np.log(1e-12)
+    np.testing.assert_allclose(totals.loss, [clipped, clipped])
+    np.testing.assert_allclose(totals.prior_loss, [clipped, -np.log(0.5)])
+
+
+def test_take_resamples_every_per_date_array_and_keeps_bars_per_year():
+    totals = daily_totals(hand_panel(), 0.05, False, 10)
+    index = np.array([2, 0, 0])
+    taken = totals.take(index)
+    for field in dataclasses.fields(totals):
+        if field.name == "per_year":
+            assert taken.per_year == totals.per_year
+        else:
+            np.testing.assert_array_equal(
+                getattr(taken, field.name), getattr(totals, field.name)[index]
+            )
+
+
+def hand_totals() -> DailyTotals:
+    """Three dates, 5 scored windows: loss 3.5 against a prior's 8, 4 correct against the
+    majority's 2. Summed confusion: true down 3 right of 4, true up 1 of 1, no true flat."""
+    confusion = np.zeros((3, 3, 3), dtype=int)
+    confusion[0, 0, 0] = confusion[0, 0, 1] = 1
+    confusion[1, 0, 0] = confusion[1, 2, 2] = 1
+    confusion[2, 0, 0] = 1
+    return DailyTotals(
+        dates=pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]).to_numpy(),
+        loss=np.array([1.0, 2.0, 0.5]),
+        prior_loss=np.array([2.0, 2.0, 4.0]),
+        windows=np.array([2, 2, 1]),
+        correct=np.array([1, 2, 1]),
+        majority_correct=np.array([1, 1, 0]),
+        confusion=confusion,
+        strategy=np.array([0.01, -0.02, 0.03]),
+        per_year=252.0,
+    )
+
+
+HAND_SHARPE = 0.02 / 3 / np.std([0.01, -0.02, 0.03], ddof=1) * np.sqrt(252)
+HAND_ANNUAL_RETURN = np.prod([1.01, 0.98, 1.03]) ** (252 / 3) - 1
+
+
+def test_headline_figures_by_hand():
+    """Balanced accuracy is the mean recall of the classes present (3/4 and 1/1): the absent
+    class counts neither as 0 nor as NaN, and a class seen once counts."""
+    assert headline_figures(hand_totals()) == pytest.approx(
+        {
+            "skill": 1 - 3.5 / 8,
+            "accuracy_gain": (4 - 2) / 5,
+            "balanced_accuracy": (3 / 4 + 1) / 2,
+            "sharpe": HAND_SHARPE,
+            "annual_return": HAND_ANNUAL_RETURN,
+        }
+    )
+
+
+def test_figure_of_each_verdict_figure_by_hand():
+    totals = hand_totals()
+    expected = {
+        "loss": 3.5 / 5,
+        "accuracy": 4 / 5,
+        "skill": 1 - 3.5 / 8,
+        "sharpe": HAND_SHARPE,
+        "balanced_accuracy": 0.875,
+        "accuracy_gain": 0.4,
+        "annual_return": HAND_ANNUAL_RETURN,
+    }
+    assert {name: figure_of(name)(totals) for name in expected} == pytest.approx(expected)
+
+
+def synthetic_totals(n_dates: int, loss_difference, strategy, windows=None) -> DailyTotals:
+    """Totals of `n_dates` with a given per-window loss difference (loss - prior loss) and
+    strategy return; the prior's loss is 1 per window."""
+    windows = np.full(n_dates, 2) if windows is None else windows
+    return DailyTotals(
+        dates=pd.bdate_range("2020-01-01", periods=n_dates).to_numpy(),
+        loss=windows * (1.0 + np.asarray(loss_difference)),
+        prior_loss=windows * 1.0,
+        windows=windows,
+        correct=np.ones(n_dates, dtype=int),
+        majority_correct=np.zeros(n_dates, dtype=int),
+        confusion=np.tile(np.diag([1, 1, 0]), (n_dates, 1, 1)),
+        strategy=np.asarray(strategy, dtype=float),
+        per_year=252.0,
+    )
+
+
+def persistent(n_dates: int, period: int = 40) -> np.ndarray:
+    """A slow square wave plus a little noise: a long Politis-White block."""
+    rng = np.random.default_rng(5)
+    wave = np.where(np.sin(2 * np.pi * np.arange(n_dates) / period) > 0, 0.3, -0.3)
+    return wave + 0.05 * rng.standard_normal(n_dates)
+
+
+def politis_white(series: np.ndarray) -> int:
+    return int(np.ceil(optimal_block_length(series)["stationary"].iloc[0]))
+
+
+def test_with_nothing_that_varies_the_block_is_the_horizon():
+    flat = synthetic_totals(40, np.zeros(40), np.zeros(40))
+    assert block_length(flat, horizon=1) == 1
+    assert block_length(flat, horizon=4) == 4
+
+
+def test_the_block_is_politis_whites_of_the_per_window_loss_difference():
+    """A persistent difference per window on dates of 1 to 4 windows, and prior losses that
+    vary a lot from date to date: the block follows the difference per window, not the
+    per-date sums, the ratio's inverse or the losses added."""
+    n_dates = 300
+    difference = persistent(n_dates)
+    rng = np.random.default_rng(6)
+    windows = rng.integers(1, 5, n_dates)
+    prior = rng.uniform(0.5, 3.0, n_dates)
+    totals = dataclasses.replace(
+        synthetic_totals(n_dates, difference, np.zeros(n_dates), windows),
+        loss=windows * (prior + difference),
+        prior_loss=windows * prior,
+    )
+    expected = politis_white(difference)
+    assert expected > 5
+    assert block_length(totals, horizon=1) == expected
+
+
+def test_dates_of_one_window_count_in_the_loss_difference_block():
+    n_dates = 300
+    difference = persistent(n_dates)
+    totals = synthetic_totals(n_dates, difference, np.zeros(n_dates), np.ones(n_dates, int))
+    assert block_length(totals, horizon=1) == politis_white(difference) > 5
+
+
+def test_a_persistent_strategy_sets_the_block_when_the_loss_difference_is_constant():
+    n_dates = 300
+    strategy = 0.01 * persistent(n_dates)
+    totals = synthetic_totals(n_dates, np.zeros(n_dates), strategy)
+    assert block_length(totals, horizon=1) == politis_white(strategy) > 5
+
+
+def test_the_longer_of_the_two_blocks_wins():
+    n_dates = 300
+    difference, strategy = persistent(n_dates, period=20), 0.01 * persistent(n_dates, period=60)
+    totals = synthetic_totals(n_dates, difference, strategy)
+    blocks = politis_white(difference), politis_white(strategy)
+    assert blocks[0] != blocks[1]
+    assert block_length(totals, horizon=1) == max(blocks)
+
+
+@pytest.mark.parametrize(
+    ("n_dates", "horizon", "needed"), [(29, 5, 30), (59, 20, 60), (89, 30, 90)]
+)
+def test_a_bootstrap_needs_30_dates_and_3_horizons(n_dates, horizon, needed):
+    message = (
+        f"only {n_dates} out-of-sample dates: a block bootstrap needs at least {needed} "
+        "(3 x label.horizon, and at least 30); give the test period more dates "
+        "(split.oos_start, split.test) or shorten label.horizon"
+    )
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        check_enough_dates(n_dates, horizon)
+    check_enough_dates(n_dates + 1, horizon)
+
+
+def test_percentile_interval_is_the_central_95_percent_ignoring_nan():
+    draws = np.append(np.arange(1001.0), np.nan)
+    assert percentile_interval(draws) == pytest.approx((25.0, 975.0))
+
+
+def constant_totals(n_dates: int, loss: float) -> DailyTotals:
+    """Every date the same: each resample gives the point values exactly."""
+    return synthetic_totals(n_dates, np.full(n_dates, loss - 1.0), np.full(n_dates, 0.001))
+
+
+def test_intervals_of_identical_dates_are_the_point_values_and_the_p_value_is_its_floor():
+    """With every draw equal to the point skill 0.25 > 0, no centred draw reaches it:
+    p = 1 / (1 + resamples)."""
+    result = intervals(constant_totals(40, 0.75), horizon=5, resamples=100, seed=0)
+    point = headline_figures(constant_totals(40, 0.75))
+    assert point["skill"] == pytest.approx(0.25)
+    assert set(result) == {
+        *HEADLINE,
+        *(f"{name}_low" for name in HEADLINE),
+        *(f"{name}_high" for name in HEADLINE),
+        "skill_p",
+        "bootstrap_block",
+    }
+    for name in HEADLINE:
+        assert result[name] == point[name]
+        assert result[f"{name}_low"] == result[f"{name}_high"] == pytest.approx(point[name])
+    assert result["skill_p"] == 1 / 101
+    assert result["bootstrap_block"] == 5
+
+
+def test_a_skill_of_exactly_zero_has_p_value_one():
+    """Every centred draw (0) reaches the point skill (0): the null is not rejected."""
+    result = intervals(constant_totals(40, 1.0), horizon=5, resamples=100, seed=0)
+    assert result["skill"] == 0.0
+    assert result["skill_p"] == 1.0
+
+
+def test_the_bootstraps_report_their_progress_as_resamples(capsys, monkeypatch):
+    monkeypatch.setenv("FINSEQ_PROGRESS", "1")
+    totals = constant_totals(40, 0.75)
+    intervals(totals, horizon=5, resamples=100, seed=0)
+    change_intervals(totals, totals, {"loss": figure_of("loss")}, 5, 100, 0, paired=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == 2 * [
+        f"bootstrap: {count}/100 resamples" for count in range(10, 101, 10)
+    ]
+
+
+def test_verdict_reads_a_negative_interval_and_zero_at_either_end_as_noise():
+    assert verdict(-0.03, -0.01, higher_is_better=True) == "worse"
+    assert verdict(0.0, 0.03, higher_is_better=True) == "within noise"
+    assert verdict(-0.03, 0.0, higher_is_better=True) == "within noise"
+
+
+def varying_totals(n_dates: int = 60) -> DailyTotals:
+    rng = np.random.default_rng(9)
+    totals = synthetic_totals(n_dates, rng.normal(0, 0.2, n_dates), rng.normal(0, 0.01, n_dates))
+    return dataclasses.replace(totals, correct=rng.integers(0, 3, n_dates))
+
+
+VERDICT_FIGURES = {name: figure_of(name) for name in ("skill", "loss", "accuracy", "sharpe")}
+
+
+def test_a_paired_change_by_a_constant_loss_per_window_has_that_change_as_its_interval():
+    """Paired, every resample takes the same dates of both: a loss 0.1 higher per window on
+    every date is a change of exactly 0.1 in every draw, and unchanged figures change by 0."""
+    base = varying_totals()
+    target = dataclasses.replace(base, loss=base.loss + 0.1 * base.windows)
+    changes = change_intervals(base, target, VERDICT_FIGURES, 5, 200, 3, paired=True)
+    assert set(changes) == set(VERDICT_FIGURES)
+    assert changes["loss"] == pytest.approx((0.1, 0.1, 0.1))
+    assert changes["accuracy"] == changes["sharpe"] == (0.0, 0.0, 0.0)
+    skill_change, low, high = changes["skill"]
+    assert skill_change == pytest.approx(figure_of("skill")(target) - figure_of("skill")(base))
+    assert skill_change < 0
+    assert low < high < 0
+
+
+def test_an_unpaired_change_resamples_each_side_on_its_own():
+    """Unpaired, the dates of the two are drawn apart: the same constant change gets the
+    spread of two independent resamples around it."""
+    base = varying_totals()
+    target = dataclasses.replace(base, loss=base.loss + 0.1 * base.windows)
+    changes = change_intervals(base, target, VERDICT_FIGURES, 5, 200, 3, paired=False)
+    for name, (change, low, high) in changes.items():
+        assert low < change < high, name
+    assert changes["loss"][0] == pytest.approx(0.1)
+    assert changes["accuracy"][0] == 0.0
+
+
+def test_change_intervals_draw_once_with_the_longer_block_and_the_next_seed(monkeypatch):
+    """Both sides are resampled with the longer of their two blocks; unpaired, the target's
+    dates come from seed + 1 (the recorded comparisons depend on these seeds)."""
+    n_dates = 300
+    base = synthetic_totals(n_dates, persistent(n_dates, period=60), np.zeros(n_dates))
+    target = synthetic_totals(n_dates, persistent(n_dates, period=10), np.zeros(n_dates))
+    longer = block_length(base, 1)
+    assert longer > block_length(target, 1)
+    calls = []
+
+    def recorded(n, block, resamples, seed):
+        calls.append((n, block, resamples, seed))
+        return resampled_dates(n, block, resamples, seed)
+
+    monkeypatch.setattr(evidence, "resampled_dates", recorded)
+    change_intervals(base, target, VERDICT_FIGURES, 1, 100, 4, paired=True)
+    assert calls == [(n_dates, longer, 100, 4)]
+    calls.clear()
+    change_intervals(base, target, VERDICT_FIGURES, 1, 100, 4, paired=False)
+    assert calls == [(n_dates, longer, 100, 4), (n_dates, longer, 100, 5)]
+
+
+def test_change_intervals_refuse_too_few_dates_on_either_side():
+    enough, few = varying_totals(60), varying_totals(20)
+    for base, target in ((few, enough), (enough, few)):
+        with pytest.raises(ConfigError, match="only 20 out-of-sample dates"):
+            change_intervals(base, target, VERDICT_FIGURES, 5, 100, 0, paired=False)
+
+
+def test_out_of_sample_evidence_is_the_backtest_with_the_headline_intervals_added():
+    """The backtest's figures with intervals() over daily_totals() added, both with the
+    configured threshold, long-only rule, costs, resamples and seed. The Sharpe ratio and
+    annual return of the two routes (per window, per date) agree."""
+    predictions = uninformed_panel(4).iloc[: 2 * 200]
+    backtest = BacktestConfig(threshold=0.02, long_only=True, cost_bps=10)
+    settings = EvaluateConfig(batch_size=1, resamples=100, bootstrap_seed=3)
+    figures, equity = out_of_sample_evidence(predictions, backtest, settings, horizon=40)
+    expected_figures, expected_equity = backtest_metrics(predictions, 0.02, True, 10)
+    bounds = intervals(daily_totals(predictions, 0.02, True, 10), 40, 100, 3)
+    assert figures == {**expected_figures, **bounds}
+    assert set(figures) == set(expected_figures) | set(bounds)
+    assert figures["sharpe"] == pytest.approx(expected_figures["sharpe"])
+    assert figures["annual_return"] == pytest.approx(expected_figures["annual_return"])
+    assert figures["bootstrap_block"] >= 40
+    assert figures["sharpe"] != backtest_metrics(predictions, 0.02, False, 10)[0]["sharpe"]
+    pd.testing.assert_frame_equal(equity, expected_equity)
+
+
+def test_figures_of_seed_by_hand_over_two_folds():
+    """Two folds of three test windows, one of unknown label; probabilities given as log
+    logits so softmax returns them. Known windows: picked 0.5, 0.5, 0.25 | 0.5, 0.25; priors
+    (0.5, 0.25, 0.25) for fold 1 and (0.2, 0.3, 0.5) for fold 2. Long only at threshold 0.1
+    only the window scored 0.25 is held: half the portfolio on 2024-01-02, out on 01-03."""
+    f1 = np.log([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.5, 0.25, 0.25]])
+    f2 = np.log([[0.25, 0.25, 0.5], [0.2, 0.6, 0.2], [0.5, 0.25, 0.25]])
+    scores = [
+        FoldScores("f1", {"test": np.array([0, 1, 2])}, {"test": f1}, np.array([0.5, 0.25, 0.25])),
+        FoldScores("f2", {"test": np.array([3, 4, 5])}, {"test": f2}, np.array([0.2, 0.3, 0.5])),
+    ]
+    labels = np.array([-1, 0, 1, 1, UNKNOWN_LABEL, 0])
+    classes = labels + 1
+    classes[labels == UNKNOWN_LABEL] = -1
+    simple = np.array([0.02, 0.01, -0.01, 0.03, 0.02, -0.02])
+    outcomes = (
+        labels,
+        ["a", "b"],
+        np.array([0, 1, 0, 1, 0, 1]),
+        pd.to_datetime(["2024-01-01"] * 2 + ["2024-01-02"] * 2 + ["2024-01-03"] * 2).to_numpy(),
+        np.log1p(simple),
+        np.log1p(simple),
+    )
+    params = SimpleNamespace(backtest=BacktestConfig(threshold=0.1, long_only=True, cost_bps=10))
+    figures = figures_of_seed(scores, classes, outcomes, params)
+    loss = 7 * np.log(2) / 5
+    prior_loss = (6 * np.log(2) + np.log(10 / 3)) / 5
+    net = np.array([0.0, 0.5 * 0.03 - 0.0005, -0.0005])
+    sharpe = net.mean() / net.std(ddof=1) * np.sqrt(365.25)
+    assert figures == pytest.approx(
+        {"skill": 1 - loss / prior_loss, "loss": loss, "accuracy": 3 / 5, "sharpe": sharpe}
+    )
+
+
+def test_seed_spread_lists_each_seed_and_the_sample_deviation_of_each_figure():
+    per_seed = [
+        {"skill": 0.1, "loss": 1.0, "accuracy": 0.5, "sharpe": 1.0},
+        {"skill": 0.3, "loss": 1.2, "accuracy": 0.4, "sharpe": -1.0},
+        {"skill": 0.2, "loss": 1.1, "accuracy": 0.6, "sharpe": 0.0},
+    ]
+    spread = seed_spread(per_seed, first_seed=7)
+    assert {key: spread.pop(key) for key in ("s7", "s8", "s9")} == dict(
+        zip(("s7", "s8", "s9"), per_seed, strict=True)
+    )
+    assert spread == pytest.approx(
+        {
+            "count": 3,
+            "skill_sd": 0.1,
+            "loss_sd": 0.1,
+            "accuracy_sd": 0.1,
+            "sharpe_sd": 1.0,
+        }
+    )

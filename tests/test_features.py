@@ -1,13 +1,20 @@
 """Feature formulas on hand-checkable inputs; causality is proven in test_causality.py."""
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from finseq import features as features_module
-from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
+from finseq.features import (
+    FEATURE_NAMES,
+    WARMUP_BARS,
+    StandardScaler,
+    _safe_ratio,
+    compute_features,
+)
 from finseq.synthetic import synthetic_ohlcv
 
 
@@ -70,6 +77,7 @@ def test_flat_prices_and_volume_give_neutral_values_not_inf():
     assert (features["stoch_k_14"] == 0.5).all()
     assert (features["volume_z_20"] == 0).all()
     assert (features["bb_position_20"] == 0).all()
+    assert (features["vol_ratio_10_60"] == 0).all()
 
 
 def test_scaler_centres_and_scales_its_training_rows_and_keeps_constant_columns_finite():
@@ -96,7 +104,7 @@ def test_scaler_fit_in_blocks_and_parts_matches_the_whole_array(monkeypatch):
     assert np.allclose(whole.std, scaler.std, rtol=1e-12, atol=0)
     expected = ((rows - scaler.mean) / scaler.std).astype(np.float32)
     assert np.array_equal(scaler.transform(rows), expected)
-    with pytest.raises(ValueError, match="zero rows"):
+    with pytest.raises(ValueError, match=r"^cannot fit a scaler on zero rows$"):
         StandardScaler.fit([rows[:0]])
 
 
@@ -106,6 +114,25 @@ def test_scaler_treats_a_constant_column_that_is_not_exact_in_binary_as_constant
     scaler = StandardScaler.fit(rows)
     assert scaler.std[0] == 1.0
     assert np.abs(scaler.transform(rows)[:, 0]).max() < 1e-12
+
+
+def test_the_constant_tolerance_scales_with_a_large_mean():
+    """A constant 123456.7 merged over blocks has a rounding std far above 1e-12 (yet far
+    below 1e-12 of its mean): it is constant, and scales to rounding error, not noise / std."""
+    rows = np.column_stack([np.full(70_001, 123456.7), np.arange(70_001.0)])
+    scaler = StandardScaler.fit(rows)
+    assert scaler.std[0] == 1.0
+    assert np.abs(scaler.transform(rows)[:, 0]).max() < 1e-6
+
+
+def test_safe_ratio_is_neutral_on_a_zero_denominator_silently_and_keeps_every_nan():
+    top = pd.Series([1.0, 0.0, 6.0, np.nan, np.nan, 1.0])
+    bottom = pd.Series([0.0, 0.0, 3.0, 0.0, 2.0, np.nan])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ratio = _safe_ratio(top, bottom, 0.5)
+    np.testing.assert_array_equal(ratio.to_numpy(), [0.5, 0.5, 2.0, np.nan, np.nan, np.nan])
+    assert ratio.index.equals(top.index)
 
 
 # Every formula of docs/pipeline.md, recomputed bar by bar in plain Python: no pandas rolling

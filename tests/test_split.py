@@ -7,6 +7,8 @@ series, the rules that keep validation and test free of anything training saw.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,7 +25,9 @@ from finseq.split import (
     TEST,
     TRAIN,
     VAL,
+    Fold,
     assign_parts,
+    bar_length,
     distinct_timestamps,
     fold_plan,
     holdout_fold,
@@ -394,3 +398,115 @@ def test_a_bar_that_closes_after_a_cut_lies_after_it_in_a_mixed_frequency_panel(
                 kept = np.flatnonzero(samples[rows] & (parts[rows] == part))
                 assert (ends[kept + 1] <= cut).all(), (fold, name)
     assert mid_day_cuts > 0
+
+
+FIVE = np.arange(np.datetime64("2001-01-01"), np.datetime64("2001-01-06")).astype("datetime64[ns]")
+
+
+def test_holdout_may_give_train_val_and_test_a_single_bar_each():
+    fold = holdout_fold(FIVE, holdout_split(0.2, 0.2, 0))
+    assert (fold.val_start, fold.test_start) == (FIVE[1], FIVE[2])
+    assert fold.train_start is None and fold.test_end is None
+
+
+@pytest.mark.parametrize(("train", "val"), [(0.1, 0.5), (0.4, 0.1), (0.6, 0.4)])
+def test_holdout_fractions_that_leave_train_val_or_test_empty_are_a_config_error(train, val):
+    """Over 5 timestamps: train 0.1 leaves train empty, val 0.1 val, train + val = 1 test."""
+    message = (
+        f"split.train = {train} and split.val = {val} over 5 distinct timestamps leave a "
+        "split empty; choose fractions that give each of train, val and test at least one bar"
+    )
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        holdout_fold(FIVE, holdout_split(train, val, 0))
+
+
+def test_a_holdout_plan_is_its_one_fold_scored_and_kept_as_the_model():
+    plan = fold_plan([FIVE], holdout_split(0.2, 0.2, 0))
+    assert [fold.name for fold in plan.folds] == ["holdout"]
+    assert plan.evaluated == ("holdout",)
+    assert plan.model_fold == "holdout"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"folds": 100, "oos_start": 0.9},
+            "split.folds = 100 over the 10 out-of-sample timestamps (split.oos_start = 0.9) "
+            "leaves a test block empty; lower split.folds or split.oos_start",
+        ),
+        (
+            {"oos_start": 0.001},
+            "split.oos_start = 0.001 over 100 distinct timestamps leaves no history before the "
+            "out-of-sample period or no period after it",
+        ),
+        (
+            {"oos_start": 1 - 1e-12},
+            f"split.oos_start = {1 - 1e-12} over 100 distinct timestamps leaves no history "
+            "before the out-of-sample period or no period after it",
+        ),
+        (
+            {"val_share": 0.99},
+            "split.val_share = 0.99 of the 40 timestamps of fold f1's history leaves its train "
+            "or val part empty; choose a val_share that gives both at least one bar",
+        ),
+        (
+            {"val_share": 1e-12},
+            "split.val_share = 1e-12 of the 40 timestamps of fold f1's history leaves its train "
+            "or val part empty; choose a val_share that gives both at least one bar",
+        ),
+    ],
+    ids=["empty-block", "no-history", "no-out-of-sample", "empty-train", "empty-val"],
+)
+def test_fold_settings_that_leave_a_part_empty_say_which_setting_and_why(overrides, message):
+    """Also at the edges the fraction tolerance reaches: oos_start just below 1 cuts at the
+    end, a val_share just above 0 gives val no bar."""
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        fold_plan([DAYS], split_config(**{"oos_start": 0.4, "folds": 4, **overrides}))
+
+
+def test_a_test_block_of_a_single_timestamp_is_allowed():
+    """Out-of-sample from day 98 of 100 in 2 folds: one day each."""
+    plan = fold_plan([DAYS], split_config(oos_start=0.98, folds=2, val_share=0.25))
+    assert [plan.by_name(name).test_start for name in plan.evaluated] == [DAYS[98], DAYS[99]]
+    assert plan.by_name("f1").test_end == DAYS[99]
+
+
+def test_a_rolling_history_longer_than_the_past_starts_at_the_first_bar():
+    plan = fold_plan([DAYS], split_config(oos_start=0.4, folds=4, history=50, val_share=0.25))
+    assert plan.by_name("f1").train_start is None  # 40 bars before the block: all of them
+    assert plan.by_name("f1").val_start == DAYS[30]
+    assert plan.by_name("f2").train_start == DAYS[55 - 50]
+
+
+def test_the_final_refit_of_a_rolling_history_keeps_only_the_last_n_timestamps():
+    plan = fold_plan([DAYS], split_config(oos_start=0.4, folds=4, history=20, val_share=0.25))
+    final = plan.by_name("final")
+    assert (final.train_start, final.val_start) == (DAYS[80], DAYS[95])
+    assert final.test_start is None and final.test_end is None
+
+
+def test_bar_length_is_the_median_spacing_in_any_datetime_unit_and_0_for_one_bar():
+    days = np.array(["2001-01-01", "2001-01-02", "2001-01-05"], dtype="datetime64[D]")
+    assert bar_length(days[:2]) == np.timedelta64(1, "D")
+    assert bar_length(days) == np.timedelta64(2, "D")
+    for short in (days[:1], days[:0]):
+        length = bar_length(short)
+        assert length == np.timedelta64(0, "ns") and length.dtype == "timedelta64[ns]"
+
+
+def test_a_bar_whose_last_nanosecond_is_a_cut_lies_after_the_cut():
+    """Hourly bars stamped 1 ns past the hour end 1 ns past the next hour, so the last
+    instant of bar k is hour k + 1: the bar that ends just past a cut is in the later part."""
+    hour = np.timedelta64(1, "h")
+    start = np.datetime64("2001-01-01T00:00", "ns")
+    stamps = start + np.arange(9) * hour + np.timedelta64(1, "ns")
+    cut = {k: start + k * hour for k in (2, 4, 6, 8)}
+    fold = Fold("f1", cut[2], cut[4], cut[6], cut[8])
+    parts = assign_parts(stamps, fold)
+    assert parts.dtype == np.int8
+    assert parts.tolist() == [OUTSIDE, TRAIN, TRAIN, VAL, VAL, TEST, TEST, OUTSIDE, OUTSIDE]
+
+
+def test_purging_a_series_of_no_bars_keeps_nothing():
+    assert purge_mask(np.array([], dtype=np.int8), horizon=3, embargo=1).tolist() == []

@@ -37,3 +37,9 @@ def test_a_gathered_batch_equals_the_slices_it_stands_for():
     assert batch.shape == (3, 5, 2)
     for row, end in enumerate(ends.tolist()):
         assert torch.equal(batch[row], features[end - 4 : end + 1])
+
+
+def test_window_offsets_are_made_on_the_device_asked_for():
+    """The meta device stands in for an accelerator: no data, but a device of its own."""
+    assert window_offsets(3).tolist() == [-2, -1, 0]
+    assert window_offsets(3, device="meta").device.type == "meta"
