@@ -5,7 +5,9 @@ DVC remote."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -19,7 +21,6 @@ import pytest
 import torch
 from conftest import Project, make_project, tiny_params_dict
 from test_failures import processes_in, snapshot
-from test_sweep import ranked_rows
 
 pytestmark = pytest.mark.slow
 
@@ -211,14 +212,39 @@ def wait_for_queue(project: Project, timeout: float = 600) -> str:
     raise AssertionError(f"the queue did not finish within {timeout} s:\n{status}")
 
 
+VAL_LOSS = "metrics/eval.json:val.loss"
+
+
+def ranked_on_val_loss(project: Project) -> list[dict[str, str]]:
+    """The experiments of `dvc exp show`, best validation loss first (never test: see
+    docs/reviewing.md)."""
+    shown = project.run(
+        "dvc",
+        "exp",
+        "show",
+        "--csv",
+        "--sort-by",
+        VAL_LOSS,
+        "--sort-order",
+        "asc",
+        "--drop",
+        ".*",
+        "--keep",
+        r"Experiment|typ|metrics/eval\.json:val\.loss|model\.type",
+    ).stdout
+    rows = csv.DictReader(io.StringIO(shown))
+    return [row for row in rows if row["typ"].startswith("branch_")]
+
+
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def test_a_sweep_shared_by_two_workers_is_ranked_and_its_winner_pulled(tmp_path):
-    """The README's commands: two clones each queue and run their part of a grid, push it with
-    `dvc exp push origin` (models to the DVC remote); a third pulls every experiment, ranks
-    them, branches the winner and `dvc pull`s its model from the DVC remote."""
+    """The commands of docs/scale.md: two clones each queue and run their part of a grid, push
+    it with `dvc exp push origin` (models to the DVC remote); a third pulls every experiment,
+    ranks them on validation loss, branches the winner and `dvc pull`s its model from the
+    DVC remote."""
     params = tiny_params_dict(split={"method": "holdout"})
     seed = make_project(tmp_path / "seed", params)
     origin, storage = tmp_path / "origin.git", tmp_path / "dvc-storage"
@@ -228,28 +254,42 @@ def test_a_sweep_shared_by_two_workers_is_ranked_and_its_winner_pulled(tmp_path)
     seed.run("git", "remote", "add", "origin", str(origin))
     seed.run("git", "push", "-q", "origin", "main")
 
-    grid = {"worker-a": "model.type=linear", "worker-b": "model.type=gru"}
-    for name, assignment in grid.items():
+    # Worker A runs a two-point grid with two queue workers, worker B one experiment.
+    grid = {"worker-a": ["-S", "model.type=linear,gru"], "worker-b": ["-S", "train.seed=1"]}
+    for name, assignments in grid.items():
         worker = clone(origin, tmp_path / name, seed.env)
-        worker.run("dvc", "exp", "run", "--queue", "-S", assignment)
-        worker.run("dvc", "queue", "start")
+        worker.run("dvc", "exp", "run", "--queue", *assignments)
+        worker.run("dvc", "queue", "start", "-j", "2")
         status = wait_for_queue(worker)
-        assert status.count("Success") == 1, status
+        assert status.count("Success") == len(assignments[1].split(",")), status
         worker.run("dvc", "exp", "push", "origin")
 
     reviewer = clone(origin, tmp_path / "reviewer", seed.env)
     reviewer.run("dvc", "exp", "pull", "--no-cache", "origin")
-    rows = ranked_rows(reviewer)
-    assert sorted(row["model.type"] for row in rows) == ["gru", "linear"], rows
-    skills = [float(row["test.skill"]) for row in rows]
-    assert skills == sorted(skills, reverse=True)
+    rows = ranked_on_val_loss(reviewer)
+    assert sorted(row["model.type"] for row in rows) == ["gru", "linear", "lstm"], rows
+    losses = [float(row[VAL_LOSS]) for row in rows]
+    assert losses == sorted(losses)
+    for data in experiments_by_name(reviewer).values():
+        test = data["metrics"]["metrics/eval.json"]["data"]["test"]
+        assert test["skill"] == pytest.approx(1 - test["loss"] / test["prior_loss"])
+
     winner = rows[0]
     reviewer.run("dvc", "exp", "branch", winner["Experiment"], "winner")
     reviewer.run("git", "checkout", "-q", "winner")
+    assert f"type: {winner['model.type']}" in (reviewer.path / "params.yaml").read_text()
     model = reviewer.path / "models" / "model.pth"
     assert not model.exists() and not (reviewer.path / ".dvc" / "cache").exists()
     reviewer.run("dvc", "pull", "models/model.pth")  # from the DVC remote: no cache before
-    checkpoint = load_checkpoint(model)
-    assert checkpoint["model_config"]["type"] == winner["model.type"]
-    lock = (reviewer.path / "dvc.lock").read_text()
-    assert f"md5: {md5(model)}" in lock
+    assert load_checkpoint(model)["model_config"]["type"] == winner["model.type"]
+    assert f"md5: {md5(model)}" in (reviewer.path / "dvc.lock").read_text()
+
+
+def experiments_by_name(project: Project) -> dict[str, dict]:
+    """`dvc exp show --json` → experiment name → its data (params and metrics)."""
+    found = {}
+    for row in json.loads(project.run("dvc", "exp", "show", "--json").stdout):
+        for experiment in row.get("experiments") or []:
+            for revision in experiment.get("revs") or []:
+                found[experiment["name"]] = revision["data"]
+    return found
