@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -192,7 +193,10 @@ class FeaturisedSeries:
 def featurise(frame: pd.DataFrame, label_config: LabelConfig) -> FeaturisedSeries:
     labels, ties = label_outcome(frame, label_config)
     forward, next_bar = outcome_returns(frame, label_config.horizon)
-    return FeaturisedSeries(compute_features(frame).to_numpy(), labels, ties, forward, next_bar)
+    # pandas hands its columns over in Fortran order; rows are what every later step reads,
+    # and copying here, series by series (in the pool), spares a copy of the whole panel.
+    features = np.ascontiguousarray(compute_features(frame).to_numpy())
+    return FeaturisedSeries(features, labels, ties, forward, next_bar)
 
 
 def resolve_data_workers(requested: int | str, n_files: int) -> int:
@@ -208,12 +212,27 @@ def resolve_data_workers(requested: int | str, n_files: int) -> int:
     return max(1, min(workers, n_files))
 
 
+def _spill(series: FeaturisedSeries, directory: Path, stem: str) -> dict[str, Path]:
+    """Writes a worker's arrays to `directory`: a file through the page cache costs a
+    fraction of pickling hundreds of MB through the pool's pipe."""
+    paths = {}
+    for field in dataclasses.fields(FeaturisedSeries):
+        paths[field.name] = directory / f"{stem}.{field.name}.npy"
+        np.save(paths[field.name], getattr(series, field.name))
+    return paths
+
+
+def _unspill(paths: dict[str, Path]) -> FeaturisedSeries:
+    return FeaturisedSeries(**{name: np.load(path) for name, path in paths.items()})
+
+
 def _read_and_featurise(
-    path: str, label_config: LabelConfig
-) -> tuple[pd.DataFrame | None, FeaturisedSeries | None, str, UserError | None]:
+    numbered_path: tuple[int, str], label_config: LabelConfig, spill_dir: Path | None = None
+) -> tuple[pd.DataFrame | None, FeaturisedSeries | dict | None, str, UserError | None]:
     """One file read, validated and featurised, with the notes it printed and the error that
-    stopped it. A series too short to featurise is left to prepare_dataset, which names
-    what it lacks."""
+    stopped it; with `spill_dir`, the arrays are left there and their paths returned. A
+    series too short to featurise is left to prepare_dataset, which names what it lacks."""
+    number, path = numbered_path
     notes = io.StringIO()
     frame = series = error = None
     with contextlib.redirect_stderr(notes):
@@ -223,6 +242,8 @@ def _read_and_featurise(
             series = featurise(frame, label_config) if len(frame) >= minimum_bars else None
         except UserError as exc:
             error = exc
+    if series is not None and spill_dir is not None:
+        series = _spill(series, spill_dir, str(number))
     return frame, series, notes.getvalue(), error
 
 
@@ -240,16 +261,18 @@ def read_series(
     Results, notes and the first failure come back in file order, so the output and any
     error are those of one worker. The per-file work is pure, so the prepared bytes are too.
     """
-    work = partial(_read_and_featurise, label_config=label_config)
     frames, featurised = {}, []
     with contextlib.ExitStack() as stack:
         if workers > 1:
+            spill_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="finseq-")))
+            work = partial(_read_and_featurise, label_config=label_config, spill_dir=spill_dir)
             pool = multiprocessing.get_context("fork").Pool(workers, _start_data_worker)
             stack.callback(pool.join)
             stack.callback(pool.terminate)
-            results = pool.imap(work, files)
+            results = pool.imap(work, enumerate(files))
         else:
-            results = map(work, files)
+            work = partial(_read_and_featurise, label_config=label_config)
+            results = map(work, enumerate(files))
         for path, (frame, series, notes, error) in zip(
             files, tracked(results, len(files), "prepare", "files read"), strict=True
         ):
@@ -257,7 +280,7 @@ def read_series(
             if error is not None:
                 raise error
             frames[path] = frame
-            featurised.append(series)
+            featurised.append(_unspill(series) if isinstance(series, dict) else series)
     return frames, featurised
 
 
