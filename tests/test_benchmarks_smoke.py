@@ -5,16 +5,19 @@ No timing is asserted here; the benchmarks themselves are run by hand (benchmark
 
 import dataclasses
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import ROOT, tiny_params
-from test_predict import trained  # noqa: F401 (a fixture)
 
+from finseq.checkpoint import save_checkpoint
+from finseq.dataset import make_window_sets, prepare_dataset
+from finseq.load import load_series
 from finseq.models import build_model
 from finseq.synthetic import write_panel
-from finseq.training import TrainingData, fit
+from finseq.training import TrainingData, fit, fold_checkpoint, train_fold
 from finseq.windows import gather_windows, window_offsets
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -238,10 +241,24 @@ def test_fold_rounds_train_the_same_weights_in_one_process_and_in_two(tmp_path):
     assert folds.same_weights(one, two)
 
 
-def test_predict_timings_and_history_gaps_run_on_a_tiny_model(trained, tmp_path, monkeypatch):  # noqa: F811
+def tiny_model_file(directory) -> Path:
+    """A model of two epochs on a generated panel: what the predict benchmark needs to run."""
+    raw = write_panel(directory / "train-raw", n_series=2, n_bars=300, seed=3)
+    params = tiny_params()
+    data = prepare_dataset({str(p): load_series(p) for p in raw}, params.label, params.split)
+    windows = make_window_sets(data, params.window)
+    fold = data.meta["model_fold"]
+    model, result = train_fold(data, windows, fold, params.model, params.train, torch.device("cpu"))
+    model_file = directory / "model.pth"
+    save_checkpoint(fold_checkpoint(model, result, data, windows, fold, params), model_file)
+    return model_file
+
+
+def test_predict_timings_and_history_gaps_run_on_a_tiny_model(tmp_path, monkeypatch):
+    model_file = tiny_model_file(tmp_path)
     files = [str(path) for path in write_panel(tmp_path / "raw", n_series=2, n_bars=300)]
-    assert predict_benchmark.seconds_in_process(files, trained.model_file, rounds=1) > 0
+    assert predict_benchmark.seconds_in_process(files, model_file, rounds=1) > 0
     monkeypatch.setattr(predict_benchmark, "HISTORY_ENDS", range(-2, 0))
-    gaps = predict_benchmark.history_gaps(trained.model_file, [70, 400], tmp_path)
+    gaps = predict_benchmark.history_gaps(model_file, [70, 400], tmp_path)
     # Too little history moves the probabilities; enough leaves them within 1e-6.
     assert gaps[70] > 1e-6 >= gaps[400]
