@@ -8,16 +8,24 @@ import pytest
 import torch
 from conftest import tiny_params
 
+import finseq.training as training
+from finseq.distributed import Ranks
 from finseq.errors import ConfigError
 from finseq.models import build_model
 from finseq.params import ModelConfig
 from finseq.training import (
     TrainingData,
+    _validation,
+    autocast,
+    configure_torch,
     fit,
+    has_native_bf16,
     in_dvc_temp_workspace,
     predict_logits,
     resolve_device,
+    resolve_fold_workers,
     resolve_threads,
+    set_numerics,
 )
 
 
@@ -176,3 +184,159 @@ def test_cuda_without_a_gpu_is_a_config_error():
     with pytest.raises(ConfigError, match=r"train\.device = 'cuda'"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+class EndMinusStart(torch.nn.Module):
+    """A window's last row minus its first as logits (3 features), recording each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[torch.Tensor] = []
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        self.batches.append(windows)
+        return windows[:, -1, :] - windows[:, 0, :]
+
+
+@pytest.mark.parametrize(("pad", "sizes"), [(False, [4, 2]), (True, [4, 4])])
+def test_predict_logits_scores_every_window_once_and_pads_the_last_batch_with_its_last(pad, sizes):
+    """Windows of seq_len 5 end at `ends`; padding adds copies of the last window to the
+    model's input and drops their logits."""
+    features = torch.arange(60, dtype=torch.float32).reshape(20, 3) ** 2
+    ends = torch.tensor([4, 5, 9, 12, 13, 19])
+    model = EndMinusStart().train()
+    logits = predict_logits(model, features, ends, 5, 4, "fp32", pad=pad)
+    assert not model.training
+    assert torch.equal(logits, features[ends] - features[ends - 4])
+    assert [len(batch) for batch in model.batches] == sizes
+    assert all(batch.shape[1:] == (5, 3) for batch in model.batches)
+    if pad:
+        assert torch.equal(model.batches[1][1:], model.batches[1][1:2].expand(3, 5, 3))
+    empty = predict_logits(model, features, ends[:0], 5, 4, pad=pad)
+    assert empty.shape == (0, 3) and empty.dtype == torch.float32
+
+
+def test_training_data_holds_float32_features_int64_classes_label_plus_one_and_ends():
+    features = np.arange(12, dtype=np.float64).reshape(4, 3)[:, ::-1]
+    labels = np.array([-1, 0, 1, 1], dtype=np.int8)
+    data = TrainingData.from_arrays(
+        features, labels, np.array([2, 3]), np.array([3]), 2, torch.device("cpu")
+    )
+    assert data.features.dtype == torch.float32
+    assert torch.equal(data.features, torch.tensor(features.copy(), dtype=torch.float32))
+    assert data.classes.dtype == torch.int64 and data.classes.tolist() == [0, 1, 2, 2]
+    assert data.train_ends.dtype == data.val_ends.dtype == torch.int64
+    assert data.train_ends.tolist() == [2, 3] and data.val_ends.tolist() == [3]
+    assert data.seq_len == 2
+
+
+def test_fold_workers_auto_is_every_core_up_to_the_folds_except_where_one_is_better(
+    monkeypatch,
+):
+    """One worker in DVC's temporary workspaces, on CUDA and with threads set; never more
+    workers than folds, never fewer than one."""
+    monkeypatch.setattr(training, "usable_cores", lambda: 3)
+    monkeypatch.setattr(training, "in_dvc_temp_workspace", lambda *args: False)
+    auto = train_config(fold_workers="auto", threads="auto")
+    cpu = torch.device("cpu")
+    assert resolve_fold_workers(auto, 8, cpu) == 3
+    assert resolve_fold_workers(auto, 2, cpu) == 2
+    assert resolve_fold_workers(auto, 0, cpu) == 1
+    assert resolve_fold_workers(auto, 8, torch.device("cuda")) == 1
+    assert resolve_fold_workers(dataclasses.replace(auto, threads=2), 8, cpu) == 1
+    assert resolve_fold_workers(dataclasses.replace(auto, fold_workers=5), 8, cpu) == 5
+    assert resolve_fold_workers(dataclasses.replace(auto, fold_workers=5), 4, cpu) == 4
+    assert resolve_fold_workers(dataclasses.replace(auto, fold_workers=1), 8, cpu, RANK_1) == 1
+    monkeypatch.setattr(training, "in_dvc_temp_workspace", lambda *args: True)
+    assert resolve_fold_workers(auto, 8, cpu) == 1
+
+
+RANK_1 = Ranks(1, 2, 1, 2)
+
+
+@pytest.fixture
+def torch_settings():
+    """Puts back the thread count and deterministic-algorithm flags a test changes."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def test_configure_torch_sets_the_device_threads_and_deterministic_numerics(
+    torch_settings, monkeypatch, capsys
+):
+    monkeypatch.setattr(training, "has_native_bf16", lambda device: None)
+    device = configure_torch(train_config(device="cpu", threads=1, precision="bf16"))
+    assert device == torch.device("cpu")
+    assert torch.get_num_threads() == 1
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+    assert float(torch.tensor(1e-39)) == 0.0  # denormals flushed
+    monkeypatch.setattr(training, "usable_cores", lambda: 4)
+    monkeypatch.setattr(training, "in_dvc_temp_workspace", lambda *args: False)
+    configure_torch(train_config(device="cpu", threads="auto", precision="fp32"), RANK_1)
+    assert torch.get_num_threads() == 2
+    assert capsys.readouterr().err == ""
+
+
+def test_bf16_without_native_support_is_noted_and_cuda_numerics_only_warn(
+    torch_settings, monkeypatch, capsys
+):
+    monkeypatch.setattr(training, "has_native_bf16", lambda device: False)
+    configure_torch(train_config(device="cpu", threads=1, precision="fp32"))
+    assert capsys.readouterr().err == ""
+    configure_torch(train_config(device="cpu", threads=1, precision="bf16"))
+    assert capsys.readouterr().err == (
+        "note: train.precision = 'bf16' but this cpu has no native bf16 support; it is "
+        "emulated and likely slower than 'fp32' here\n"
+    )
+    set_numerics(torch.device("cuda"))
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+def test_native_bf16_asks_for_hardware_support_and_is_none_when_torch_cannot_tell(monkeypatch):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda **kwargs: asked.append(kwargs))
+    has_native_bf16(torch.device("cuda"))
+    assert asked == [{"including_emulation": False}]
+    for avx512, amx, expected in ((True, False, True), (False, True, True), (False, False, False)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda value=avx512: value)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda value=amx: value)
+        assert has_native_bf16(torch.device("cpu")) is expected
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert has_native_bf16(torch.device("cpu")) is None
+
+
+def test_autocast_is_bf16_on_the_device_for_bf16_and_nothing_for_fp32():
+    cpu = torch.device("cpu")
+    with autocast(cpu, "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with autocast(cpu, "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_validation_across_ranks_sums_each_windows_loss_and_hit_exactly_once(monkeypatch):
+    """Three ranks' shares (all_sum recorded, not reduced) add up to one process's figures;
+    a rank's own call returns its share's mean; no windows anywhere gives NaN."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("gru", 4, 1, 0.0), n_features=3)
+    data = learnable_data()
+    shares = []
+    monkeypatch.setattr(training, "all_sum", lambda totals: shares.append(totals) or totals)
+    plain_loss, plain_accuracy = _validation(model, data, 64, "fp32", None)
+    assert shares == []
+    own = [_validation(model, data, 64, "fp32", Ranks(r, 3, r, 3)) for r in range(3)]
+    loss_sum, correct, count = torch.stack(shares).sum(dim=0).tolist()
+    assert [share.dtype for share in shares] == [torch.float64] * 3
+    assert [int(share[2]) for share in shares] == [99, 99, 98]
+    assert count == len(data.val_ends) == 296
+    assert loss_sum / count == pytest.approx(plain_loss, rel=1e-6)
+    assert correct / count == pytest.approx(plain_accuracy, abs=1e-7)
+    assert own[2] == (float(shares[2][0]) / 98, float(shares[2][1]) / 98)
+    nowhere = dataclasses.replace(data, val_ends=data.val_ends[:2])
+    assert np.isnan(_validation(model, nowhere, 64, "fp32", Ranks(2, 3, 2, 3))).all()
