@@ -340,3 +340,17 @@ def test_validation_across_ranks_sums_each_windows_loss_and_hit_exactly_once(mon
     assert own[2] == (float(shares[2][0]) / 98, float(shares[2][1]) / 98)
     nowhere = dataclasses.replace(data, val_ends=data.val_ends[:2])
     assert np.isnan(_validation(model, nowhere, 64, "fp32", Ranks(2, 3, 2, 3))).all()
+
+
+def test_device_auto_takes_a_visible_gpu_and_a_named_device_is_that_device(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError) as no_gpu:
+        resolve_device("cuda")
+    assert str(no_gpu.value) == (
+        "train.device = 'cuda' but no CUDA GPU is available here; use 'auto' or 'cpu'"
+    )

@@ -7,6 +7,7 @@ the end-to-end pipeline runs of tests/test_wiring.py cover the same code at full
 from __future__ import annotations
 
 import dataclasses
+import signal
 from types import SimpleNamespace
 
 import numpy as np
@@ -31,7 +32,9 @@ from finseq.training import (
     FitResult,
     FoldRun,
     _FoldContext,
+    _start_fold_worker,
     _train_and_save,
+    _train_in_worker,
     bar_interval,
     fold_checkpoint,
     fold_curves_tsv,
@@ -349,3 +352,44 @@ def test_train_folds_prints_each_done_fold_on_the_main_rank_only(panel, monkeypa
         "fold f1 done (1 of 2): best epoch 2, val/loss 0.1235\n"
         "fold f1.seed1 done (2 of 2): best epoch 2, val/loss 0.1235\n"
     )
+
+
+@pytest.fixture
+def worker_state(monkeypatch):
+    """Puts back what a fold worker's start changes in this process: signal handlers, the
+    thread count, the deterministic-algorithm flags and the worker's context."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    monkeypatch.setattr(training, "_worker_context", None)
+    yield
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def test_a_fold_worker_ends_quietly_on_sigterm_leaves_ctrl_c_to_its_parent_and_trains(
+    panel, worker_state, monkeypatch
+):
+    """Run in this process (a forked worker runs the same two functions): the worker's
+    signals, threads and numerics, then each fold it is given trained in its context."""
+    context = context_of(panel)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.use_deterministic_algorithms(False)
+    _start_fold_worker(context, 1)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert torch.get_num_threads() == 1
+    assert torch.are_deterministic_algorithms_enabled()
+    trained = []
+
+    def fake_train_and_save(given, run):
+        trained.append((given, run))
+        return run.key, FITTED
+
+    monkeypatch.setattr(training, "_train_and_save", fake_train_and_save)
+    run = FoldRun("f2", None, None)
+    assert _train_in_worker(run) == ("f2", FITTED)
+    assert trained == [(context, run)]
