@@ -69,10 +69,19 @@ def test_fit_stops_after_patience_epochs_without_a_lower_val_loss():
     order = torch.randperm(len(data.classes), generator=torch.Generator().manual_seed(1))
     shuffled = data.classes[order]
     noise = dataclasses.replace(data, classes=shuffled)
-    result = fit(model, noise, train_config(epochs=200, patience=3, learning_rate=0.05))
+    config = train_config(epochs=200, patience=3, learning_rate=0.05)
+    result = fit(model, noise, config)
     assert result.stop_reason == "early_stopping"
     assert result.epochs_run == result.best_epoch + 3
     assert result.epochs_run < 200
+    # The model holds the best epoch's weights, not the last epoch's.
+    logits = predict_logits(
+        model, noise.features, noise.val_ends, noise.seq_len, 4096, config.precision
+    )
+    restored = float(torch.nn.functional.cross_entropy(logits, noise.classes[noise.val_ends]))
+    assert restored == pytest.approx(result.best_val_loss, rel=1e-6)
+    assert result.best_val_loss == result.history[result.best_epoch - 1].val_loss
+    assert abs(restored - result.history[-1].val_loss) > 1e-6
 
 
 def test_plateau_schedule_lowers_the_rate_after_lr_patience_epochs_without_gain():
@@ -353,4 +362,87 @@ def test_device_auto_takes_a_visible_gpu_and_a_named_device_is_that_device(monke
         resolve_device("cuda")
     assert str(no_gpu.value) == (
         "train.device = 'cuda' but no CUDA GPU is available here; use 'auto' or 'cpu'"
+    )
+
+
+def _linear_fit(**changes) -> tuple[dict, dict, object]:
+    """Initial and fitted weights of a seeded linear model, and the fit's result (fp32)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("linear", 4, 1, 0.0), n_features=3)
+    initial = {name: value.clone() for name, value in model.state_dict().items()}
+    result = fit(model, learnable_data(), train_config(precision="fp32", **changes))
+    return initial, model.state_dict(), result
+
+
+def test_with_a_rate_too_small_to_learn_an_epochs_figures_are_the_initial_models():
+    """The epoch's train loss is the mean over every train window, its val figures those of
+    all val windows; an equal val loss is no gain, so epoch 1 stays the best."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("linear", 4, 1, 0.0), n_features=3)
+    data = learnable_data()
+    figures = {}
+    for part, ends in (("train", data.train_ends), ("val", data.val_ends)):
+        logits = predict_logits(model, data.features, ends, data.seq_len, 4096)
+        classes = data.classes[ends]
+        loss = float(torch.nn.functional.cross_entropy(logits, classes))
+        figures[part] = (loss, float((logits.argmax(dim=1) == classes).float().mean()))
+    _, _, result = _linear_fit(epochs=5, patience=2, learning_rate=1e-12, batch_size=64)
+    first = result.history[0]
+    assert first.train_loss == pytest.approx(figures["train"][0], rel=1e-6)
+    assert (first.val_loss, first.val_accuracy) == pytest.approx(figures["val"], rel=1e-6)
+    assert [epoch.val_loss for epoch in result.history] == [first.val_loss] * 3
+    assert (result.best_epoch, result.epochs_run, result.stop_reason) == (1, 3, "early_stopping")
+    assert result.best_val_loss == first.val_loss
+
+
+def test_a_fit_that_runs_out_of_epochs_says_so():
+    _, _, result = _linear_fit(epochs=2, patience=5, learning_rate=0.01)
+    assert (result.epochs_run, result.stop_reason) == (2, "max_epochs")
+    assert len(result.history) == 2
+
+
+def test_grad_clip_bounds_the_gradient_norm_and_zero_turns_it_off():
+    """Adam's step is about the rate whatever the gradient's scale, unless the gradient is
+    clipped below Adam's epsilon (1e-8): then the weights barely move."""
+    initial, free, _ = _linear_fit(epochs=1, learning_rate=0.01, grad_clip=0.0)
+    _, clipped, _ = _linear_fit(epochs=1, learning_rate=0.01, grad_clip=1e-12)
+    assert max(float((free[k] - initial[k]).abs().max()) for k in initial) > 0.04
+    assert max(float((clipped[k] - initial[k]).abs().max()) for k in initial) < 1e-5
+
+
+def test_weight_decay_reaches_the_optimiser():
+    """A huge weight decay makes every gradient point away from zero: every weight well
+    above the epoch's few steps of 0.01 shrinks, which without decay some do not."""
+    changes = {"epochs": 1, "learning_rate": 0.01, "grad_clip": 0.0}
+
+    def shrunk(weights: dict, initial: dict) -> torch.Tensor:
+        large = initial["head.weight"].abs() > 0.1
+        return (weights["head.weight"].abs() < initial["head.weight"].abs())[large]
+
+    initial, decayed, _ = _linear_fit(weight_decay=1e6, **changes)
+    _, plain, _ = _linear_fit(weight_decay=0.0, **changes)
+    assert bool(shrunk(decayed, initial).all())
+    assert not bool(shrunk(plain, initial).all())
+
+
+def test_divergence_messages_name_the_epoch_and_the_rate():
+    data = learnable_data()
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("linear", 4, 1, 0.0), n_features=3)
+    poisoned = dataclasses.replace(data, features=data.features * float("inf"))
+    with pytest.raises(ConfigError) as diverged:
+        fit(model, poisoned, train_config(epochs=2, grad_clip=0.0))
+    assert str(diverged.value) == (
+        "training diverged: the training loss is nan in epoch 1; lower train.learning_rate "
+        "(now 0.001) or set train.grad_clip"
+    )
+    features = data.features.clone()
+    features[data.val_ends] = float("nan")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("linear", 4, 1, 0.0), n_features=3)
+    with pytest.raises(ConfigError) as never_finite:
+        fit(model, dataclasses.replace(data, features=features), train_config(epochs=2))
+    assert str(never_finite.value) == (
+        "training diverged: the validation loss was never finite; lower train.learning_rate "
+        "(now 0.001) or set train.grad_clip"
     )
