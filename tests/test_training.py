@@ -446,3 +446,18 @@ def test_divergence_messages_name_the_epoch_and_the_rate():
         "training diverged: the validation loss was never finite; lower train.learning_rate "
         "(now 0.001) or set train.grad_clip"
     )
+
+
+def test_data_parallel_pins_a_cuda_model_to_its_device_and_leaves_a_cpu_one_unpinned(
+    monkeypatch,
+):
+    from torch.nn import parallel
+
+    wrapped = []
+    monkeypatch.setattr(
+        parallel, "DistributedDataParallel", lambda model, **kwargs: wrapped.append(kwargs)
+    )
+    model = torch.nn.Linear(2, 2)
+    training._data_parallel(model, torch.device("cuda", 1))
+    training._data_parallel(model, torch.device("cpu"))
+    assert wrapped == [{"device_ids": [torch.device("cuda", 1)]}, {"device_ids": None}]

@@ -393,3 +393,18 @@ def test_a_fold_worker_ends_quietly_on_sigterm_leaves_ctrl_c_to_its_parent_and_t
     run = FoldRun("f2", None, None)
     assert _train_in_worker(run) == ("f2", FITTED)
     assert trained == [(context, run)]
+
+
+def test_score_fold_scores_in_the_precision_it_is_given(panel):
+    """bf16 logits differ from fp32 ones by bf16's rounding; score_fold passes it on."""
+    data, windows, _ = panel
+    model = tiny_model(data)
+    scored = {
+        precision: score_fold(model, data, windows, "f2", CPU, batch_size=32, precision=precision)
+        for precision in ("fp32", "bf16")
+    }
+    features = torch.as_tensor(data.scaled_features("f2"))
+    ends = torch.as_tensor(windows.ends["f2"]["test"])
+    bf16 = predict_logits(model, features, ends, 8, 32, "bf16").numpy()
+    assert np.array_equal(scored["bf16"].logits["test"], bf16)
+    assert not np.array_equal(scored["bf16"].logits["test"], scored["fp32"].logits["test"])
