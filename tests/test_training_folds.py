@@ -19,6 +19,7 @@ import finseq
 import finseq.training as training
 from finseq.dataset import make_window_sets, prepare_dataset
 from finseq.distributed import Ranks
+from finseq.errors import ConfigError
 from finseq.evaluate import class_prior
 from finseq.load import load_series
 from finseq.models import build_model
@@ -408,3 +409,26 @@ def test_score_fold_scores_in_the_precision_it_is_given(panel):
     bf16 = predict_logits(model, features, ends, 8, 32, "bf16").numpy()
     assert np.array_equal(scored["bf16"].logits["test"], bf16)
     assert not np.array_equal(scored["bf16"].logits["test"], scored["fp32"].logits["test"])
+
+
+def test_train_folds_decides_its_workers_from_the_device_and_the_ranks(panel, monkeypatch):
+    """With fold_workers and threads `auto`, a CUDA device trains the folds one after another
+    in this process; under torchrun, two fold workers are refused."""
+    trained = []
+
+    def fake_train_and_save(context, run):
+        trained.append(run.key)
+        return run.key, FITTED
+
+    monkeypatch.setattr(training, "_train_and_save", fake_train_and_save)
+    monkeypatch.setattr(training, "in_dvc_temp_workspace", lambda *args: False)
+    monkeypatch.setattr(training, "usable_cores", lambda: 2)
+    data, windows, params = panel
+    auto = dataclasses.replace(params.train, fold_workers="auto", threads="auto")
+    runs = [FoldRun("f1", None, None), FoldRun("f2", None, None)]
+    cuda = torch.device("cuda")
+    results = train_folds(data, windows, dataclasses.replace(params, train=auto), cuda, runs)
+    assert list(results) == trained == ["f1", "f2"]
+    two = dataclasses.replace(params, train=dataclasses.replace(auto, fold_workers=2))
+    with pytest.raises(ConfigError, match="under torchrun"):
+        train_folds(data, windows, two, CPU, runs, Ranks(0, 2, 0, 2))
