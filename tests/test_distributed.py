@@ -382,3 +382,18 @@ def test_a_failed_rank_becomes_one_line_and_a_signal_an_interrupt(monkeypatch):
     with pytest.raises(KeyboardInterrupt) as interrupted:
         launch_with(monkeypatch, FakeLauncher(SignalException("stop", signal.SIGTERM)))
     assert interrupted.value.__suppress_context__ and LOCAL_LAUNCH not in os.environ
+
+
+def test_a_peer_loss_recorded_only_in_the_error_file_is_no_cause_and_ties_go_to_the_lower_rank():
+    """A rank that exited 1 after writing PeerLost's status to its error file still lost a
+    peer; of two root causes at the same moment the lower rank is named; a record whose
+    message is torch's traceback dict, not a line, gives the exit-status line."""
+    lost = _failure(1, 4, {"message": "rank 0 lost contact", "timestamp": 4, "exit_status": 3})
+    cause = _failure(2, 9, {"message": "the cause", "timestamp": 9})
+    assert first_failure({0: lost, 1: cause}) == "the cause"
+    same = _failure(2, 9, {"message": "the other cause", "timestamp": 9})
+    assert first_failure({3: cause, 1: same}) == "the other cause"
+    traceback = {"message": {"message": "boom", "extraInfo": {}}, "timestamp": 7}
+    assert first_failure({5: _failure(1, 7, traceback)}).startswith(
+        "training rank 5 exited with status 1 "
+    )
