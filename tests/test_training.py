@@ -277,9 +277,10 @@ def torch_settings():
 def test_configure_torch_sets_the_device_threads_and_deterministic_numerics(
     torch_settings, monkeypatch, capsys
 ):
-    monkeypatch.setattr(training, "has_native_bf16", lambda device: None)
+    asked = []
+    monkeypatch.setattr(training, "has_native_bf16", lambda device: asked.append(device))
     device = configure_torch(train_config(device="cpu", threads=1, precision="bf16"))
-    assert device == torch.device("cpu")
+    assert device == torch.device("cpu") and asked == [device]
     assert torch.get_num_threads() == 1
     assert torch.are_deterministic_algorithms_enabled()
     assert not torch.is_deterministic_algorithms_warn_only_enabled()
@@ -288,6 +289,8 @@ def test_configure_torch_sets_the_device_threads_and_deterministic_numerics(
     monkeypatch.setattr(training, "in_dvc_temp_workspace", lambda *args: False)
     configure_torch(train_config(device="cpu", threads="auto", precision="fp32"), RANK_1)
     assert torch.get_num_threads() == 2
+    configure_torch(train_config(device="cpu", threads="auto", precision="fp32"))
+    assert torch.get_num_threads() == 4
     assert capsys.readouterr().err == ""
 
 
@@ -461,3 +464,11 @@ def test_data_parallel_pins_a_cuda_model_to_its_device_and_leaves_a_cpu_one_unpi
     training._data_parallel(model, torch.device("cuda", 1))
     training._data_parallel(model, torch.device("cpu"))
     assert wrapped == [{"device_ids": [torch.device("cuda", 1)]}, {"device_ids": None}]
+
+
+def test_configure_torch_gives_a_cuda_rank_its_local_gpu(torch_settings, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    config = train_config(device="cuda", threads=1, precision="fp32")
+    assert configure_torch(config, RANK_1) == torch.device("cuda", 1)
