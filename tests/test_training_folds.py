@@ -319,6 +319,7 @@ def test_train_folds_in_one_process_or_two_workers_gives_the_same_weights_in_run
         assert list(results[workers]) == ["f1", "f2", "final"]
         weights[workers] = {run.fold: torch.load(run.checkpoint)["state_dict"] for run in runs}
     assert results[1] == results[2]
+    assert all(result.epochs_run == 2 for result in results[2].values())
     for fold, state in weights[1].items():
         assert all(torch.equal(value, weights[2][fold][name]) for name, value in state.items())
     assert weights[1]["f1"]["head.weight"].shape == weights[1]["final"]["head.weight"].shape
@@ -340,15 +341,24 @@ def test_train_folds_in_one_process_or_two_workers_gives_the_same_weights_in_run
 
 
 def test_train_folds_prints_each_done_fold_on_the_main_rank_only(panel, monkeypatch, capsys):
+    """Each fold is trained in a context holding the run's device and ranks, and its result
+    is returned under its key."""
+    fitted = dataclasses.replace(FITTED, best_val_loss=0.123456)
+    contexts = []
+
     def fake_train_and_save(context, run):
-        return run.key, dataclasses.replace(FITTED, best_val_loss=0.123456)
+        contexts.append(context)
+        return run.key, fitted
 
     monkeypatch.setattr(training, "_train_and_save", fake_train_and_save)
     runs = [FoldRun("f1", None, None), FoldRun("f1", None, None, seed_offset=1)]
     data, windows, params = panel
     for rank in (1, 0):
-        results = train_folds(data, windows, params, CPU, runs, Ranks(rank, 2, rank, 2))
-        assert list(results) == ["f1", "f1.seed1"]
+        ranks = Ranks(rank, 2, rank, 2)
+        results = train_folds(data, windows, params, CPU, runs, ranks)
+        assert results == {"f1": fitted, "f1.seed1": fitted}
+        assert [(context.device, context.ranks) for context in contexts[-2:]] == [(CPU, ranks)] * 2
+        assert contexts[-1].params is params and contexts[-1].data is data
     assert capsys.readouterr().out == (
         "fold f1 done (1 of 2): best epoch 2, val/loss 0.1235\n"
         "fold f1.seed1 done (2 of 2): best epoch 2, val/loss 0.1235\n"
