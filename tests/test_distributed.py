@@ -206,8 +206,12 @@ def test_processes_and_fold_workers_are_one_or_the_other():
     config = dataclasses.replace(tiny_params().train, fold_workers="auto", threads="auto")
     cpu = torch.device("cpu")
     assert resolve_fold_workers(config, 8, cpu, Ranks(0, 2, 0, 2)) == 1
-    with pytest.raises(ConfigError, match=re.escape("train.fold_workers = 2 under torchrun")):
+    with pytest.raises(ConfigError) as both:
         resolve_fold_workers(dataclasses.replace(config, fold_workers=2), 8, cpu, Ranks(0, 2, 0, 2))
+    assert str(both.value) == (
+        "train.fold_workers = 2 under torchrun: train the folds side by side or each across "
+        "ranks, not both; set train.fold_workers to 1"
+    )
 
 
 def test_threads_auto_shares_the_cores_among_this_machines_ranks(monkeypatch, tmp_path):
