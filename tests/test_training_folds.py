@@ -275,14 +275,15 @@ def test_train_and_save_without_a_checkpoint_or_live_dir_writes_nothing(panel, t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_train_and_save_logs_saves_and_offsets_the_seed(panel, tmp_path, monkeypatch):
-    """The seed offset reaches the fold's training and its checkpoint; DVCLive's own summary
-    (the last epoch's) is removed; a distributed run's world size is recorded."""
+def test_train_and_save_logs_saves_and_offsets_the_seed(panel, tmp_path, monkeypatch, capsys):
+    """The seed offset reaches the fold's training and its checkpoint; each epoch is logged
+    under the fold's name; DVCLive's own summary (the last epoch's) is removed; a distributed
+    run's world size is recorded, one process's is 1."""
     model = tiny_model(panel[0])
     seen = {}
 
     def fake_train_fold(data, windows, fold, model_config, train_config, device, **kwargs):
-        seen.update(fold=fold, seed=train_config.seed, ranks=kwargs["ranks"])
+        seen.update(fold=fold, seed=train_config.seed, ranks=kwargs["ranks"], device=device)
         for result in HISTORY:
             kwargs["on_epoch"](result)
         return model, FITTED
@@ -291,7 +292,9 @@ def test_train_and_save_logs_saves_and_offsets_the_seed(panel, tmp_path, monkeyp
     ranks = Ranks(0, 2, 0, 2)
     run = FoldRun("f3", tmp_path / "live", tmp_path / "f3.pth", seed_offset=4)
     assert _train_and_save(context_of(panel, ranks), run) == ("f3.seed4", FITTED)
-    assert seen == {"fold": "f3", "seed": 9, "ranks": ranks}
+    assert seen == {"fold": "f3", "seed": 9, "ranks": ranks, "device": CPU}
+    printed = capsys.readouterr().out.splitlines()
+    assert [line[:21] for line in printed] == [f"fold    f3  epoch   {n}" for n in (1, 2, 3)]
     assert not (run.live_dir / "metrics.json").exists()
     logged = (run.live_dir / "plots" / "metrics" / "val" / "loss.tsv").read_text().split()
     assert logged == ["step", "loss", "1", "0.9", "2", "0.7", "3", "0.75"]
@@ -299,6 +302,9 @@ def test_train_and_save_logs_saves_and_offsets_the_seed(panel, tmp_path, monkeyp
     assert checkpoint["training"]["seed"] == 9
     assert checkpoint["training"]["world_size"] == 2
     assert checkpoint["training"]["fold"] == "f3"
+    alone = FoldRun("f3", None, tmp_path / "alone.pth")
+    _train_and_save(context_of(panel), alone)
+    assert torch.load(alone.checkpoint, weights_only=True)["training"]["world_size"] == 1
 
 
 def test_train_folds_in_one_process_or_two_workers_gives_the_same_weights_in_runs_order(
