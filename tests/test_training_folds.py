@@ -451,3 +451,56 @@ def test_train_folds_decides_its_workers_from_the_device_and_the_ranks(panel, mo
     two = dataclasses.replace(params, train=dataclasses.replace(auto, fold_workers=2))
     with pytest.raises(ConfigError, match="under torchrun"):
         train_folds(data, windows, two, CPU, runs, Ranks(0, 2, 0, 2))
+
+
+class FakePool:
+    """multiprocessing's Pool, recorded: what it was started with, the order runs were
+    handed to it, and how it was shut down. Each run "trains" to FITTED at once."""
+
+    def __init__(self, log: list, workers: int, initializer, initargs) -> None:
+        self.log = log
+        log.append(("pool", workers, initializer, initargs))
+
+    def imap_unordered(self, function, runs):
+        self.log.append(("imap", function, [run.key for run in runs]))
+        return iter([(run.key, FITTED) for run in runs])
+
+    def close(self) -> None:
+        self.log.append("close")
+
+    def terminate(self) -> None:
+        self.log.append("terminate")
+
+    def join(self) -> None:
+        self.log.append("join")
+
+
+def test_fold_workers_are_forked_with_their_thread_count_and_given_the_latest_folds_first(
+    panel, monkeypatch
+):
+    """One thread per worker unless train.threads says otherwise; the runs go to the pool
+    latest first, and the pool is closed, terminated and joined."""
+    log: list = []
+    methods = []
+
+    def get_context(method):
+        methods.append(method)
+        return SimpleNamespace(Pool=lambda *args, **kwargs: FakePool(log, *args, **kwargs))
+
+    monkeypatch.setattr(training.multiprocessing, "get_context", get_context)
+    data, windows, params = panel
+    runs = [FoldRun(fold, None, None) for fold in ("f1", "f2", "f3")]
+    for threads, expected in (("auto", 1), (3, 3)):
+        train = dataclasses.replace(params.train, fold_workers=2, threads=threads)
+        given = dataclasses.replace(params, train=train)
+        log.clear()
+        assert list(train_folds(data, windows, given, CPU, runs)) == ["f1", "f2", "f3"]
+        context = _FoldContext(data, windows, given, CPU, None)
+        assert log == [
+            ("pool", 2, _start_fold_worker, (context, expected)),
+            ("imap", _train_in_worker, ["f3", "f2", "f1"]),
+            "close",
+            "terminate",
+            "join",
+        ]
+    assert methods == ["fork", "fork"]
