@@ -43,6 +43,7 @@ from finseq.training import (
     predict_logits,
     run_summary,
     score_fold,
+    train_fold,
     train_folds,
     trained_until,
     training_summary,
@@ -504,3 +505,39 @@ def test_fold_workers_are_forked_with_their_thread_count_and_given_the_latest_fo
             "join",
         ]
     assert methods == ["fork", "fork"]
+
+
+def test_train_fold_fits_a_seeded_model_on_that_folds_scaled_windows_with_its_callbacks(
+    panel, monkeypatch
+):
+    """What train_fold hands to fit: a fresh model seeded by train.seed, the fold's scaled
+    features and train and val window ends, and the caller's on_epoch, batch size and ranks."""
+    data, windows, params = panel
+    handed = []
+    monkeypatch.setattr(training, "fit", lambda *args: handed.append(args) or FITTED)
+    ranks, on_epoch = Ranks(0, 2, 0, 2), print
+    config = ModelConfig("gru", 4, 1, 0.0)
+    for _ in range(2):
+        model, result = train_fold(
+            data,
+            windows,
+            "f2",
+            config,
+            params.train,
+            CPU,
+            eval_batch_size=7,
+            on_epoch=on_epoch,
+            ranks=ranks,
+        )
+        assert result is FITTED
+    (first, fitted, train, *rest), (second, *_) = handed
+    assert fitted.features.dtype == torch.float32 and fitted.seq_len == 8
+    assert np.array_equal(fitted.features.numpy(), data.scaled_features("f2"))
+    assert np.array_equal(fitted.train_ends.numpy(), windows.ends["f2"]["train"])
+    assert np.array_equal(fitted.val_ends.numpy(), windows.ends["f2"]["val"])
+    assert train is params.train and rest == [on_epoch, 7, ranks]
+    assert second is model and first is not second
+    torch.manual_seed(params.train.seed)
+    seeded = build_model(config, data.features.shape[1]).state_dict()
+    for built in (first, second):
+        assert all(torch.equal(v, built.state_dict()[k]) for k, v in seeded.items())
