@@ -106,7 +106,7 @@ def test_plateau_schedule_lowers_the_rate_after_lr_patience_epochs_without_gain(
         rates[schedule] = [epoch.learning_rate for epoch in seen]
     assert rates["none"] == [1e-12] * 7
     assert rates["plateau"] == pytest.approx(
-        [1e-12, 1e-12, 1e-12, 5e-13, 5e-13, 2.5e-13, 2.5e-13], rel=1e-9
+        [1e-12, 1e-12, 1e-12, 5e-13, 5e-13, 2.5e-13, 2.5e-13], rel=1e-9, abs=0
     )
 
 
