@@ -85,9 +85,11 @@ def test_fit_stops_after_patience_epochs_without_a_lower_val_loss():
 
 
 def test_plateau_schedule_lowers_the_rate_after_lr_patience_epochs_without_gain():
-    """A rate too small to move the loss: every epoch is a plateau. With lr_patience 1 the
+    """Gradients clipped far below Adam's epsilon barely move the loss (by far less than the
+    scheduler's relative threshold of 1e-4): every epoch is a plateau. With lr_patience 1 the
     rate falls by lr_factor after the third epoch and after every second one from then on;
-    with lr_schedule none it never moves."""
+    with lr_schedule none it never moves. (A rate of 1e-12 would not do: ReduceLROnPlateau
+    ignores reductions smaller than its eps, 1e-8.)"""
     data = learnable_data()
     rates = {}
     for schedule in ("none", "plateau"):
@@ -97,16 +99,17 @@ def test_plateau_schedule_lowers_the_rate_after_lr_patience_epochs_without_gain(
         config = train_config(
             epochs=7,
             patience=100,
-            learning_rate=1e-12,
+            learning_rate=1e-3,
+            grad_clip=1e-12,
             lr_schedule=schedule,
             lr_factor=0.5,
             lr_patience=1,
         )
         fit(model, data, config, seen.append)
         rates[schedule] = [epoch.learning_rate for epoch in seen]
-    assert rates["none"] == [1e-12] * 7
+    assert rates["none"] == [1e-3] * 7
     assert rates["plateau"] == pytest.approx(
-        [1e-12, 1e-12, 1e-12, 5e-13, 5e-13, 2.5e-13, 2.5e-13], rel=1e-9, abs=0
+        [1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4], rel=1e-9, abs=0
     )
 
 
