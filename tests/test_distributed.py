@@ -401,3 +401,19 @@ def test_a_peer_loss_recorded_only_in_the_error_file_is_no_cause_and_ties_go_to_
     assert first_failure({5: _failure(1, 7, traceback)}).startswith(
         "training rank 5 exited with status 1 "
     )
+
+
+def test_fit_under_a_process_group_wraps_the_model_for_gradient_averaging(single_rank, monkeypatch):
+    """One rank cannot tell an averaged gradient from its own: what fit trains is checked."""
+    import finseq.training as training
+
+    wrapped = []
+    monkeypatch.setattr(
+        training, "_data_parallel", lambda model, device: wrapped.append((model, device)) or model
+    )
+    config = dataclasses.replace(tiny_params().train, precision="fp32", epochs=1)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("linear", 4, 1, 0.0), n_features=3)
+    fit(model, learnable_data(), config, ranks=single_rank)
+    fit(model, learnable_data(), config)
+    assert wrapped == [(model, torch.device("cpu"))]

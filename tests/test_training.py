@@ -446,8 +446,12 @@ def test_divergence_messages_name_the_epoch_and_the_rate():
     features[data.val_ends] = float("nan")
     torch.manual_seed(0)
     model = build_model(ModelConfig("linear", 4, 1, 0.0), n_features=3)
+    seen = []
     with pytest.raises(ConfigError) as never_finite:
-        fit(model, dataclasses.replace(data, features=features), train_config(epochs=2))
+        poisoned = dataclasses.replace(data, features=features)
+        fit(model, poisoned, train_config(epochs=5, patience=2), seen.append)
+    # A NaN epoch is no gain: the fit stops after `patience` of them, not sooner.
+    assert len(seen) == 2
     assert str(never_finite.value) == (
         "training diverged: the validation loss was never finite; lower train.learning_rate "
         "(now 0.001) or set train.grad_clip"
