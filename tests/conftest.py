@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,3 +197,22 @@ def shared_reproduced(tmp_path_factory: pytest.TempPathFactory) -> Project:
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return make_project(tmp_path / "repo")
+
+
+def train_tiny_model(raw: Sequence[Path], model_file: Path):
+    """Prepares, windows and trains the final fold of `raw` in process with the tiny params,
+    and saves its checkpoint to `model_file`; returns the prepared data and window sets."""
+    import torch
+
+    from finseq.checkpoint import save_checkpoint
+    from finseq.dataset import make_window_sets, prepare_dataset
+    from finseq.load import load_series
+    from finseq.training import fold_checkpoint, train_fold
+
+    params = tiny_params()
+    data = prepare_dataset({str(p): load_series(p) for p in raw}, params.label, params.split)
+    windows = make_window_sets(data, params.window)
+    fold = data.meta["model_fold"]
+    model, result = train_fold(data, windows, fold, params.model, params.train, torch.device("cpu"))
+    save_checkpoint(fold_checkpoint(model, result, data, windows, fold, params), model_file)
+    return data, windows

@@ -5,19 +5,15 @@ No timing is asserted here; the benchmarks themselves are run by hand (benchmark
 
 import dataclasses
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, tiny_params
+from conftest import ROOT, tiny_params, train_tiny_model
 
-from finseq.checkpoint import save_checkpoint
-from finseq.dataset import make_window_sets, prepare_dataset
-from finseq.load import load_series
 from finseq.models import build_model
 from finseq.synthetic import write_panel
-from finseq.training import TrainingData, fit, fold_checkpoint, train_fold
+from finseq.training import TrainingData, fit
 from finseq.windows import gather_windows, window_offsets
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -241,21 +237,12 @@ def test_fold_rounds_train_the_same_weights_in_one_process_and_in_two(tmp_path):
     assert folds.same_weights(one, two)
 
 
-def tiny_model_file(directory) -> Path:
-    """A model of two epochs on a generated panel: what the predict benchmark needs to run."""
-    raw = write_panel(directory / "train-raw", n_series=2, n_bars=300, seed=3)
-    params = tiny_params()
-    data = prepare_dataset({str(p): load_series(p) for p in raw}, params.label, params.split)
-    windows = make_window_sets(data, params.window)
-    fold = data.meta["model_fold"]
-    model, result = train_fold(data, windows, fold, params.model, params.train, torch.device("cpu"))
-    model_file = directory / "model.pth"
-    save_checkpoint(fold_checkpoint(model, result, data, windows, fold, params), model_file)
-    return model_file
-
-
 def test_predict_timings_and_history_gaps_run_on_a_tiny_model(tmp_path, monkeypatch):
-    model_file = tiny_model_file(tmp_path)
+    # Any model will do: one trained in process on a generated panel.
+    model_file = tmp_path / "model.pth"
+    train_tiny_model(
+        write_panel(tmp_path / "train-raw", n_series=2, n_bars=300, seed=3), model_file
+    )
     files = [str(path) for path in write_panel(tmp_path / "raw", n_series=2, n_bars=300)]
     assert predict_benchmark.seconds_in_process(files, model_file, rounds=1) > 0
     monkeypatch.setattr(predict_benchmark, "HISTORY_ENDS", range(-2, 0))

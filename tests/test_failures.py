@@ -12,6 +12,8 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -124,8 +126,11 @@ def make_training_long(project: Project, fold_workers: int = 1) -> None:
     project.write_params(params)
 
 
-def interrupt_training(project: Project, signum: int) -> subprocess.CompletedProcess:
-    """Starts the train stage, sends `signum` once the first epoch is logged, waits for it."""
+def stop_training_mid_epoch(
+    project: Project, stop: Callable[[subprocess.Popen], object]
+) -> tuple[subprocess.CompletedProcess, float]:
+    """Starts the train stage, calls `stop` on it once the first epoch is logged, and waits
+    for it; returns the run and the seconds it took to end after `stop`."""
     process = subprocess.Popen(
         ["python", "-m", "finseq.stages.train"],
         cwd=project.path,
@@ -137,21 +142,29 @@ def interrupt_training(project: Project, signum: int) -> subprocess.CompletedPro
         # inherits that; the stage must see the signal as a user's Ctrl-C would send it.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    watchdog = threading.Timer(120, process.kill)
+    watchdog = threading.Timer(180, process.kill)
     watchdog.start()
     try:
         head: list[str] = []
         while not head or " epoch " not in head[-1]:
             head.append(process.stdout.readline())
             assert head[-1], "".join(head) + process.stderr.read()
-        process.send_signal(signum)
+        stop(process)
+        stopped = time.monotonic()
         stdout, stderr = process.communicate(timeout=60)
+        ended_after = time.monotonic() - stopped
     finally:
         watchdog.cancel()
         process.kill()
-    return subprocess.CompletedProcess(
+    run = subprocess.CompletedProcess(
         process.args, process.returncode, "".join(head) + stdout, stderr
     )
+    return run, ended_after
+
+
+def interrupt_training(project: Project, signum: int) -> subprocess.CompletedProcess:
+    """The train stage, sent `signum` once the first epoch is logged."""
+    return stop_training_mid_epoch(project, lambda process: process.send_signal(signum))[0]
 
 
 def processes_in(directory: Path) -> list[int]:

@@ -19,20 +19,20 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, VENV_BIN, Project, tiny_params
+from conftest import ROOT, VENV_BIN, Project, tiny_params, train_tiny_model
 from test_checkpoint_safety import write_malicious
 
 import finseq
 from finseq import predict as predict_module
 from finseq.card import model_card
 from finseq.checkpoint import load_checkpoint, save_checkpoint
-from finseq.dataset import PreparedData, WindowSets, make_window_sets, prepare_dataset
+from finseq.dataset import PreparedData, WindowSets, prepare_dataset
 from finseq.errors import DataError
 from finseq.load import load_series
 from finseq.predict import PREDICT_BATCH, ModelInputs, Selection, predict
 from finseq.provenance import MODEL_SOURCES, file_md5, source_hash
 from finseq.synthetic import synthetic_ohlcv
-from finseq.training import fold_checkpoint, predict_logits, set_numerics, train_fold
+from finseq.training import predict_logits, set_numerics
 from finseq.windows import segment_starts
 
 RAW_FILES = ("data/raw/sp500.csv", "data/raw/nasdaq.csv")
@@ -52,13 +52,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """A tiny model of the final fold, trained on copies of the repository's raw CSVs."""
     directory = tmp_path_factory.mktemp("trained")
     raw = tuple(Path(shutil.copy(ROOT / name, directory / Path(name).name)) for name in RAW_FILES)
-    params = tiny_params()
-    data = prepare_dataset({str(p): load_series(p) for p in raw}, params.label, params.split)
-    windows = make_window_sets(data, params.window)
-    fold = data.meta["model_fold"]
-    model, result = train_fold(data, windows, fold, params.model, params.train, torch.device("cpu"))
     model_file = directory / "model.pth"
-    save_checkpoint(fold_checkpoint(model, result, data, windows, fold, params), model_file)
+    data, windows = train_tiny_model(raw, model_file)
     return Trained(model_file=model_file, data=data, windows=windows, raw=raw)
 
 

@@ -13,14 +13,13 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import Project, make_project, tiny_params_dict
-from test_failures import processes_in, snapshot
+from test_failures import processes_in, snapshot, stop_training_mid_epoch
 
 pytestmark = pytest.mark.slow
 
@@ -150,34 +149,21 @@ def test_a_rank_killed_mid_epoch_ends_the_stage_with_one_line_and_no_output(
     project.run("dvc", "checkout", "--force")
     before = snapshot(project)
     set_params(project, train={"processes": 2, "epochs": 100_000, "patience": 100_000})
-    stage = subprocess.Popen(
-        ["python", "-m", "finseq.stages.train"],
-        cwd=project.path,
-        env=project.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    watchdog = threading.Timer(180, stage.kill)
-    watchdog.start()
+    killed: list[int] = []
     try:
-        first_epoch = stage.stdout.readline()
-        assert " epoch " in first_epoch, first_epoch + stage.stderr.read()
-        killed = kill_rank(stage.pid, rank=1)
-        started = time.monotonic()
-        _, stderr = stage.communicate(timeout=60)
-        ended_within = time.monotonic() - started
+        run, ended_within = stop_training_mid_epoch(
+            project, lambda stage: killed.append(kill_rank(stage.pid, rank=1))
+        )
     finally:
-        watchdog.cancel()
-        stage.kill()
         project.run("git", "checkout", "--", "params.yaml")
+    stderr = run.stderr
     assert ended_within < 60
-    assert stage.returncode == 2
+    assert run.returncode == 2
     assert stderr.strip().splitlines() == [
         "error: training rank 1 was ended by SIGKILL; every rank stopped and no output of "
         "this stage was written"
     ], stderr
-    assert killed not in processes_in(project.path)
+    assert killed and killed[0] not in processes_in(project.path)
     assert processes_in(project.path) == []
     after = snapshot(project)
     del before["params.yaml"], after["params.yaml"]
