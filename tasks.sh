@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command per job on a fresh clone; each creates .venv from requirements.txt first.
 #   ./tasks.sh repro   set up, then run the whole pipeline (dvc repro)
-#   ./tasks.sh test    set up, then run the test suite (pytest; extra args go to pytest)
+#   ./tasks.sh test    set up, then run the test suite on every core (pytest -n logical: one
+#                      test process per core, each test file on one; extra args go to pytest)
 #   ./tasks.sh setup   only create or refresh .venv
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,6 +23,6 @@ job="${1:-}"
 case "$job" in
     setup) setup ;;
     repro) setup; dvc repro "$@" ;;
-    test) setup; pytest "$@" ;;
+    test) setup; pytest -n logical --dist loadfile "$@" ;;
     *) echo "usage: ./tasks.sh setup | repro | test [pytest arguments]" >&2; exit 2 ;;
 esac

@@ -168,30 +168,45 @@ def make_project(
     files = write_panel(directory / "data" / "raw", n_series=n_series, n_bars=n_bars, seed=7)
     params = params or tiny_params_dict()
     params["data"]["files"] = [str(path.relative_to(directory)) for path in files]
-    env = dvc_environment(directory.parent / f"{directory.name}-home")
-    # Stages import the copy's own package, so a test can change the code under test.
-    env["PYTHONPATH"] = str(directory / "src")
-    project = Project(path=directory, env=env)
+    project = project_at(directory)
     project.write_params(params)
     project.run("git", "init", "-q", "-b", "main")
     project.commit("tiny project")
     return project
 
 
-def reproduced_project(directory: Path) -> Project:
-    """A tiny project whose pipeline ran once and was committed: every output is in git or
-    the DVC cache, so a test can break things and restore them."""
-    project = make_project(directory)
-    project.run("dvc", "repro")
-    project.commit("reproduced")
-    return project
+def project_at(directory: Path) -> Project:
+    """A Project for an existing copy at `directory`, with its own DVC home and package."""
+    env = dvc_environment(directory.parent / f"{directory.name}-home")
+    # Stages import the copy's own package, so a test can change the code under test.
+    env["PYTHONPATH"] = str(directory / "src")
+    return Project(path=directory, env=env)
 
 
 @pytest.fixture(scope="session")
-def shared_reproduced(tmp_path_factory: pytest.TempPathFactory) -> Project:
+def reproduced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project whose pipeline ran once, per test process. Tests get copies of it
+    (`reproduced_project`), so the tiny pipeline runs once, not once per module."""
+    project = make_project(tmp_path_factory.mktemp("template") / "repo")
+    project.run("dvc", "repro")
+    project.commit("reproduced")
+    return project.path
+
+
+def reproduced_project(template: Path, directory: Path) -> Project:
+    """A copy at `directory` of the reproduced tiny project: every output is in git or the
+    DVC cache (copied with it), so a test can break things and restore them."""
+    shutil.copytree(template, directory, symlinks=True)
+    return project_at(directory)
+
+
+@pytest.fixture(scope="session")
+def shared_reproduced(
+    reproduced_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Project:
     """One reproduced tiny project for the session, for tests that read its outputs (the
     offline plots) and then for tests/test_predict.py's, which put back what they change."""
-    return reproduced_project(tmp_path_factory.mktemp("shared") / "repo")
+    return reproduced_project(reproduced_template, tmp_path_factory.mktemp("shared") / "repo")
 
 
 @pytest.fixture

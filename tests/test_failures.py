@@ -101,9 +101,9 @@ def snapshot(project: Project) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Project:
+def reproduced(reproduced_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A project whose pipeline ran and was committed: every output is in git or the cache."""
-    return reproduced_project(tmp_path_factory.mktemp("failures") / "repo")
+    return reproduced_project(reproduced_template, tmp_path_factory.mktemp("failures") / "repo")
 
 
 @pytest.fixture

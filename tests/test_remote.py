@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from conftest import Project, make_project
+from conftest import Project, reproduced_project
 
 PULLED_OUTPUTS = ("models", "data/prepared", "data/windows")
 
@@ -23,12 +23,13 @@ def output_hashes(project: Project) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_push_clone_pull_restores_every_output_and_leaves_nothing_to_run(tmp_path: Path):
-    origin = make_project(tmp_path / "origin")
+def test_push_clone_pull_restores_every_output_and_leaves_nothing_to_run(
+    reproduced_template: Path, tmp_path: Path
+):
+    origin = reproduced_project(reproduced_template, tmp_path / "origin")
     remote = tmp_path / "remote"
     origin.run("dvc", "remote", "add", "-d", "store", str(remote))
-    origin.run("dvc", "repro")
-    origin.commit("reproduced, with a remote")
+    origin.commit("a remote")
     origin.run("dvc", "push")
     originals = output_hashes(origin)
     assert {"models/model.pth", "data/prepared/meta.json", "data/windows/f1_train.npy"} <= set(

@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import Project, make_project
+from conftest import Project, make_project, reproduced_project
 
 from finseq.report import (
     EvidenceSettings,
@@ -189,11 +189,9 @@ def test_report_without_metrics_in_either_revision_still_renders():
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory) -> Project:
+def history(reproduced_template, tmp_path_factory) -> Project:
     """main at tiny default params (lstm), branch `gru` one commit ahead with model.type=gru."""
-    project = make_project(tmp_path_factory.mktemp("report") / "repo")
-    project.run("dvc", "repro")
-    project.commit("lstm baseline")
+    project = reproduced_project(reproduced_template, tmp_path_factory.mktemp("report") / "repo")
     project.run("git", "checkout", "-q", "-b", "gru")
     params = project.read_params()
     params["model"]["type"] = "gru"
