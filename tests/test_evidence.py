@@ -516,6 +516,27 @@ def test_out_of_sample_evidence_is_the_backtest_with_the_headline_intervals_adde
     pd.testing.assert_frame_equal(equity, expected_equity)
 
 
+def test_windows_without_a_next_return_are_left_out_of_the_portfolio_as_the_backtest_does():
+    """Series a's next return unknown on the last three dates, b's on the very last: the
+    per-date Sharpe ratio, annual return and bars per year are the backtest's, and the last
+    date, with nothing to trade, is no portfolio date at all."""
+    predictions = uninformed_panel(0).iloc[: 2 * 200].copy()
+    blank = (predictions["series"] == "a") & (predictions["timestamp"] >= DATES[197])
+    blank |= predictions["timestamp"] == DATES[199]
+    predictions.loc[blank, "next_return"] = np.nan
+    totals = daily_totals(predictions, 0.0, False, 5)
+    expected, _ = backtest_metrics(predictions, 0.0, False, 5)
+    figures = headline_figures(totals)
+    assert figures["sharpe"] == pytest.approx(expected["sharpe"])
+    assert figures["annual_return"] == pytest.approx(expected["annual_return"])
+    assert figure_of("sharpe")(totals) == pytest.approx(expected["sharpe"])
+    assert totals.per_year == pytest.approx(expected["bars_per_year"])
+    assert len(totals.dates) == 200 and len(totals.traded_returns()) == 199
+    assert np.isnan(totals.strategy[-1]) and np.isfinite(totals.strategy[:-1]).all()
+    bounds = intervals(totals, horizon=5, resamples=50, seed=0)
+    assert bounds["sharpe_low"] <= bounds["sharpe"] <= bounds["sharpe_high"]
+
+
 def test_figures_of_seed_by_hand_over_two_folds():
     """Two folds of three test windows, one of unknown label; probabilities given as log
     logits so softmax returns them. Known windows: picked 0.5, 0.5, 0.25 | 0.5, 0.25; priors

@@ -52,8 +52,10 @@ class DailyTotals:
     correct: np.ndarray
     majority_correct: np.ndarray
     confusion: np.ndarray  # (dates, 3, 3): counts[true, predicted]
-    strategy: np.ndarray  # the portfolio's return after costs
-    per_year: float
+    # The portfolio's return after costs; NaN on a date with no window to trade (every
+    # window's next-bar return unknown), which the backtest leaves out too.
+    strategy: np.ndarray
+    per_year: float  # bars per year of the traded dates, as the backtest counts them
 
     def take(self, index: np.ndarray) -> DailyTotals:
         return DailyTotals(
@@ -68,9 +70,18 @@ class DailyTotals:
             self.per_year,
         )
 
+    def traded_returns(self) -> np.ndarray:
+        """The strategy's returns on the dates it could trade: what Sharpe and annual
+        return are computed from, as in the backtest."""
+        return self.strategy[np.isfinite(self.strategy)]
+
 
 def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, cost_bps: float):
-    """Sums per date of a predictions table (metrics/predictions.csv's columns)."""
+    """Sums per date of a predictions table (metrics/predictions.csv's columns).
+
+    The portfolio is built, as `backtest_metrics` builds it, from the windows with a next-bar
+    return only: a window without one (a series' last bar) neither holds a share of the
+    equal weight nor pays costs."""
     probabilities = predictions[["p_down", "p_flat", "p_up"]].to_numpy()
     # A window of unknown label (empty `label`) is traded but counts in no class figure.
     known = predictions["label"].notna().to_numpy()
@@ -80,11 +91,13 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
     dates = pd.to_datetime(predictions["timestamp"]).to_numpy()
     score = predictions["p_up"].to_numpy() - predictions["p_down"].to_numpy()
     held = positions(score, threshold, long_only)
+    next_return = predictions["next_return"].to_numpy()
+    traded = np.isfinite(next_return)
     portfolio = portfolio_returns(
-        dates,
-        predictions["series"].to_numpy(),
-        held,
-        predictions["next_return"].to_numpy(),
+        dates[traded],
+        predictions["series"].to_numpy()[traded],
+        held[traded],
+        next_return[traded],
         cost_bps,
     )
     per_window = pd.DataFrame(
@@ -108,7 +121,7 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
     cells = pd.crosstab(scored["date"], scored["cell"]).reindex(
         index=sums.index, columns=range(NUM_CLASSES**2), fill_value=0
     )
-    assert (sums.index.to_numpy() == portfolio.dates).all()
+    strategy = pd.Series(portfolio.net, index=portfolio.dates).reindex(sums.index)
     return DailyTotals(
         dates=sums.index.to_numpy(),
         loss=sums["loss"].to_numpy(),
@@ -117,8 +130,8 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
         correct=sums["correct"].to_numpy(),
         majority_correct=sums["majority_correct"].to_numpy(),
         confusion=cells.to_numpy().reshape(-1, NUM_CLASSES, NUM_CLASSES),
-        strategy=portfolio.net,
-        per_year=bars_per_year(sums.index.to_numpy()),
+        strategy=strategy.to_numpy(),
+        per_year=bars_per_year(portfolio.dates),
     )
 
 
@@ -132,8 +145,8 @@ def headline_figures(totals: DailyTotals) -> dict[str, float]:
         "skill": 1.0 - totals.loss.sum() / totals.prior_loss.sum(),
         "accuracy_gain": (totals.correct.sum() - totals.majority_correct.sum()) / windows,
         "balanced_accuracy": float(np.mean(np.diag(confusion)[present] / support[present])),
-        "sharpe": sharpe_ratio(totals.strategy, totals.per_year),
-        "annual_return": annual_return(totals.strategy, totals.per_year),
+        "sharpe": sharpe_ratio(totals.traded_returns(), totals.per_year),
+        "annual_return": annual_return(totals.traded_returns(), totals.per_year),
     }
 
 
@@ -146,7 +159,7 @@ def block_length(totals: DailyTotals, horizon: int) -> int:
     per_window_loss = (totals.loss - totals.prior_loss)[scored] / totals.windows[scored]
     lengths = [
         optimal_block_length(series)["stationary"].iloc[0]
-        for series in (per_window_loss, totals.strategy)
+        for series in (per_window_loss, totals.traded_returns())
         if np.std(series) > 0
     ]
     return int(max(horizon, np.ceil(max(lengths, default=1.0))))
@@ -253,7 +266,7 @@ def figure_of(name: str) -> Figure:
     if name == "skill":
         return lambda totals: float(1.0 - totals.loss.sum() / totals.prior_loss.sum())
     if name == "sharpe":
-        return lambda totals: sharpe_ratio(totals.strategy, totals.per_year)
+        return lambda totals: sharpe_ratio(totals.traded_returns(), totals.per_year)
     return lambda totals: headline_figures(totals)[name]
 
 
