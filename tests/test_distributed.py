@@ -417,3 +417,41 @@ def test_fit_under_a_process_group_wraps_the_model_for_gradient_averaging(single
     fit(model, learnable_data(), config, ranks=single_rank)
     fit(model, learnable_data(), config)
     assert wrapped == [(model, torch.device("cpu"))]
+
+
+def _fit_as_one_of_two_ranks(rank: int, store: str, result: str) -> None:
+    """One rank of test_two_real_ranks_report_the_train_loss_of_one_process (spawned)."""
+    distributed.init_process_group(
+        "gloo", store=distributed.FileStore(store, 2), rank=rank, world_size=2
+    )
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        model = build_model(ModelConfig("lstm", 8, 1, 0.0), n_features=3)
+        fitted = fit(model, learnable_data(), _two_rank_config(), ranks=Ranks(rank, 2, rank, 2))
+        if rank == 0:
+            torch.save({"history": fitted.history, "weights": model.state_dict()}, result)
+    finally:
+        distributed.destroy_process_group()
+
+
+def _two_rank_config():
+    return dataclasses.replace(tiny_params().train, precision="fp32", epochs=2, patience=2)
+
+
+def test_two_real_ranks_report_the_train_loss_of_one_process(tmp_path):
+    """Two spawned gloo ranks: each epoch's train loss is every window's mean loss once (not
+    one rank's share, not the whole batch per rank), and the weights are one process's."""
+    result = tmp_path / "rank0.pt"
+    torch.multiprocessing.spawn(
+        _fit_as_one_of_two_ranks, args=(str(tmp_path / "store"), str(result)), nprocs=2
+    )
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("lstm", 8, 1, 0.0), n_features=3)
+    plain = fit(model, learnable_data(), _two_rank_config())
+    ranked = torch.load(result, weights_only=False)
+    for one, other in zip(plain.history, ranked["history"], strict=True):
+        assert other.train_loss == pytest.approx(one.train_loss, rel=1e-5)
+        assert other.val_loss == pytest.approx(one.val_loss, rel=1e-5)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(ranked["weights"][name], value, rtol=0, atol=1e-5)
