@@ -127,8 +127,16 @@ def test_same_seed_gives_identical_training():
 def test_bf16_autocast_trains_and_predicts_in_fp32_outputs():
     torch.manual_seed(0)
     model = build_model(ModelConfig("lstm", 8, 1, 0.0), n_features=3)
+    torch.manual_seed(0)
+    fp32_model = build_model(ModelConfig("lstm", 8, 1, 0.0), n_features=3)
     result = fit(model, learnable_data(), train_config(epochs=2, precision="bf16"))
     assert np.isfinite(result.best_val_loss)
+    # The training steps ran under autocast too: from the same start, fp32 steps end apart.
+    fit(fp32_model, learnable_data(), train_config(epochs=2, precision="fp32"))
+    assert any(
+        not torch.equal(value, fp32_model.state_dict()[name])
+        for name, value in model.state_dict().items()
+    )
     data = learnable_data()
     logits = predict_logits(model, data.features, data.val_ends, data.seq_len, 64, "bf16")
     assert logits.dtype == torch.float32
