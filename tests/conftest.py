@@ -196,7 +196,7 @@ def reproduced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def reproduced_project(template: Path, directory: Path) -> Project:
     """A copy at `directory` of the reproduced tiny project: every output is in git or the
     DVC cache (copied with it), so a test can break things and restore them."""
-    shutil.copytree(template, directory, symlinks=True)
+    shutil.copytree(template, directory)
     return project_at(directory)
 
 

@@ -516,10 +516,12 @@ def test_out_of_sample_evidence_is_the_backtest_with_the_headline_intervals_adde
     pd.testing.assert_frame_equal(equity, expected_equity)
 
 
-def test_windows_without_a_next_return_are_left_out_of_the_portfolio_as_the_backtest_does():
+def test_windows_without_a_next_return_are_left_out_of_the_portfolio_as_the_backtest_does(
+    monkeypatch,
+):
     """Series a's next return unknown on the last three dates, b's on the very last: the
     per-date Sharpe ratio, annual return and bars per year are the backtest's, and the last
-    date, with nothing to trade, is no portfolio date at all."""
+    date, with nothing to trade, is no portfolio date at all, nor in the block length."""
     predictions = uninformed_panel(0).iloc[: 2 * 200].copy()
     blank = (predictions["series"] == "a") & (predictions["timestamp"] >= DATES[197])
     blank |= predictions["timestamp"] == DATES[199]
@@ -535,6 +537,16 @@ def test_windows_without_a_next_return_are_left_out_of_the_portfolio_as_the_back
     assert np.isnan(totals.strategy[-1]) and np.isfinite(totals.strategy[:-1]).all()
     bounds = intervals(totals, horizon=5, resamples=50, seed=0)
     assert bounds["sharpe_low"] <= bounds["sharpe"] <= bounds["sharpe_high"]
+    estimated = []
+    politis_white = evidence.optimal_block_length
+    monkeypatch.setattr(
+        evidence,
+        "optimal_block_length",
+        lambda series: estimated.append(np.asarray(series)) or politis_white(series),
+    )
+    block_length(totals, horizon=1)
+    assert [len(series) for series in estimated] == [200, 199]  # loss, then the strategy
+    assert all(np.isfinite(series).all() for series in estimated)
 
 
 def test_figures_of_seed_by_hand_over_two_folds():

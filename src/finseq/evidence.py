@@ -80,10 +80,11 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
     """Sums per date of a predictions table (metrics/predictions.csv's columns).
 
     The portfolio is built, as `backtest_metrics` builds it, from the windows with a next-bar
-    return only: a window without one (a series' last bar) neither holds a share of the
+    return only: a window without one (a series' last bars) neither holds a share of the
     equal weight nor pays costs."""
     probabilities = predictions[["p_down", "p_flat", "p_up"]].to_numpy()
-    # A window of unknown label (empty `label`) is traded but counts in no class figure.
+    # A window of unknown label (empty `label`) counts in no class figure; it is traded if
+    # its next-bar return is known.
     known = predictions["label"].notna().to_numpy()
     classes = predictions["label"].fillna(0).to_numpy().astype(np.int64) + 1
     picked = probabilities[np.arange(len(classes)), classes]
