@@ -1,4 +1,5 @@
-"""Helpers the benchmark scripts share: the default data, machine facts, reports, project copies.
+"""Helpers the benchmark scripts and the tests share: the default data, machine facts, reports,
+temporary git + DVC copies of the project.
 
 The scripts run as `python benchmarks/<name>.py` from the repository root, which puts
 this directory on sys.path; tests add it themselves.
@@ -6,7 +7,9 @@ this directory on sys.path; tests add it themselves.
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import platform
 import resource
 import shutil
@@ -20,20 +23,68 @@ import numpy as np
 import torch
 import yaml
 
-from finseq.dataset import PreparedData, WindowSets, make_window_sets, prepare_dataset
-from finseq.load import load_series
+from finseq import pipeline
+from finseq.artifacts import PreparedData, WindowSets
 from finseq.params import Params, parse_params
-from finseq.training import usable_cores
+from finseq.runtime import usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
-# The tests' helpers build the same temporary git + DVC copies of the pipeline.
-sys.path.insert(0, str(ROOT / "tests"))
-from conftest import (  # noqa: E402
-    copy_pipeline_files,
-    default_params_dict,
-    dvc_environment,
-    merge,
+VENV_BIN = Path(sys.executable).parent
+
+# Files of the repository that a DVC test project needs, besides generated data.
+PROJECT_FILES = (
+    "dvc.yaml",
+    ".dvcignore",
+    ".gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    # The offline plots page that .dvc/config names as plots.html_template.
+    ".dvc/plots/offline.html",
+    # The vega-lite template of the by-fold validation loss chart (dvc.yaml's plots).
+    ".dvc/plots/by_fold.json",
+    ".dvc/plots/by_date.json",
+    ".dvc/plots/learning_rate.json",
 )
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` applied section by section (a deep copy)."""
+    merged = copy.deepcopy(base)
+    for section, values in overrides.items():
+        merged.setdefault(section, {}).update(copy.deepcopy(values))
+    return merged
+
+
+def default_params_dict() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def dvc_environment(home: Path) -> dict[str, str]:
+    """Environment for dvc subprocesses: this venv first on PATH, no analytics, private config."""
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    for name in ("DVC_SITE_CACHE_DIR", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
+        directory = home / name.lower()
+        directory.mkdir(parents=True, exist_ok=True)
+        env[name] = str(directory)
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "finseq tests"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@finseq.invalid"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def copy_pipeline_files(directory: Path) -> None:
+    """Copies what a project needs besides data and params: dvc.yaml, DVC config, the package."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    shutil.copytree(
+        ROOT / "src", directory / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+
 
 MB = 1e6
 
@@ -81,10 +132,9 @@ class Dataset:
 
 
 def build_dataset(params: Params) -> Dataset:
-    """Runs prepare and window in memory on `params.data.files`, as the stages would."""
-    frames = {path: load_series(path) for path in params.data.files}
-    prepared = prepare_dataset(frames, params.label, params.split)
-    return Dataset(prepared, make_window_sets(prepared, params.window))
+    """Runs prepare and window in memory on `params.data.files`, as the stages do."""
+    prepared = pipeline.prepare(params)
+    return Dataset(prepared, pipeline.window(params, prepared))
 
 
 @dataclass(frozen=True)
@@ -141,22 +191,6 @@ def machine_line(device: str = "cpu") -> str:
     if device == "cuda":
         line += f"; GPU {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     return line
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table with right-aligned columns after the first."""
-    rows = [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = ["-" * widths[0], *("-" * (w - 1) + ":" for w in widths[1:])]
-    return "\n".join([line(list(headers)), line(rule), *(line(r) for r in rows)])
 
 
 def write_json(path: str | Path | None, payload: dict) -> None:

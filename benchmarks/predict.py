@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from benchlib import ROOT, machine_line, markdown_table, write_json
+from benchlib import ROOT, machine_line, write_json
 
+from finseq.markdown import markdown_table
 from finseq.predict import Selection, predict
 from finseq.synthetic import write_panel
 

@@ -51,11 +51,11 @@ from benchlib import (
     copy_pipeline,
     default_params_dict,
     machine_line,
-    markdown_table,
     subprocess_environment,
     write_json,
 )
 
+from finseq.markdown import markdown_table
 from finseq.synthetic import write_panel
 
 STAGES = ("prepare", "window", "train")

@@ -6,7 +6,7 @@
 
 On the default data and model (params.yaml), for each model type, batch size and
 thread count it times three ways of feeding the same training step:
-  (a) own loop: finseq.training.fit, each batch one gather over the 2-D feature
+  (a) own loop: finseq.fit.fit, each batch one gather over the 2-D feature
       matrix (validation cut to one window);
   (b) reference: a per-sample torch Dataset returning (window slice, label) and a
       DataLoader(batch_size, shuffle=True, num_workers=0) feeding the same step;
@@ -43,7 +43,6 @@ from benchlib import (
     build_dataset,
     default_params,
     machine_line,
-    markdown_table,
     peak_rss_bytes,
     write_json,
 )
@@ -51,9 +50,11 @@ from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader
 
+from finseq.fit import TrainingData, fit
+from finseq.markdown import markdown_table
 from finseq.models import build_model
 from finseq.params import ModelConfig, TrainConfig
-from finseq.training import TrainingData, autocast, fit, set_numerics, usable_cores
+from finseq.runtime import autocast, set_numerics, usable_cores
 from finseq.windows import gather_windows, window_offsets
 
 GATES = {"lstm": 4, "gru": 3}
@@ -107,7 +108,7 @@ def train_step(
     classes: torch.Tensor,
     config: TrainConfig,
 ) -> torch.Tensor:
-    """One optimiser step, as the body of finseq.training.fit's batch loop does it."""
+    """One optimiser step, as the body of finseq.fit.fit's batch loop does it."""
     with autocast(windows.device, config.precision):
         logits = model(windows)
     loss = functional.cross_entropy(logits.float(), classes)
@@ -194,7 +195,7 @@ class Bench:
         return model, optimizer
 
     def own_loop(self, model: nn.Module, ends: np.ndarray | None = None, epochs: int = 0) -> int:
-        """(a) finseq.training.fit for `epochs` epochs (default: the bench's) over the windows
+        """(a) finseq.fit.fit for `epochs` epochs (default: the bench's) over the windows
         ending at `ends` (default: every train window); returns the samples trained on."""
         ends = self.train_ends if ends is None else ends
         epochs = epochs or self.epochs
@@ -306,7 +307,7 @@ def run_worker(args: argparse.Namespace) -> dict:
     threads = args.threads[0]
     torch.set_num_threads(threads)
     device = torch.device(args.device)
-    set_numerics(device)  # as finseq.training.configure_torch does for the train stage
+    set_numerics(device)  # as finseq.runtime.configure_torch does for the train stage
     if device.type == "cuda":
         # warn_only reports every nondeterministic CUDA kernel; the train stage accepts them.
         warnings.filterwarnings("ignore", message=".*deterministic.*")
@@ -434,7 +435,7 @@ def report(args: argparse.Namespace, workers: list[dict]) -> str:
             f"{w['threads']} thread(s) {w['matmul_peak_gflops']:.0f} GFLOP/s" for w in workers
         ),
         "",
-        "(a) own loop = finseq.training.fit; (b) per-sample Dataset + DataLoader; "
+        "(a) own loop = finseq.fit.fit; (b) per-sample Dataset + DataLoader; "
         "(c) same step on one fixed batch. Samples/s are medians over rounds; a/c and b/c "
         "are medians of per-round ratios (range in brackets).",
         "",

@@ -6,8 +6,6 @@ small models, a few hundred generated bars) so the suite stays fast on 2 cores.
 
 from __future__ import annotations
 
-import copy
-import os
 import shutil
 import subprocess
 import sys
@@ -18,11 +16,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finseq.params import Params, SplitConfig, parse_params, parse_section
-from finseq.synthetic import write_panel
-
 ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
+# The benchmarks' helpers build the temporary git + DVC copies of the pipeline for both.
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchlib import (  # noqa: E402
+    PROJECT_FILES,  # noqa: F401  (tests import it from conftest)
+    VENV_BIN,  # noqa: F401  (tests import it from conftest)
+    copy_pipeline_files,
+    default_params_dict,
+    dvc_environment,
+    merge,
+)
+
+from finseq.params import Params, SplitConfig, parse_params, parse_section  # noqa: E402
+from finseq.synthetic import write_panel  # noqa: E402
 
 TINY_OVERRIDES = {
     "label": {"horizon": 3, "vol_window": 10},
@@ -33,21 +40,6 @@ TINY_OVERRIDES = {
     "train": {"epochs": 2, "batch_size": 64, "patience": 2, "threads": 1, "seeds": 1},
     "evaluate": {"batch_size": 512, "resamples": 200},
 }
-
-# Files of the repository that a DVC test project needs, besides generated data.
-PROJECT_FILES = (
-    "dvc.yaml",
-    ".dvcignore",
-    ".gitignore",
-    ".dvc/config",
-    ".dvc/.gitignore",
-    # The offline plots page that .dvc/config names as plots.html_template.
-    ".dvc/plots/offline.html",
-    # The vega-lite template of the by-fold validation loss chart (dvc.yaml's plots).
-    ".dvc/plots/by_fold.json",
-    ".dvc/plots/by_date.json",
-    ".dvc/plots/learning_rate.json",
-)
 
 
 # Files every default (walk-forward) run writes, one of each kind.
@@ -71,18 +63,6 @@ PIPELINE_OUTPUTS = (
 )
 
 
-def merge(base: dict, overrides: dict) -> dict:
-    """`base` with `overrides` applied section by section (a deep copy)."""
-    merged = copy.deepcopy(base)
-    for section, values in overrides.items():
-        merged.setdefault(section, {}).update(copy.deepcopy(values))
-    return merged
-
-
-def default_params_dict() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
 def tiny_params_dict(**overrides: dict) -> dict:
     """The repository's params.yaml with the tiny overrides, then `overrides`, applied."""
     return merge(merge(default_params_dict(), TINY_OVERRIDES), overrides)
@@ -100,21 +80,6 @@ def split_config(**overrides: object) -> SplitConfig:
 
 def holdout_split(train: float, val: float, embargo: int) -> SplitConfig:
     return split_config(method="holdout", train=train, val=val, embargo=embargo)
-
-
-def dvc_environment(home: Path) -> dict[str, str]:
-    """Environment for dvc subprocesses: this venv first on PATH, no analytics, private config."""
-    env = dict(os.environ)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    for name in ("DVC_SITE_CACHE_DIR", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR"):
-        directory = home / name.lower()
-        directory.mkdir(parents=True, exist_ok=True)
-        env[name] = str(directory)
-    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "finseq tests"
-    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@finseq.invalid"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @dataclass
@@ -146,18 +111,6 @@ class Project:
     def commit(self, message: str) -> None:
         self.run("git", "add", "-A")
         self.run("git", "commit", "-q", "-m", message)
-
-
-def copy_pipeline_files(directory: Path) -> None:
-    """Copies what a project needs besides data and params: dvc.yaml, DVC config, the package."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        target = directory / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target)
-    shutil.copytree(
-        ROOT / "src", directory / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
 
 
 def make_project(
@@ -219,15 +172,12 @@ def train_tiny_model(raw: Sequence[Path], model_file: Path):
     and saves its checkpoint to `model_file`; returns the prepared data and window sets."""
     import torch
 
-    from finseq.checkpoint import save_checkpoint
-    from finseq.dataset import make_window_sets, prepare_dataset
-    from finseq.load import load_series
-    from finseq.training import fold_checkpoint, train_fold
+    from finseq import pipeline
 
-    params = tiny_params()
-    data = prepare_dataset({str(p): load_series(p) for p in raw}, params.label, params.split)
-    windows = make_window_sets(data, params.window)
+    params = tiny_params(data={"files": [str(path) for path in raw], "workers": 1})
+    data = pipeline.prepare(params)
+    windows = pipeline.window(params, data)
     fold = data.meta["model_fold"]
-    model, result = train_fold(data, windows, fold, params.model, params.train, torch.device("cpu"))
-    save_checkpoint(fold_checkpoint(model, result, data, windows, fold, params), model_file)
+    model, result = pipeline.train_fold(params, data, windows, fold, torch.device("cpu"))
+    pipeline.save_fold_model(params, model, result, data, windows, fold, model_file)
     return data, windows

@@ -17,7 +17,7 @@ from finseq.backtest import (
     positions,
     sharpe_ratio,
 )
-from finseq.dataset import outcome_returns
+from finseq.prepare import outcome_returns
 from finseq.synthetic import synthetic_ohlcv
 
 

@@ -11,19 +11,17 @@ import pytest
 import torch
 from conftest import ROOT, tiny_params, train_tiny_model
 
+from finseq.fit import TrainingData, fit
+from finseq.markdown import markdown_table
 from finseq.models import build_model
 from finseq.synthetic import write_panel
-from finseq.training import TrainingData, fit
 from finseq.windows import gather_windows, window_offsets
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import benchlib
-import folds
-import precision
 import predict as predict_benchmark
 import scaling
-import sweep
 import train_throughput
 
 
@@ -122,59 +120,26 @@ def test_window_memory_compares_int64_ends_with_a_materialised_array():
     assert memory.materialised / memory.feature_matrix == pytest.approx(90 * 60 / 100)
 
 
-def test_markdown_table_aligns_columns():
-    table = benchlib.markdown_table(["model", "samples/s"], [["lstm", "1,234"], ["gru", "5"]])
+def test_markdown_table_aligns_columns_and_escapes_pipes():
+    """The benchmarks' reports use finseq.markdown.markdown_table: the first column
+    left-aligned, the others right-aligned, every column as wide as its widest cell."""
+    table = markdown_table(["model", "samples/s"], [["lstm", "1,234"], ["gru", "5"]])
     assert table.splitlines() == [
         "| model | samples/s |",
         "| ----- | --------: |",
         "| lstm  |     1,234 |",
         "| gru   |         5 |",
     ]
-
-
-def test_sweep_sets_every_swept_key_in_every_experiment():
-    grid = sweep.experiment_grid(["lstm", "gru"], [16, 32])
-    assert len(grid) == 4
-    assert ["model.type=gru", "model.hidden_dim=16"] in grid
-    assert sweep.set_options(grid[0]) == ["-S", "model.type=lstm", "-S", "model.hidden_dim=16"]
-
-
-def test_sweep_reads_dvc_queue_status():
-    output = (
-        "Task     Name        Created    Status\n"
-        "5464d42  woods-seal  03:12 AM   Success\n"
-        "7f91455  sewed-tomb  03:12 AM   Running\n"
-        "8a0b1c2  dusty-oar   03:12 AM   Queued\n"
-        "\nWorker status: 1 active, 0 idle\n"
-    )
-    assert sweep.queue_counts(output) == {"Queued": 1, "Running": 1, "Success": 1, "Failed": 0}
-
-
-def test_precision_compares_bf16_with_the_fp32_seed_spread():
-    def run(precision_name, seed, loss):
-        metrics = {"loss": loss, "accuracy": 0.4, "skill": 0.01}
-        return {"precision": precision_name, "seed": seed, "val": metrics, "test": metrics}
-
-    runs = [run("fp32", 1, 1.00), run("fp32", 2, 1.02), run("bf16", 1, 1.01), run("bf16", 2, 1.05)]
-    comparison = precision.compare(runs)
-    assert comparison["val.loss"]["fp32_spread"] == pytest.approx(0.02)
-    assert comparison["val.loss"]["bf16_minus_fp32"] == pytest.approx(0.02)
-    assert comparison["val.loss"]["within_noise"]
-    runs[-1] = run("bf16", 2, 1.10)
-    assert not precision.compare(runs)["val.loss"]["within_noise"]
-
-
-def test_precision_trains_and_scores_both_ways(toy):
-    params, dataset = toy
-    for precision_name in precision.PRECISIONS:
-        scored = precision.train_and_score(dataset, params, precision_name, seed=1, epochs=1)
-        assert scored["best_epoch"] == 1
-        for split in ("val", "test"):
-            known = dataset.labels[dataset.ends[split]] >= -1
-            assert scored[split]["samples"] == int(known.sum())
-            assert np.isfinite(scored[split]["loss"])
-    speed = precision.training_speed(dataset, params, epochs=1, rounds=1)
-    assert all(len(rates) == 1 and rates[0] > 0 for rates in speed.values())
+    # A `|` in a cell is escaped, so it stays one cell; the column widens to fit it.
+    lines = markdown_table(["way", "n"], [["a|b", 1], ["c", 22]]).splitlines()
+    assert lines == [
+        "| way  |   n |",
+        "| ---- | --: |",
+        "| a\\|b |   1 |",
+        "| c    |  22 |",
+    ]
+    assert all(len(line) == len(lines[0]) for line in lines)
+    assert all(line.replace("\\|", "").count("|") == 3 for line in lines)
 
 
 def test_scaling_size_argument():
@@ -220,21 +185,6 @@ def test_scaling_runs_each_stage_in_its_own_process(tmp_path):
     # One int64 per window plus the .npy headers and meta.json.
     assert 8 * counts["windows"] <= counts["window_outputs"] <= 8 * counts["windows"] + 2000
     assert (tmp_path / "2x1000" / "models" / "model.pth").is_file()
-
-
-def test_fold_rounds_train_the_same_weights_in_one_process_and_in_two(tmp_path):
-    files = write_panel(tmp_path / "raw", n_series=2, n_bars=300, seed=3)
-    params = tiny_params(data={"files": [str(path) for path in files]})
-    folds._shared.update(dataset=benchlib.build_dataset(params), params=params)
-    names = folds._shared["dataset"].prepared.fold_names[:3]
-    threads = torch.get_num_threads()
-    try:
-        _, one = folds.sequential(names, threads=1)
-        _, two = folds.parallel(names, workers=2)
-    finally:
-        torch.set_num_threads(threads)
-    assert set(one) == set(two) == set(names)
-    assert folds.same_weights(one, two)
 
 
 def test_predict_timings_and_history_gaps_run_on_a_tiny_model(tmp_path, monkeypatch):

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from conftest import holdout_split
 
-from finseq.dataset import make_window_sets, prepare_dataset
 from finseq.errors import ConfigError, DataError
+from finseq.panel import prepare_dataset
 from finseq.params import LabelConfig, WindowConfig
 from finseq.split import SPLIT_NAMES, TEST, TRAIN, VAL
 from finseq.synthetic import synthetic_ohlcv
+from finseq.window_sets import make_window_sets
 
 CALENDAR = pd.bdate_range("2000-01-03", periods=800)
 LABEL = LabelConfig(method="triple_barrier", horizon=5, threshold=0.8, vol_window=20)

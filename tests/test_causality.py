@@ -15,12 +15,13 @@ from conftest import holdout_split, split_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finseq.dataset import make_window_sets, prepare_dataset
 from finseq.features import WARMUP_BARS, compute_features
 from finseq.labels import TIE_UNDECIDED, label_outcome, make_labels
+from finseq.panel import prepare_dataset
 from finseq.params import LabelConfig, WindowConfig
 from finseq.split import TRAIN
 from finseq.synthetic import synthetic_ohlcv
+from finseq.window_sets import make_window_sets
 from finseq.windows import gather_windows, window_ends, window_offsets
 
 PRICES = ("open", "high", "low", "close")

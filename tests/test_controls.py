@@ -2,11 +2,11 @@
 
 Every control is two-sided: each negative control (no signal, shuffled training labels) has
 a positive one on the same data beside it (a planted signal, the labels left in place), so
-a pipeline that learns nothing fails too. The runs call the DVC stages' own entry points
-(finseq.stages.prepare/window/train/evaluate `main`) in a temporary project directory and
+a pipeline that learns nothing fails too. The runs call what the DVC stages call
+(finseq.pipeline's `run_prepare` ... `run_evaluate`) in a temporary project directory and
 read metrics/eval.json, as `dvc repro` would. One run cannot: shuffling each walk-forward
-fold's training labels apart from the other folds' needs the library functions the stages
-call (`run_pipeline`). Margins below come from repeated runs over several seeds; the
+fold's training labels apart from the other folds' needs the pipeline's in-memory calls
+(`run_pipeline`). Margins below come from repeated runs over several seeds; the
 observed values are quoted beside each bound.
 """
 
@@ -26,18 +26,15 @@ import torch
 import yaml
 from conftest import ROOT, default_params_dict, merge, tiny_params_dict
 
-from finseq.dataset import PreparedData, make_window_sets, prepare_dataset
+from finseq import pipeline
+from finseq.artifacts import PreparedData
 from finseq.evaluate import pooled_metrics
+from finseq.labels import to_classes
 from finseq.load import load_series
-from finseq.params import Params, parse_params
+from finseq.params import Params, load_params, parse_params
+from finseq.paths import EVAL_METRICS, PREPARED_DIR
 from finseq.split import TRAIN
-from finseq.stages import PREPARED_DIR
-from finseq.stages import evaluate as evaluate_stage
-from finseq.stages import prepare as prepare_stage
-from finseq.stages import train as train_stage
-from finseq.stages import window as window_stage
 from finseq.synthetic import synthetic_ohlcv
-from finseq.training import score_fold, train_fold
 
 pytestmark = pytest.mark.slow
 
@@ -84,16 +81,17 @@ def run_stages(
     raw_params["data"]["files"] = [f"data/raw/{name}" for name in csvs]
     (directory / "params.yaml").write_text(yaml.safe_dump(raw_params))
     with one_thread_in(directory):
-        prepare_stage.main()
-        window_stage.main()
+        params = load_params()
+        pipeline.run_prepare(params)
+        pipeline.run_window(params)
         if shuffle_seed is not None:
             data = PreparedData.load(PREPARED_DIR)
             assert data.fold_names == ["holdout"]
             shuffled = permute_train_labels(data, "holdout", shuffle_seed)
             np.save(Path(PREPARED_DIR) / "labels.npy", shuffled.labels, allow_pickle=False)
-        train_stage.main()
-        evaluate_stage.main()
-        return json.loads(Path("metrics/eval.json").read_text())["test"]
+        pipeline.run_train(params)
+        pipeline.run_evaluate(params)
+        return json.loads(Path(EVAL_METRICS).read_text())["test"]
 
 
 def permute_train_labels(data: PreparedData, fold: str, seed: int) -> PreparedData:
@@ -107,15 +105,15 @@ def permute_train_labels(data: PreparedData, fold: str, seed: int) -> PreparedDa
 
 
 def run_pipeline(frames: dict, params: Params, shuffle_seed: int | None = None) -> dict:
-    """prepare → window → train → evaluate on CPU through the functions the stages call;
+    """prepare → window → train → evaluate on CPU through the pipeline's in-memory calls;
     returns the pooled out-of-sample (test) metrics of every scored fold.
 
     One torch thread, so the quoted values do not depend on the runner's core count.
     """
-    data = prepare_dataset(frames, params.label, params.split)
-    windows = make_window_sets(data, params.window)
+    data = pipeline.prepare(params, frames)
+    windows = pipeline.window(params, data)
     device = torch.device("cpu")
-    classes = data.labels.astype(np.int64) + 1
+    classes = to_classes(data.labels)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     scores = []
@@ -124,25 +122,8 @@ def run_pipeline(frames: dict, params: Params, shuffle_seed: int | None = None) 
             training = (
                 data if shuffle_seed is None else permute_train_labels(data, fold, shuffle_seed)
             )
-            model, _ = train_fold(
-                training,
-                windows,
-                fold,
-                params.model,
-                params.train,
-                device,
-            )
-            scores.append(
-                score_fold(
-                    model,
-                    data,
-                    windows,
-                    fold,
-                    device,
-                    batch_size=params.evaluate.batch_size,
-                    precision=params.train.precision,
-                )
-            )
+            model, _ = pipeline.train_fold(params, training, windows, fold, device)
+            scores.append(pipeline.score_fold(params, model, data, windows, fold, device))
     finally:
         torch.set_num_threads(threads)
     metrics = pooled_metrics(scores, classes, "test")

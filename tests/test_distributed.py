@@ -36,9 +36,10 @@ from finseq.distributed import (
     ranks_from_environment,
 )
 from finseq.errors import LOCAL_LAUNCH, ConfigError, PeerLost, RankError
+from finseq.fit import _batch_loss, fit
 from finseq.models import build_model
 from finseq.params import ModelConfig, parse_params
-from finseq.training import _batch_loss, fit, resolve_fold_workers, resolve_threads
+from finseq.runtime import resolve_fold_workers, resolve_threads
 from finseq.windows import window_offsets
 
 TORCHRUN_ENVIRONMENT = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
@@ -217,9 +218,9 @@ def test_processes_and_fold_workers_are_one_or_the_other():
 
 
 def test_threads_auto_shares_the_cores_among_this_machines_ranks(monkeypatch, tmp_path):
-    import finseq.training as training
+    import finseq.runtime as runtime_module
 
-    monkeypatch.setattr(training, "usable_cores", lambda: 8)
+    monkeypatch.setattr(runtime_module, "usable_cores", lambda: 8)
     assert resolve_threads("auto", tmp_path, local_processes=1) == 8
     assert resolve_threads("auto", tmp_path, local_processes=2) == 4
     assert resolve_threads("auto", tmp_path, local_processes=3) == 2
@@ -407,11 +408,11 @@ def test_a_peer_loss_recorded_only_in_the_error_file_is_no_cause_and_ties_go_to_
 
 def test_fit_under_a_process_group_wraps_the_model_for_gradient_averaging(single_rank, monkeypatch):
     """One rank cannot tell an averaged gradient from its own: what fit trains is checked."""
-    import finseq.training as training
+    import finseq.fit as fit_module
 
     wrapped = []
     monkeypatch.setattr(
-        training, "_data_parallel", lambda model, device: wrapped.append((model, device)) or model
+        fit_module, "_data_parallel", lambda model, device: wrapped.append((model, device)) or model
     )
     config = dataclasses.replace(tiny_params().train, precision="fp32", epochs=1)
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from finseq.experiments import (
     differing_params,
-    markdown_table,
+    markdown_ranking,
     parse_exp_show,
     ranked,
     text_table,
@@ -123,7 +123,15 @@ def test_the_text_table_fits_its_width_and_keeps_the_deciding_columns():
     assert "type=linear seed…" in narrow[-1]
 
 
+def markdown_cells(table: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in table.splitlines()]
+
+
 def test_the_markdown_table_keeps_full_names():
-    table = markdown_table(parse_exp_show(exp_show_rows()))
-    assert "| 4 | seed-exp-with-a-very-long-name | type=lstm seed=43 | 1.0700 |" in table
-    assert table.splitlines()[1] == "|---|---|---|---|---|---|"
+    """Written by the package's one table writer (finseq.markdown): padded, aligned."""
+    table = markdown_ranking(parse_exp_show(exp_show_rows()))
+    cells = markdown_cells(table)
+    assert cells[0] == ["#", "experiment", "params", "val loss", "test skill [95%]", "Sharpe"]
+    assert cells[5][:4] == ["4", "seed-exp-with-a-very-long-name", "type=lstm seed=43", "1.0700"]
+    assert set(cells[1][0]) == {"-"} and all(cell.endswith(":") for cell in cells[1][1:])
+    assert len({len(line) for line in table.splitlines()}) == 1

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from conftest import holdout_split
 
-from finseq.dataset import data_summary, make_window_sets, prepare_dataset
 from finseq.features import WARMUP_BARS
 from finseq.labels import (
     NO_TIE,
@@ -27,9 +26,12 @@ from finseq.labels import (
     trailing_volatility,
     triple_barrier_outcome,
 )
+from finseq.panel import prepare_dataset
 from finseq.params import LabelConfig, WindowConfig
 from finseq.split import SPLIT_NAMES, TEST, purge_mask
+from finseq.summary import data_summary
 from finseq.synthetic import synthetic_ohlcv
+from finseq.window_sets import make_window_sets
 
 WIDTH = math.log(2.0)
 NAN = float("nan")

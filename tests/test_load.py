@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from conftest import ROOT, Project, tiny_params
 
-from finseq.dataset import make_window_sets, prepare_dataset
 from finseq.errors import DataError
 from finseq.features import WARMUP_BARS, compute_features
 from finseq.load import load_series
+from finseq.panel import prepare_dataset
 from finseq.params import WindowConfig
 from finseq.synthetic import synthetic_ohlcv
+from finseq.window_sets import make_window_sets
 
 HEADER = ["Date", "Open", "High", "Low", "Close", "Volume"]
 COLUMN_INDEX = {name: index for index, name in enumerate(HEADER)}

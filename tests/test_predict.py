@@ -24,15 +24,17 @@ from test_checkpoint_safety import write_malicious
 
 import finseq
 from finseq import predict as predict_module
+from finseq.artifacts import PreparedData, WindowSets
 from finseq.card import model_card
 from finseq.checkpoint import load_checkpoint, save_checkpoint
-from finseq.dataset import PreparedData, WindowSets, prepare_dataset
 from finseq.errors import DataError
 from finseq.load import load_series
+from finseq.models import predict_logits
+from finseq.panel import prepare_dataset
 from finseq.predict import PREDICT_BATCH, ModelInputs, Selection, predict
 from finseq.provenance import MODEL_SOURCES, file_md5, source_hash
+from finseq.runtime import set_numerics
 from finseq.synthetic import synthetic_ohlcv
-from finseq.training import predict_logits, set_numerics
 from finseq.windows import segment_starts
 
 RAW_FILES = ("data/raw/sp500.csv", "data/raw/nasdaq.csv")
@@ -635,3 +637,41 @@ def test_the_finseq_command_dispatches_and_names_an_unknown_command(capsys):
         main(["bogus"])
     assert raised.value.code == 2
     assert capsys.readouterr().err.startswith("error: unknown command 'bogus'")
+
+
+# What scoring a CSV or printing a card never needs: finseq's training, fold, distributed,
+# pipeline and evaluation code, and DVCLive (import torch loads torch.distributed: fine).
+TRAINING_MACHINERY = (
+    "dvclive",
+    "finseq.fit",
+    "finseq.folds",
+    "finseq.distributed",
+    "finseq.pipeline",
+    "finseq.scoring",
+    "finseq.evidence",
+    "arch",
+)
+
+
+@pytest.mark.parametrize("command", ["predict", "info"])
+def test_predict_and_info_load_no_training_machinery(trained, tmp_path, command):
+    args = (
+        ["predict", "--model", str(trained.model_file), "--out", str(tmp_path / "p.csv")]
+        + [str(path) for path in trained.raw]
+        if command == "predict"
+        else ["info", str(trained.model_file)]
+    )
+    script = (
+        "import sys\n"
+        "from finseq.cli import main\n"
+        f"main({args!r})\n"
+        f"unwanted = {TRAINING_MACHINERY!r}\n"
+        "print(sorted(m for m in sys.modules if m in unwanted or m.startswith('dvclive.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    if command == "predict":
+        assert len(pd.read_csv(tmp_path / "p.csv")) == len(trained.raw)

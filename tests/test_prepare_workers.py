@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 from conftest import tiny_params
 
-import finseq.dataset as dataset
-from finseq.dataset import prepare_dataset, read_series, resolve_data_workers
+import finseq.runtime as runtime_module
 from finseq.errors import DataError
+from finseq.panel import prepare_dataset
+from finseq.prepare import read_series
+from finseq.runtime import resolve_data_workers
 from finseq.synthetic import write_panel
 
 
@@ -74,7 +76,7 @@ def test_the_first_bad_file_in_file_order_is_the_error_whatever_the_workers(tmp_
 def test_data_workers_auto_is_one_in_dvc_workspaces_and_else_the_cores_up_to_the_files(
     monkeypatch, tmp_path
 ):
-    monkeypatch.setattr(dataset, "usable_cores", lambda: 8)
+    monkeypatch.setattr(runtime_module, "usable_cores", lambda: 8)
     monkeypatch.chdir(tmp_path)
     assert resolve_data_workers("auto", 100) == 8
     assert resolve_data_workers("auto", 3) == 3

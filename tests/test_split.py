@@ -16,8 +16,9 @@ from conftest import holdout_split, split_config
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from finseq.dataset import PreparedData, WindowSets, make_window_sets, prepare_dataset
+from finseq.artifacts import PreparedData, WindowSets
 from finseq.errors import ConfigError
+from finseq.panel import prepare_dataset
 from finseq.params import LabelConfig, SplitConfig, WindowConfig
 from finseq.split import (
     OUTSIDE,
@@ -35,6 +36,7 @@ from finseq.split import (
     sample_mask,
 )
 from finseq.synthetic import synthetic_ohlcv
+from finseq.window_sets import make_window_sets
 
 CALENDAR = pd.bdate_range("2000-01-03", periods=700)
 

@@ -8,20 +8,18 @@ import pytest
 import torch
 from conftest import tiny_params
 
-import finseq.training as training
+import finseq.fit as fit_module
+import finseq.runtime as runtime_module
 from finseq.distributed import Ranks
 from finseq.errors import ConfigError
-from finseq.models import build_model
+from finseq.fit import TrainingData, _validation, fit
+from finseq.models import build_model, predict_logits
 from finseq.params import ModelConfig
-from finseq.training import (
-    TrainingData,
-    _validation,
+from finseq.runtime import (
     autocast,
     configure_torch,
-    fit,
     has_native_bf16,
     in_dvc_temp_workspace,
-    predict_logits,
     resolve_device,
     resolve_fold_workers,
     resolve_threads,
@@ -257,8 +255,8 @@ def test_fold_workers_auto_is_every_core_up_to_the_folds_except_where_one_is_bet
 ):
     """One worker in DVC's temporary workspaces, on CUDA and with threads set; never more
     workers than folds, never fewer than one."""
-    monkeypatch.setattr(training, "usable_cores", lambda: 3)
-    monkeypatch.setattr(training, "in_dvc_temp_workspace", lambda *args: False)
+    monkeypatch.setattr(runtime_module, "usable_cores", lambda: 3)
+    monkeypatch.setattr(runtime_module, "in_dvc_temp_workspace", lambda *args: False)
     auto = train_config(fold_workers="auto", threads="auto")
     cpu = torch.device("cpu")
     assert resolve_fold_workers(auto, 8, cpu) == 3
@@ -269,7 +267,7 @@ def test_fold_workers_auto_is_every_core_up_to_the_folds_except_where_one_is_bet
     assert resolve_fold_workers(dataclasses.replace(auto, fold_workers=5), 8, cpu) == 5
     assert resolve_fold_workers(dataclasses.replace(auto, fold_workers=5), 4, cpu) == 4
     assert resolve_fold_workers(dataclasses.replace(auto, fold_workers=1), 8, cpu, RANK_1) == 1
-    monkeypatch.setattr(training, "in_dvc_temp_workspace", lambda *args: True)
+    monkeypatch.setattr(runtime_module, "in_dvc_temp_workspace", lambda *args: True)
     assert resolve_fold_workers(auto, 8, cpu) == 1
 
 
@@ -291,15 +289,15 @@ def test_configure_torch_sets_the_device_threads_and_deterministic_numerics(
     torch_settings, monkeypatch, capsys
 ):
     asked = []
-    monkeypatch.setattr(training, "has_native_bf16", lambda device: asked.append(device))
+    monkeypatch.setattr(runtime_module, "has_native_bf16", lambda device: asked.append(device))
     device = configure_torch(train_config(device="cpu", threads=1, precision="bf16"))
     assert device == torch.device("cpu") and asked == [device]
     assert torch.get_num_threads() == 1
     assert torch.are_deterministic_algorithms_enabled()
     assert not torch.is_deterministic_algorithms_warn_only_enabled()
     assert float(torch.tensor(1e-39)) == 0.0  # denormals flushed
-    monkeypatch.setattr(training, "usable_cores", lambda: 4)
-    monkeypatch.setattr(training, "in_dvc_temp_workspace", lambda *args: False)
+    monkeypatch.setattr(runtime_module, "usable_cores", lambda: 4)
+    monkeypatch.setattr(runtime_module, "in_dvc_temp_workspace", lambda *args: False)
     configure_torch(train_config(device="cpu", threads="auto", precision="fp32"), RANK_1)
     assert torch.get_num_threads() == 2
     configure_torch(train_config(device="cpu", threads="auto", precision="fp32"))
@@ -310,7 +308,7 @@ def test_configure_torch_sets_the_device_threads_and_deterministic_numerics(
 def test_bf16_without_native_support_is_noted_and_cuda_numerics_only_warn(
     torch_settings, monkeypatch, capsys
 ):
-    monkeypatch.setattr(training, "has_native_bf16", lambda device: False)
+    monkeypatch.setattr(runtime_module, "has_native_bf16", lambda device: False)
     configure_torch(train_config(device="cpu", threads=1, precision="fp32"))
     assert capsys.readouterr().err == ""
     configure_torch(train_config(device="cpu", threads=1, precision="bf16"))
@@ -352,7 +350,7 @@ def test_validation_across_ranks_sums_each_windows_loss_and_hit_exactly_once(mon
     model = build_model(ModelConfig("gru", 4, 1, 0.0), n_features=3)
     data = learnable_data()
     shares = []
-    monkeypatch.setattr(training, "all_sum", lambda totals: shares.append(totals) or totals)
+    monkeypatch.setattr(fit_module, "all_sum", lambda totals: shares.append(totals) or totals)
     plain_loss, plain_accuracy = _validation(model, data, 64, "fp32", None)
     assert shares == []
     own = [_validation(model, data, 64, "fp32", Ranks(r, 3, r, 3)) for r in range(3)]
@@ -478,8 +476,8 @@ def test_data_parallel_pins_a_cuda_model_to_its_device_and_leaves_a_cpu_one_unpi
         parallel, "DistributedDataParallel", lambda model, **kwargs: wrapped.append(kwargs)
     )
     model = torch.nn.Linear(2, 2)
-    training._data_parallel(model, torch.device("cuda", 1))
-    training._data_parallel(model, torch.device("cpu"))
+    fit_module._data_parallel(model, torch.device("cuda", 1))
+    fit_module._data_parallel(model, torch.device("cpu"))
     assert wrapped == [{"device_ids": [torch.device("cuda", 1)]}, {"device_ids": None}]
 
 

@@ -16,21 +16,14 @@ import torch
 from conftest import tiny_params
 
 import finseq
-import finseq.training as training
-from finseq.dataset import make_window_sets, prepare_dataset
+import finseq.folds as folds_module
+import finseq.runtime as runtime_module
 from finseq.distributed import Ranks
 from finseq.errors import ConfigError
 from finseq.evaluate import class_prior
-from finseq.load import load_series
-from finseq.models import build_model
-from finseq.params import ModelConfig
-from finseq.provenance import source_hash
-from finseq.split import OUTSIDE, TEST, TRAIN, VAL
-from finseq.synthetic import write_panel
-from finseq.training import (
+from finseq.fit import EpochResult, FitResult
+from finseq.folds import (
     EXECUTION_ONLY,
-    EpochResult,
-    FitResult,
     FoldRun,
     _FoldContext,
     _start_fold_worker,
@@ -40,14 +33,21 @@ from finseq.training import (
     fold_checkpoint,
     fold_curves_tsv,
     log_epoch,
-    predict_logits,
     run_summary,
-    score_fold,
     train_fold,
     train_folds,
     trained_until,
     training_summary,
 )
+from finseq.load import load_series
+from finseq.models import build_model, predict_logits
+from finseq.panel import prepare_dataset
+from finseq.params import ModelConfig
+from finseq.provenance import source_hash
+from finseq.scoring import score_fold
+from finseq.split import OUTSIDE, TEST, TRAIN, VAL
+from finseq.synthetic import write_panel
+from finseq.window_sets import make_window_sets
 
 CPU = torch.device("cpu")
 
@@ -289,7 +289,7 @@ def test_train_and_save_logs_saves_and_offsets_the_seed(panel, tmp_path, monkeyp
             kwargs["on_epoch"](result)
         return model, FITTED
 
-    monkeypatch.setattr(training, "train_fold", fake_train_fold)
+    monkeypatch.setattr(folds_module, "train_fold", fake_train_fold)
     ranks = Ranks(0, 2, 0, 2)
     run = FoldRun("f3", tmp_path / "live", tmp_path / "f3.pth", seed_offset=4)
     assert _train_and_save(context_of(panel, ranks), run) == ("f3.seed4", FITTED)
@@ -357,7 +357,7 @@ def test_train_folds_prints_each_done_fold_on_the_main_rank_only(panel, monkeypa
         contexts.append(context)
         return run.key, fitted
 
-    monkeypatch.setattr(training, "_train_and_save", fake_train_and_save)
+    monkeypatch.setattr(folds_module, "_train_and_save", fake_train_and_save)
     runs = [FoldRun("f1", None, None), FoldRun("f1", None, None, seed_offset=1)]
     data, windows, params = panel
     printed = {}
@@ -383,7 +383,7 @@ def worker_state(monkeypatch):
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    monkeypatch.setattr(training, "_worker_context", None)
+    monkeypatch.setattr(folds_module, "_worker_context", None)
     yield
     for number, handler in handlers.items():
         signal.signal(number, handler)
@@ -410,7 +410,7 @@ def test_a_fold_worker_ends_quietly_on_sigterm_leaves_ctrl_c_to_its_parent_and_t
         trained.append((given, run))
         return run.key, FITTED
 
-    monkeypatch.setattr(training, "_train_and_save", fake_train_and_save)
+    monkeypatch.setattr(folds_module, "_train_and_save", fake_train_and_save)
     run = FoldRun("f2", None, None)
     assert _train_in_worker(run) == ("f2", FITTED)
     assert trained == [(context, run)]
@@ -440,9 +440,9 @@ def test_train_folds_decides_its_workers_from_the_device_and_the_ranks(panel, mo
         trained.append(run.key)
         return run.key, FITTED
 
-    monkeypatch.setattr(training, "_train_and_save", fake_train_and_save)
-    monkeypatch.setattr(training, "in_dvc_temp_workspace", lambda *args: False)
-    monkeypatch.setattr(training, "usable_cores", lambda: 2)
+    monkeypatch.setattr(folds_module, "_train_and_save", fake_train_and_save)
+    monkeypatch.setattr(runtime_module, "in_dvc_temp_workspace", lambda *args: False)
+    monkeypatch.setattr(runtime_module, "usable_cores", lambda: 2)
     data, windows, params = panel
     auto = dataclasses.replace(params.train, fold_workers="auto", threads="auto")
     runs = [FoldRun("f1", None, None), FoldRun("f2", None, None)]
@@ -488,7 +488,7 @@ def test_fold_workers_are_forked_with_their_thread_count_and_given_the_latest_fo
         methods.append(method)
         return SimpleNamespace(Pool=lambda *args, **kwargs: FakePool(log, *args, **kwargs))
 
-    monkeypatch.setattr(training.multiprocessing, "get_context", get_context)
+    monkeypatch.setattr(folds_module.multiprocessing, "get_context", get_context)
     data, windows, params = panel
     runs = [FoldRun(fold, None, None) for fold in ("f1", "f2", "f3")]
     for threads, expected in (("auto", 1), (3, 3)):
@@ -514,7 +514,7 @@ def test_train_fold_fits_a_seeded_model_on_that_folds_scaled_windows_with_its_ca
     features and train and val window ends, and the caller's on_epoch, batch size and ranks."""
     data, windows, params = panel
     handed = []
-    monkeypatch.setattr(training, "fit", lambda *args: handed.append(args) or FITTED)
+    monkeypatch.setattr(folds_module, "fit", lambda *args: handed.append(args) or FITTED)
     ranks, on_epoch = Ranks(0, 2, 0, 2), print
     config = ModelConfig("gru", 4, 1, 0.0)
     for _ in range(2):

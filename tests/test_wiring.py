@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from finseq.artifacts import PreparedData, WindowSets
 from finseq.checkpoint import load_checkpoint
-from finseq.dataset import PreparedData, WindowSets
+from finseq.fit import VAL_BATCH
+from finseq.models import predict_logits
 from finseq.params import load_params
-from finseq.training import VAL_BATCH, predict_logits
 
 pytestmark = pytest.mark.slow
 

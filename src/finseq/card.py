@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from finseq.checkpoint import load_checkpoint
+from finseq.command import run_stage
 from finseq.errors import DataError, note
-from finseq.predict import CONVERGED_BARS, DEFAULT_MODEL
+from finseq.paths import EVAL_METRICS, MODEL_FILE
+from finseq.predict import CONVERGED_BARS
 from finseq.provenance import check_finseq_version, file_md5, short
-from finseq.stages import run_stage
-
-DEFAULT_METRICS = "metrics/eval.json"
 
 
 def _settings(section: dict) -> str:
@@ -174,14 +173,14 @@ def read_metrics(path: Path, model_md5: str, *, explicit: bool) -> dict | None:
 
 def run(argv: Sequence[str] | None = None, prog: str = "finseq info") -> None:
     parser = argparse.ArgumentParser(prog=prog, description="Print a model card in Markdown.")
-    parser.add_argument("model", nargs="?", type=Path, default=Path(DEFAULT_MODEL))
-    parser.add_argument("--metrics", type=Path, help=f"default: {DEFAULT_METRICS} if present")
+    parser.add_argument("model", nargs="?", type=Path, default=Path(MODEL_FILE))
+    parser.add_argument("--metrics", type=Path, help=f"default: {EVAL_METRICS} if present")
     args = parser.parse_args(argv)
     _, checkpoint = load_checkpoint(args.model)
     check_finseq_version(checkpoint, args.model)
     model_md5 = file_md5(args.model)
     metrics = read_metrics(
-        args.metrics or Path(DEFAULT_METRICS), model_md5, explicit=args.metrics is not None
+        args.metrics or Path(EVAL_METRICS), model_md5, explicit=args.metrics is not None
     )
     print(model_card(checkpoint, model_md5, metrics))
 

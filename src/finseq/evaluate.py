@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from finseq.labels import CLASS_LABELS, NUM_CLASSES, UNKNOWN_LABEL
+from finseq.labels import CLASS_LABELS, NUM_CLASSES, UNKNOWN_LABEL, to_classes
 
 
 def class_prior(train_classes: np.ndarray) -> np.ndarray:
@@ -156,7 +156,7 @@ def predictions_frame(
     ends = np.concatenate([score.ends["test"] for score in scores])
     probabilities = softmax(np.concatenate([score.logits["test"] for score in scores]))
     known = labels[ends] != UNKNOWN_LABEL
-    classes = np.where(known, labels[ends].astype(np.int64) + 1, 0)
+    classes = np.where(known, to_classes(labels[ends]), 0)
     priors = np.concatenate(
         [np.broadcast_to(score.prior, (len(score.ends["test"]), NUM_CLASSES)) for score in scores]
     )

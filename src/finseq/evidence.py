@@ -31,7 +31,7 @@ from finseq.backtest import (
 )
 from finseq.errors import ConfigError
 from finseq.evaluate import pooled_metrics, predictions_frame
-from finseq.labels import NUM_CLASSES
+from finseq.labels import NUM_CLASSES, to_classes
 from finseq.params import BacktestConfig, EvaluateConfig, Params
 from finseq.progress import tracked
 
@@ -86,7 +86,7 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
     # A window of unknown label (empty `label`) counts in no class figure; it is traded if
     # its next-bar return is known.
     known = predictions["label"].notna().to_numpy()
-    classes = predictions["label"].fillna(0).to_numpy().astype(np.int64) + 1
+    classes = to_classes(predictions["label"].fillna(0).to_numpy())
     picked = probabilities[np.arange(len(classes)), classes]
     predicted = probabilities.argmax(axis=1)
     dates = pd.to_datetime(predictions["timestamp"]).to_numpy()
@@ -111,7 +111,7 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
             "windows": known.astype(int),
             "correct": (known & (predicted == classes)).astype(int),
             "majority_correct": (
-                known & (predictions["majority"].to_numpy() + 1 == classes)
+                known & (to_classes(predictions["majority"].to_numpy()) == classes)
             ).astype(int),
             "cell": classes * NUM_CLASSES + predicted,
         }

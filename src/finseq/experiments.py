@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from finseq.errors import DataError, UserError
+from finseq.markdown import markdown_table
+from finseq.paths import EVAL_METRICS, PARAMS_FILE
 
-PARAMS_FILE = "params.yaml"
-EVAL_FILE = "metrics/eval.json"
 DEFAULT_WIDTH = 100
 NAME_WIDTH = 16
 
@@ -53,7 +53,7 @@ def _revision(entry: dict, name: str) -> Experiment:
     return Experiment(
         name=name,
         params=flatten(_file_data(data, "params", PARAMS_FILE)),
-        metrics=flatten(_file_data(data, "metrics", EVAL_FILE)),
+        metrics=flatten(_file_data(data, "metrics", EVAL_METRICS)),
     )
 
 
@@ -161,11 +161,9 @@ def text_table(experiments: Sequence[Experiment], width: int = DEFAULT_WIDTH) ->
     return "\n".join(lines)
 
 
-def markdown_table(experiments: Sequence[Experiment]) -> str:
-    headers, rows = table_rows(experiments)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+def markdown_ranking(experiments: Sequence[Experiment]) -> str:
+    """The same ranking as a Markdown table for a PR comment, names and params in full."""
+    return markdown_table(*table_rows(experiments))
 
 
 def exp_show() -> list[dict]:
@@ -193,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(markdown_table(experiments) if args.markdown else text_table(experiments, args.width))
+    print(markdown_ranking(experiments) if args.markdown else text_table(experiments, args.width))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,12 @@ def trailing_volatility(close: np.ndarray, vol_window: int) -> np.ndarray:
     return returns.rolling(vol_window, min_periods=vol_window).std().to_numpy()
 
 
-def _ahead(values: np.ndarray, bars: int) -> np.ndarray:
+def to_classes(labels: np.ndarray) -> np.ndarray:
+    """Class indices (int64) of -1/0/1 labels: class = label + 1 (UNKNOWN_LABEL maps below 0)."""
+    return np.asarray(labels).astype(np.int64) + 1
+
+
+def ahead(values: np.ndarray, bars: int) -> np.ndarray:
     """values[t + bars] at position t, NaN past the end."""
     shifted = np.full(len(values), np.nan)
     if bars < len(values):
@@ -43,7 +48,7 @@ def _ahead(values: np.ndarray, bars: int) -> np.ndarray:
 
 def fixed_horizon_labels(close: np.ndarray, width: np.ndarray, horizon: int) -> np.ndarray:
     """Sign of the log return from t to t+horizon, 0 unless it exceeds the width strictly."""
-    forward = _ahead(np.log(close), horizon) - np.log(close)
+    forward = ahead(np.log(close), horizon) - np.log(close)
     labels = np.where(forward > width, 1.0, np.where(forward < -width, -1.0, 0.0))
     labels[np.isnan(forward) | np.isnan(width)] = np.nan
     return labels
@@ -84,10 +89,10 @@ def triple_barrier_outcome(
     undecided[max(len(close) - horizon, 0) :] = False
     labels[undecided] = 0.0
     for bars in range(1, horizon + 1):
-        up = (_ahead(np.log(high), bars) - entry >= width) & undecided
-        down = (_ahead(np.log(low), bars) - entry <= -width) & undecided
+        up = (ahead(np.log(high), bars) - entry >= width) & undecided
+        down = (ahead(np.log(low), bars) - entry <= -width) & undecided
         both = up & down
-        opening = _ahead(np.log(open_), bars) - entry
+        opening = ahead(np.log(open_), bars) - entry
         # With a zero width an open at the entry price is at both barriers: still unknown.
         at_upper, at_lower = opening >= width, opening <= -width
         opened_up = both & at_upper & ~at_lower

@@ -2,8 +2,8 @@
 
 Every problem within one file is raised here, as a DataError naming the file, the
 column and the first offending line (the header is line 1); problems of a series as a
-whole (too short for the windows) are raised by finseq.dataset. A few harmless vendor
-quirks are repaired instead; see `load_series`.
+whole (too short for the windows) are raised by finseq.panel and finseq.window_sets. A few
+harmless vendor quirks are repaired instead; see `load_series`.
 """
 
 from __future__ import annotations

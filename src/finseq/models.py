@@ -1,4 +1,5 @@
-"""model.type → nn.Module: a small registry of the classifiers the pipeline trains.
+"""model.type → nn.Module: a small registry of the classifiers the pipeline trains, and
+inference over window ends (`predict_logits`), shared by training, evaluate and predict.
 
 Every model maps a batch of windows (batch, seq_len, features) to logits over the
 three classes (-1, 0, 1). Training and loading a checkpoint both build models here,
@@ -14,6 +15,8 @@ from torch import nn
 
 from finseq.labels import NUM_CLASSES
 from finseq.params import ModelConfig
+from finseq.runtime import autocast
+from finseq.windows import gather_windows, window_offsets
 
 
 class RecurrentClassifier(nn.Module):
@@ -85,3 +88,38 @@ def build_model(config: ModelConfig, n_features: int) -> nn.Module:
     model = MODELS[config.type](n_features, config)
     init_weights(model)
     return model
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    features: torch.Tensor,
+    ends: torch.Tensor,
+    seq_len: int,
+    batch_size: int,
+    precision: str = "fp32",
+    *,
+    pad: bool = False,
+) -> torch.Tensor:
+    """Logits (float32) for every window end, in large no-grad batches.
+
+    The kernels a batch runs on depend on its size, so a short last batch can round a
+    window differently from a full one. `pad` fills the last batch with copies of its last
+    window (dropped afterwards): every batch then has exactly `batch_size` windows, and a
+    window's logits do not depend on how many others are scored with it (finseq predict on
+    one bar agrees bit for bit with the same bar scored among thousands).
+    """
+    model.eval()
+    offsets = window_offsets(seq_len, features.device)
+    chunks = []
+    with autocast(features.device, precision):
+        for start in range(0, len(ends), batch_size):
+            batch_ends = ends[start : start + batch_size]
+            count = len(batch_ends)
+            if pad and count < batch_size:
+                batch_ends = torch.cat([batch_ends, batch_ends[-1:].expand(batch_size - count)])
+            windows = gather_windows(features, batch_ends, offsets)
+            chunks.append(model(windows).float()[:count])
+    if not chunks:
+        return torch.empty(0, 3, device=features.device)
+    return torch.cat(chunks)

@@ -21,8 +21,7 @@ from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
 from finseq.errors import ConfigError
-
-PARAMS_FILE = "params.yaml"
+from finseq.paths import PARAMS_FILE
 
 # Every number must fit the 32-bit types torch and numpy compute with.
 LARGEST_INTEGER = 2**31 - 1

@@ -32,17 +32,17 @@ import torch
 
 from finseq.atomic import atomic_path
 from finseq.checkpoint import load_checkpoint
-from finseq.dataset import check_distinct_names, check_finite_features, series_name
+from finseq.command import run_stage
 from finseq.errors import DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
 from finseq.labels import CLASS_LABELS
 from finseq.load import load_series
+from finseq.models import predict_logits
+from finseq.paths import MODEL_FILE
+from finseq.prepare import check_distinct_names, check_finite_features, series_name
 from finseq.progress import tracked
 from finseq.provenance import check_finseq_version, file_md5
-from finseq.stages import run_stage
-from finseq.training import predict_logits, set_numerics, usable_cores
-
-DEFAULT_MODEL = "models/model.pth"
+from finseq.runtime import set_numerics, usable_cores
 
 # Windows per forward pass. Every batch is padded to this size (see predict_logits), so a
 # bar's probabilities are the same whether it is predicted alone or among thousands.
@@ -248,7 +248,7 @@ def build_parser(prog: str = "finseq predict") -> argparse.ArgumentParser:
     )
     parser.add_argument("csv", nargs="+", help="OHLCV CSV files, one series each")
     parser.add_argument(
-        "--model", type=Path, default=Path(DEFAULT_MODEL), help=f"default: {DEFAULT_MODEL}"
+        "--model", type=Path, default=Path(MODEL_FILE), help=f"default: {MODEL_FILE}"
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--last", type=positive, help="the last N bars of each file (default 1)")

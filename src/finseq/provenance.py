@@ -1,8 +1,9 @@
-"""What an artefact was built from, and the refusals that keep stale artefacts apart.
+"""What an artefact was built from: content hashes, the model's source hash, versions.
 
 Prepared data carries a content hash of its arrays and meta; window sets carry the hash
 of the prepared data they index; a checkpoint carries both, the label/split/window params,
 a hash of the source files that decide the model, and the finseq and torch versions.
+The refusals that compare them live beside the types they check (finseq.artifacts).
 
 The model's source is hashed rather than named by git commit: DVC does not track HEAD, so
 a commit would make identical runs write different model bytes, and it is wrong in a
@@ -17,29 +18,28 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 import finseq
 from finseq.errors import DataError
 
-if TYPE_CHECKING:
-    from finseq.dataset import PreparedData, WindowSets
-
 # The modules whose code decides a model's weights: the train stage's source deps in
 # dvc.yaml, relative to src/finseq (tests/test_predict.py checks that the two agree).
 MODEL_SOURCES = (
     "stages/train.py",
-    "training.py",
-    "distributed.py",
+    "pipeline.py",
+    "folds.py",
+    "fit.py",
     "models.py",
-    "labels.py",
+    "runtime.py",
+    "distributed.py",
     "checkpoint.py",
+    "artifacts.py",
     "windows.py",
-    "dataset.py",
-    "split.py",
+    "labels.py",
     "features.py",
+    "split.py",
     "provenance.py",
 )
 
@@ -110,65 +110,4 @@ def check_finseq_version(checkpoint: dict, model_file: str | Path) -> None:
             f"{model_file} was written by finseq {written_by}; this is finseq "
             f"{finseq.__version__}, which reads checkpoints of finseq {series}.*; install "
             f"finseq {written_by} or retrain the model"
-        )
-
-
-def check_windows(
-    data: PreparedData, windows: WindowSets, *, prepared_dir: str | Path, windows_dir: str | Path
-) -> None:
-    """Window sets index rows of one prepared dataset; any other would pick wrong rows."""
-    if data.content_hash is None:
-        raise DataError(
-            f"{prepared_dir} has no content hash (written by an older finseq); run `dvc repro`"
-        )
-    if windows.prepared_hash != data.content_hash:
-        raise DataError(
-            f"{windows_dir} was built from other prepared data (it indexes "
-            f"{short(windows.prepared_hash)}, {prepared_dir} is {short(data.content_hash)}); "
-            "run `dvc repro`"
-        )
-
-
-def params_differences(model_params: dict, data_meta: dict) -> list[str]:
-    """label.* and split.* keys on which a model and the prepared data disagree."""
-    differences = []
-    for section in ("label", "split"):
-        theirs, ours = model_params.get(section, {}), data_meta.get(section, {})
-        for key in sorted(set(theirs) | set(ours)):
-            if theirs.get(key) != ours.get(key):
-                differences.append(
-                    f"{section}.{key} is {theirs.get(key)!r} in the model, "
-                    f"{ours.get(key)!r} in the data"
-                )
-    return differences
-
-
-def check_model(
-    checkpoint: dict,
-    model_file: str | Path,
-    data: PreparedData,
-    windows: WindowSets,
-    *,
-    prepared_dir: str | Path,
-    windows_dir: str | Path,
-) -> None:
-    """A model scored on data or windows other than those it was trained on gives numbers
-    that mean nothing; name what differs."""
-    provenance = checkpoint["provenance"]
-    if provenance["prepared_hash"] != data.content_hash:
-        differences = params_differences(checkpoint["params"], data.meta)
-        what = (
-            "; ".join(differences)
-            if differences
-            else f"{short(provenance['prepared_hash'])} against {short(data.content_hash)}"
-        )
-        raise DataError(
-            f"{model_file} was trained on other prepared data than {prepared_dir} ({what}); "
-            "run `dvc repro`"
-        )
-    if provenance["windows_hash"] != windows.content_hash:
-        raise DataError(
-            f"{model_file} was trained on other window sets than {windows_dir} "
-            f"({short(provenance['windows_hash'])} against {short(windows.content_hash)}); "
-            "run `dvc repro`"
         )

@@ -19,8 +19,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from finseq.command import run_stage
 from finseq.errors import DataError
-from finseq.stages import EVAL_METRICS, run_stage
+from finseq.paths import EVAL_METRICS
 
 TOLERANCE_SDS = 3.0
 CHECKED = ("skill", "loss", "accuracy", "sharpe")

@@ -222,3 +222,13 @@ def sample_mask(parts: np.ndarray, labelled: np.ndarray, horizon: int, embargo: 
     """
     kept = purge_mask(parts, horizon, embargo) | (parts == TEST)
     return labelled & kept & (parts != OUTSIDE)
+
+
+def counts_by_series_and_part(series: np.ndarray, parts: np.ndarray, n_series: int) -> np.ndarray:
+    """counts[series, part]: how many of the given rows fall in each series and part."""
+    n_splits = len(SPLIT_NAMES)
+    inside = parts >= 0
+    flat = np.bincount(
+        series[inside].astype(np.int64) * n_splits + parts[inside], minlength=n_series * n_splits
+    )
+    return flat.reshape(n_series, n_splits)

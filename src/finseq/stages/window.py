@@ -1,14 +1,13 @@
-"""window: window end indices per split over the prepared feature matrix (data/windows)."""
+"""window: window end indices per fold and part over the prepared feature matrix
+(data/windows)."""
 
-from finseq.dataset import PreparedData, make_window_sets
+from finseq.command import run_stage
 from finseq.params import load_params
-from finseq.stages import PREPARED_DIR, WINDOWS_DIR, run_stage
+from finseq.pipeline import run_window
 
 
 def main() -> None:
-    params = load_params()
-    data = PreparedData.load(PREPARED_DIR, mmap=True)
-    make_window_sets(data, params.window).save(WINDOWS_DIR)
+    run_window(load_params())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,339 @@
+"""Every model of a run: one per fold (and per further seed), trained side by side in forked
+workers or one after another across the ranks of a distributed run; each fold's DVCLive
+curves and checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from dvclive import Live
+from torch import nn
+
+import finseq
+from finseq.artifacts import PreparedData, WindowSets
+from finseq.checkpoint import make_checkpoint, save_checkpoint
+from finseq.distributed import Ranks
+from finseq.fit import VAL_BATCH, EpochResult, FitResult, TrainingData, fit
+from finseq.models import build_model
+from finseq.params import ModelConfig, Params, TrainConfig
+from finseq.provenance import source_hash
+from finseq.runtime import fold_worker_threads, resolve_fold_workers, set_numerics
+from finseq.split import TRAIN, VAL
+
+
+def train_fold(
+    data: PreparedData,
+    windows: WindowSets,
+    fold: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    device: torch.device,
+    *,
+    eval_batch_size: int = VAL_BATCH,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+    ranks: Ranks | None = None,
+) -> tuple[nn.Module, FitResult]:
+    """A fresh model of `model_config` fit on `fold`'s train windows, early-stopped on its val
+    windows, with the seed and settings every fold shares."""
+    training_data = TrainingData.from_arrays(
+        data.scaled_features(fold),
+        data.labels,
+        windows.ends[fold]["train"],
+        windows.ends[fold]["val"],
+        windows.seq_len,
+        device,
+    )
+    torch.manual_seed(train_config.seed)
+    model = build_model(model_config, data.features.shape[1])
+    result = fit(model, training_data, train_config, on_epoch, eval_batch_size, ranks)
+    return model, result
+
+
+def fold_checkpoint(
+    model: nn.Module,
+    result: FitResult,
+    data: PreparedData,
+    windows: WindowSets,
+    fold: str,
+    params: Params,
+    world_size: int = 1,
+) -> dict:
+    """The checkpoint of one fold's model: its scaler, its cut dates and how it was trained
+    (`world_size`: the processes that trained it together)."""
+    scaler = data.scaler(fold)
+    cuts = {key: value for key, value in data.meta["folds"][fold].items() if "scaler" not in key}
+    train_settings = {
+        key: value
+        for key, value in dataclasses.asdict(params.train).items()
+        if key not in EXECUTION_ONLY
+    }
+    return make_checkpoint(
+        model,
+        params.model,
+        seq_len=windows.seq_len,
+        feature_names=data.meta["feature_names"],
+        scaler_mean=scaler.mean.tolist(),
+        scaler_std=scaler.std.tolist(),
+        training={
+            "fold": fold,
+            **cuts,
+            "trained_until": trained_until(data, fold),
+            "best_epoch": result.best_epoch,
+            "stop_reason": result.stop_reason,
+            "seed": params.train.seed,
+            "world_size": world_size,
+            "label_horizon": data.meta["label_horizon"],
+            "warmup_bars": data.meta["warmup_bars"],
+            "series": list(data.meta["series_names"]),
+            "bar_interval": bar_interval(data),
+        },
+        params={
+            "label": data.meta["label"],
+            "split": data.meta["split"],
+            "window": {"seq_len": windows.seq_len, "stride": windows.stride},
+            "model": dataclasses.asdict(params.model),
+            "train": train_settings,
+        },
+        provenance={
+            "finseq_version": finseq.__version__,
+            "torch_version": str(torch.__version__),
+            "source_hash": source_hash(),
+            "prepared_hash": data.content_hash,
+            "windows_hash": windows.content_hash,
+        },
+    )
+
+
+# Settings that change how fast a model trains, never its weights: left out of its checkpoint.
+EXECUTION_ONLY = ("threads", "fold_workers")
+
+
+def bar_interval(data: PreparedData) -> str:
+    """The median spacing of consecutive bars of a series, as a pandas Timedelta string."""
+    steps = np.diff(data.timestamps.astype("datetime64[ns]").astype(np.int64))
+    same_series = data.series[1:] == data.series[:-1]
+    return str(pd.Timedelta(int(np.median(steps[same_series])), unit="ns"))
+
+
+def trained_until(data: PreparedData, fold: str) -> str:
+    """The last bar a fold's model learned from or was early-stopped on (ISO timestamp)."""
+    parts = data.parts[data.fold_index(fold)]
+    seen = (parts == TRAIN) | (parts == VAL)
+    return pd.Timestamp(data.timestamps[seen].max()).isoformat()
+
+
+def log_epoch(live, result: EpochResult, fold: str | None = None) -> None:
+    """One DVCLive step per epoch, numbered from 1, and one line on stdout."""
+    live.step = result.epoch
+    live.log_metric("train/loss", result.train_loss)
+    live.log_metric("val/loss", result.val_loss)
+    live.log_metric("val/accuracy", result.val_accuracy)
+    live.log_metric("learning_rate", result.learning_rate)
+    live.next_step()
+    prefix = f"fold {fold:>5}  " if fold else ""
+    print(
+        f"{prefix}epoch {result.epoch:3d}  train/loss {result.train_loss:.4f}  "
+        f"val/loss {result.val_loss:.4f}  val/accuracy {result.val_accuracy:.4f}",
+        flush=True,
+    )
+
+
+def run_summary(result: FitResult) -> dict:
+    """Summary metrics of the restored (best) epoch, not of the last epoch run."""
+    best = result.history[result.best_epoch - 1]
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped_early": int(result.stop_reason == "early_stopping"),
+        "train": {"loss": best.train_loss},
+        "val": {"loss": best.val_loss, "accuracy": best.val_accuracy},
+        "learning_rate": best.learning_rate,
+    }
+
+
+def training_summary(results: dict[str, FitResult], model_fold: str) -> dict:
+    """metrics/train/metrics.json: the summary of models/model.pth's run, and each other
+    fold's best epoch, epochs run and val figures under `folds`."""
+    summary = run_summary(results[model_fold])
+    others = {
+        fold: {key: value for key, value in run_summary(result).items() if key in FOLD_SUMMARY}
+        for fold, result in results.items()
+        if fold != model_fold
+    }
+    return {**summary, "folds": others} if others else summary
+
+
+FOLD_SUMMARY = ("best_epoch", "epochs_run", "val")
+
+
+def fold_curves_tsv(results: dict[str, FitResult]) -> str:
+    """Every fold's per-epoch curves in one long table (fold, step, ...), charted by fold."""
+    lines = ["fold\tstep\ttrain_loss\tval_loss\tval_accuracy"]
+    for fold, result in results.items():
+        lines += [
+            f"{fold}\t{e.epoch}\t{e.train_loss!r}\t{e.val_loss!r}\t{e.val_accuracy!r}"
+            for e in result.history
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class FoldRun:
+    """One model to train: its fold, its seed (train.seed + seed_offset), and where its curves
+    and checkpoint go (None: not logged, not saved, as on every rank but rank 0)."""
+
+    fold: str
+    live_dir: Path | None
+    checkpoint: Path | None
+    seed_offset: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.fold if self.seed_offset == 0 else f"{self.fold}.seed{self.seed_offset}"
+
+
+def fold_runs(data: PreparedData, params: Params, live_root: Path | None, fold_dir: Path | None):
+    """Every model to train: each fold at train.seed, then further seeds of the scored folds
+    (train.seeds), which measure training noise. Without directories (ranks but rank 0),
+    nothing is logged or saved."""
+
+    def place(directory: Path | None, name: str) -> Path | None:
+        return None if directory is None else directory / name
+
+    model_fold = data.meta["model_fold"]
+    runs = [
+        FoldRun(
+            fold,
+            live_root if fold == model_fold or live_root is None else live_root / "folds" / fold,
+            place(fold_dir, f"{fold}.pth"),
+        )
+        for fold in data.fold_names
+    ]
+    runs += [
+        FoldRun(fold, None, place(fold_dir, f"{fold}.seed{offset}.pth"), offset)
+        for offset in range(1, params.train.seeds)
+        for fold in data.meta["evaluated_folds"]
+    ]
+    return runs
+
+
+@dataclass(frozen=True)
+class _FoldContext:
+    data: PreparedData
+    windows: WindowSets
+    params: Params
+    device: torch.device
+    ranks: Ranks | None = None
+
+
+_worker_context: _FoldContext | None = None
+
+
+def _train_and_save(context: _FoldContext, run: FoldRun) -> tuple[str, FitResult]:
+    """Trains one fold, logs its epochs to DVCLive (if it has a live_dir), saves its checkpoint."""
+    train_config = dataclasses.replace(
+        context.params.train, seed=context.params.train.seed + run.seed_offset
+    )
+    params = dataclasses.replace(context.params, train=train_config)
+    with contextlib.ExitStack() as stack:
+        on_epoch = None
+        if run.live_dir is not None:
+            live = stack.enter_context(
+                Live(dir=str(run.live_dir), dvcyaml=None, save_dvc_exp=False)
+            )
+            on_epoch = partial(log_epoch, live, fold=run.fold)
+        model, result = train_fold(
+            context.data,
+            context.windows,
+            run.fold,
+            params.model,
+            train_config,
+            context.device,
+            on_epoch=on_epoch,
+            ranks=context.ranks,
+        )
+    if run.live_dir is not None:
+        # DVCLive's own summary holds the last epoch; the stage writes the restored epochs'.
+        (run.live_dir / "metrics.json").unlink(missing_ok=True)
+    if run.checkpoint is not None:
+        world_size = 1 if context.ranks is None else context.ranks.world_size
+        checkpoint = fold_checkpoint(
+            model, result, context.data, context.windows, run.fold, params, world_size
+        )
+        save_checkpoint(checkpoint, run.checkpoint)
+    return run.key, result
+
+
+def _start_fold_worker(context: _FoldContext, threads: int) -> None:
+    """A fold worker: one thread unless told otherwise; SIGTERM ends it quietly (the parent
+    terminates its workers when interrupted) and Ctrl-C is left to the parent."""
+    global _worker_context
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    set_numerics(context.device)
+    _worker_context = context
+
+
+def _train_in_worker(run: FoldRun) -> tuple[str, FitResult]:
+    assert _worker_context is not None
+    return _train_and_save(_worker_context, run)
+
+
+def train_folds(
+    data: PreparedData,
+    windows: WindowSets,
+    params: Params,
+    device: torch.device,
+    runs: list[FoldRun],
+    ranks: Ranks | None = None,
+) -> dict[str, FitResult]:
+    """Trains every fold of `runs`, side by side in `resolve_fold_workers` processes, or one
+    after another, each by every rank of a distributed run.
+
+    Folds are independent and each is seeded alike, so the weights do not depend on how
+    many run at once. Workers are forked, so they share the prepared arrays instead of
+    copying them; the longest folds (the latest) start first.
+    """
+    workers = resolve_fold_workers(params.train, len(runs), device, ranks)
+    context = _FoldContext(data, windows, params, device, ranks)
+    total = len(runs)
+    results: dict[str, FitResult] = {}
+
+    def done(fold: str, result: FitResult) -> None:
+        results[fold] = result
+        if ranks is not None and not ranks.is_main:
+            return
+        print(
+            f"fold {fold} done ({len(results)} of {total}): best epoch {result.best_epoch}, "
+            f"val/loss {result.best_val_loss:.4f}",
+            flush=True,
+        )
+
+    if workers == 1:
+        for run in runs:
+            done(*_train_and_save(context, run))
+    else:
+        threads = fold_worker_threads(params.train.threads)
+        pool = multiprocessing.get_context("fork").Pool(
+            workers, initializer=_start_fold_worker, initargs=(context, threads)
+        )
+        try:
+            for fold, result in pool.imap_unordered(_train_in_worker, runs[::-1]):
+                done(fold, result)
+            pool.close()
+        finally:
+            pool.terminate()
+            pool.join()
+    return {run.key: results[run.key] for run in runs}

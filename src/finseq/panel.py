@@ -1,0 +1,231 @@
+"""Featurised series → one prepared dataset: stacked rows, the folds' parts with purge and
+embargo, and each fold's train-only scaler statistics (the prepare stage as a pure
+function over frames, so tests run it without DVC).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from finseq.artifacts import ARRAYS, PreparedData
+from finseq.errors import ConfigError, DataError
+from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler
+from finseq.labels import TIE_DECIDED_BY_OPEN, TIE_UNDECIDED, UNKNOWN_LABEL
+from finseq.params import LabelConfig, SplitConfig
+from finseq.prepare import (
+    FeaturisedSeries,
+    check_distinct_names,
+    check_finite_features,
+    featurise,
+    series_name,
+)
+from finseq.progress import tracked
+from finseq.provenance import array_hash
+from finseq.split import (
+    HOLDOUT,
+    SPLIT_NAMES,
+    TEST,
+    TRAIN,
+    Fold,
+    assign_parts,
+    fold_plan,
+    sample_mask,
+)
+from finseq.summary import note_empty_splits, note_undecided_ties
+
+
+def prepare_dataset(
+    frames: dict[str, pd.DataFrame],
+    label_config: LabelConfig,
+    split_config: SplitConfig,
+    featurised: Sequence[FeaturisedSeries | None] | None = None,
+) -> PreparedData:
+    """Features, labels, the folds' calendar parts with purge and embargo, and each fold's
+    train-only scaler statistics.
+
+    `frames` maps each source file to its validated OHLCV frame (see load.load_series);
+    `featurised`, if given, holds featurise's result for each of them (read_series computes
+    them side by side), else they are computed here.
+    """
+    files = tuple(frames)
+    check_distinct_names(files)
+    minimum_bars = WARMUP_BARS + label_config.horizon + 1
+    for path, frame in frames.items():
+        if len(frame) < minimum_bars:
+            raise DataError(
+                f"{path}: only {len(frame)} bars; at least {minimum_bars} are needed "
+                f"(warm-up {WARMUP_BARS} + label.horizon {label_config.horizon} + 1)"
+            )
+    plan = fold_plan([frame.index.to_numpy() for frame in frames.values()], split_config)
+
+    parts = []
+    path_of = list(frames)
+    tie_shares: dict[str, float] = {}
+    tie_counts = {
+        fold.name: {name: dict.fromkeys(TIE_KINDS, 0) for name in SPLIT_NAMES}
+        for fold in plan.folds
+    }
+    each_frame = tracked(frames.values(), len(frames), "prepare", "series featurised")
+    for code, frame in enumerate(each_frame):
+        timestamps = frame.index.to_numpy()
+        series = featurised[code] if featurised else featurise(frame, label_config)
+        labels, ties = series.labels, series.ties
+        labelled = ~np.isnan(labels)
+        undecided = ties == TIE_UNDECIDED
+        tie_shares[path_of[code]] = _undecided_share(undecided, labelled)
+        fold_parts = np.stack([assign_parts(timestamps, fold) for fold in plan.folds])
+        fold_samples = np.stack(
+            [
+                _fold_samples(fold_part, labelled, undecided, label_config, split_config)
+                for fold_part in fold_parts
+            ]
+        )
+        _count_ties(tie_counts, plan.folds, fold_parts, ties, label_config, split_config)
+        rows = slice(WARMUP_BARS, None)
+        parts.append(
+            {
+                "features": series.features[rows],
+                "labels": np.where(undecided, UNKNOWN_LABEL, np.nan_to_num(labels))[rows].astype(
+                    np.int8
+                ),
+                "series": np.full(len(frame) - WARMUP_BARS, code, dtype=np.int16),
+                "timestamps": timestamps[rows],
+                "forward_return": series.forward_return[rows],
+                "next_return": series.next_return[rows],
+                "parts": fold_parts[:, rows],
+                "samples": fold_samples[:, rows],
+            }
+        )
+    # The float64 features stay one array per series until the scalers are fit: each fold's
+    # scaler is fit series by series in blocks (see StandardScaler.fit), never on a copy of
+    # the panel's training rows.
+    raw_features = [part.pop("features") for part in parts]
+    note_undecided_ties(tie_shares, label_config)
+    for (path, frame), series_features in zip(frames.items(), raw_features, strict=True):
+        check_finite_features(path, frame, series_features)
+    stacked = {
+        name: np.concatenate([part[name] for part in parts], axis=-1 if name in FOLD_ARRAYS else 0)
+        for name in parts[0]
+    }
+    for index, fold in enumerate(plan.folds):
+        _check_every_part_has_samples(
+            fold, stacked["parts"][index], stacked["samples"][index], label_config, split_config
+        )
+    fold_meta = {}
+    for index, fold in enumerate(plan.folds):
+        scaler = StandardScaler.fit(
+            series_features[part["parts"][index] == TRAIN]
+            for series_features, part in zip(raw_features, parts, strict=True)
+        )
+        fold_meta[fold.name] = {
+            **fold.describe(),
+            "scaler_mean": scaler.mean.tolist(),
+            "scaler_std": scaler.std.tolist(),
+        }
+    stacked["features"] = np.concatenate(raw_features)
+    del raw_features
+    meta = {
+        "files": list(files),
+        "series_names": [series_name(path) for path in files],
+        "series_bars": [len(frame) for frame in frames.values()],
+        "feature_names": list(FEATURE_NAMES),
+        "warmup_bars": WARMUP_BARS,
+        "label_horizon": label_config.horizon,
+        "split_method": split_config.method,
+        "fold_names": [fold.name for fold in plan.folds],
+        "evaluated_folds": list(plan.evaluated),
+        "model_fold": plan.model_fold,
+        "folds": fold_meta,
+        "both_touch": tie_counts,
+        "label": dataclasses.asdict(label_config),
+        "split": dataclasses.asdict(split_config),
+    }
+    meta["content_hash"] = array_hash(((name, stacked[name]) for name in ARRAYS), meta)
+    data = PreparedData(meta=meta, **stacked)
+    note_empty_splits(data)
+    return data
+
+
+FOLD_ARRAYS = ("parts", "samples")
+
+# metrics/data.json's both_touch keys, and the tie codes they count.
+TIE_KINDS = {"decided_by_open": TIE_DECIDED_BY_OPEN, "undecided": TIE_UNDECIDED}
+
+
+def _fold_samples(
+    parts: np.ndarray,
+    labelled: np.ndarray,
+    undecided: np.ndarray,
+    label_config: LabelConfig,
+    split_config: SplitConfig,
+) -> np.ndarray:
+    """Samples of one series in one fold. A triple-barrier tie the open cannot decide has no
+    label, so it is no train or val sample. A test window keeps it (labelled UNKNOWN_LABEL)
+    for the backtest, which must trade every bar: which bars are traded may not depend on
+    the bars after them, or the most volatile would drop out. The classification metrics
+    leave it out."""
+    horizon, embargo = label_config.horizon, split_config.embargo
+    learned = sample_mask(parts, labelled, horizon, embargo)
+    traded = sample_mask(parts, labelled | undecided, horizon, embargo)
+    return np.where(parts == TEST, traded, learned)
+
+
+def _undecided_share(undecided: np.ndarray, labelled: np.ndarray) -> float:
+    """Undecided ties among the bars that have or would have a label."""
+    defined = int(undecided.sum()) + int(labelled.sum())
+    return float(undecided.sum() / defined) if defined else 0.0
+
+
+def _count_ties(
+    counts: dict,
+    folds: Sequence[Fold],
+    fold_parts: np.ndarray,
+    ties: np.ndarray,
+    label_config: LabelConfig,
+    split_config: SplitConfig,
+) -> None:
+    """Adds one series' both-touch bars to `counts[fold][part][kind]`: those after the
+    warm-up that the purge keeps, decided by the open or undecided (no train or val sample;
+    in test, traded but not scored)."""
+    rows = slice(WARMUP_BARS, None)
+    for fold, parts in zip(folds, fold_parts, strict=True):
+        for kind, code in TIE_KINDS.items():
+            kept = sample_mask(parts, ties == code, label_config.horizon, split_config.embargo)
+            for split_code, split_name in enumerate(SPLIT_NAMES):
+                counts[fold.name][split_name][kind] += int(
+                    (kept[rows] & (parts[rows] == split_code)).sum()
+                )
+
+
+def _check_every_part_has_samples(
+    fold: Fold,
+    parts: np.ndarray,
+    samples: np.ndarray,
+    label_config: LabelConfig,
+    split_config: SplitConfig,
+) -> None:
+    """A part whose every bar is purged or unlabelled: name the params that did it."""
+    if not (parts == TRAIN).any() and fold.name == HOLDOUT:
+        raise ConfigError(
+            f"split.train = {split_config.train} leaves no training rows after the "
+            f"{WARMUP_BARS}-bar warm-up of each series; raise split.train"
+        )
+    if not (parts == TRAIN).any():
+        raise ConfigError(
+            f"fold {fold.name} has no training rows after the {WARMUP_BARS}-bar warm-up of each "
+            "series; give it more history (split.train, split.oos_start or split.history)"
+        )
+    where = "" if fold.name == HOLDOUT else f" in fold {fold.name}"
+    for split_code, split_name in enumerate(SPLIT_NAMES):
+        rows = int((parts == split_code).sum())
+        if rows and not (samples & (parts == split_code)).any():
+            raise ConfigError(
+                f"no {split_name} samples are left of {rows} {split_name} rows{where}: each needs "
+                f"label.horizon ({label_config.horizon}) + split.embargo ({split_config.embargo}) "
+                f"bars after it inside the split and label.vol_window ({label_config.vol_window}) "
+                "bars before it; lower those or widen the split"
+            )
