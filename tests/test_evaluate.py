@@ -18,8 +18,12 @@ from finseq.evaluate import (
     pooled_metrics,
     predictions_csv,
     predictions_frame,
+    read_predictions,
+    recorded_predictions,
     softmax,
     split_metrics,
+    table_confusion_csv,
+    table_metrics,
 )
 from finseq.evidence import daily_totals
 from finseq.labels import UNKNOWN_LABEL
@@ -220,30 +224,24 @@ def test_confusion_csv_writes_one_row_of_labels_per_window():
 
 def test_fold_metrics_by_hand_with_a_window_of_unknown_label():
     """The period spans every test window, the unknown one too; the figures count the
-    three known ones, class 0 (label -1) included, against the fold's own prior."""
-    logits = np.log(
-        [[0.5, 0.25, 0.25], [0.1, 0.1, 0.8], [0.25, 0.25, 0.5], [0.5, 0.25, 0.25], [1, 1, 1]]
-    )
+    three known ones, class 0 (label -1) included, against the fold's own prior. Figures
+    come from the predictions table as recorded (these probabilities are exact in 8 digits)."""
+    logits = np.log([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8], [0.25, 0.25, 0.5], [0.5, 0.25, 0.25]])
     score = FoldScores(
-        "f2",
-        {"val": np.array([4]), "test": np.array([0, 1, 2, 3])},
-        {"val": logits[4:], "test": logits[:4]},
-        np.array([0.5, 0.3, 0.2]),
+        "f2", {"test": np.array([0, 1, 2, 3])}, {"test": logits}, np.array([0.5, 0.3, 0.2])
     )
-    classes = np.array([0, -1, 2, 1, 1])
+    labels = np.array([-1, UNKNOWN_LABEL, 1, 0], dtype=np.int8)
     timestamps = np.array(
-        [
-            "2020-03-02T00:00",
-            "2020-01-15T00:00",
-            "2020-06-30T14:30",
-            "2020-04-01T00:00",
-            "2019-12-31T00:00",
-        ],
+        ["2020-03-02T00:00", "2020-01-15T00:00", "2020-06-30T14:30", "2020-04-01T00:00"],
         dtype="datetime64[ns]",
     )
+    frame = predictions_frame(
+        [score], labels, ["a"], np.zeros(4, dtype=int), timestamps, np.zeros(4), np.zeros(4)
+    )
+    _, table = recorded_predictions(frame)
     loss = 4 * np.log(2) / 3
     prior_loss = -(np.log(0.5) + np.log(0.2) + np.log(0.3)) / 3
-    figures = fold_metrics(score, classes, timestamps)
+    figures = fold_metrics(table)["f2"]
     assert (figures.pop("first_date"), figures.pop("last_date")) == ("2020-01-15", "2020-06-30")
     assert figures == pytest.approx(
         {
@@ -256,6 +254,74 @@ def test_fold_metrics_by_hand_with_a_window_of_unknown_label():
             "balanced_accuracy": 2 / 3,
         }
     )
+
+
+def test_fold_metrics_keep_the_folds_apart_in_their_order():
+    """Two folds, each scored against its own prior: fold b's windows never enter fold a's
+    figures, and the folds come out in the table's order."""
+    prior_a, prior_b = np.array([0.5, 0.3, 0.2]), np.array([0.1, 0.3, 0.6])
+    scores = [
+        FoldScores("b", {"test": np.array([0])}, {"test": np.zeros((1, 3))}, prior_b),
+        FoldScores("a", {"test": np.array([1, 2])}, {"test": np.zeros((2, 3))}, prior_a),
+    ]
+    frame = predictions_frame(
+        scores,
+        np.array([1, -1, 1], dtype=np.int8),
+        ["s"],
+        np.zeros(3, dtype=int),
+        np.array(["2020-01-01", "2020-01-02", "2020-01-03"], dtype="datetime64[ns]"),
+        np.zeros(3),
+        np.zeros(3),
+    )
+    figures = fold_metrics(recorded_predictions(frame)[1])
+    assert list(figures) == ["b", "a"]
+    assert figures["b"]["prior_loss"] == pytest.approx(-np.log(0.6))
+    assert figures["a"]["prior_loss"] == pytest.approx(-(np.log(0.5) + np.log(0.2)) / 2)
+    assert (figures["b"]["samples"], figures["a"]["samples"]) == (1, 2)
+
+
+def test_table_metrics_are_the_split_metrics_of_the_probabilities_as_recorded():
+    """Pooled test figures come from the probabilities and priors as the CSV records them
+    (8 significant digits), worked out by hand here; they are not the full-precision
+    figures, which no reader of the CSV could reproduce."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(40, 3))
+    prior = np.array([0.3, 0.3, 0.4])
+    labels = rng.integers(-1, 2, size=40).astype(np.int8)
+    frame = predictions_frame(
+        [FoldScores("f1", {"test": np.arange(40)}, {"test": logits}, prior)],
+        labels,
+        ["s"],
+        np.zeros(40, dtype=int),
+        np.datetime64("2020-01-01") + np.arange(40).astype("timedelta64[D]"),
+        np.zeros(40),
+        np.zeros(40),
+    )
+    text, table = recorded_predictions(frame)
+    assert table.equals(read_predictions(text))
+    recorded = table[["p_down", "p_flat", "p_up"]].to_numpy()
+    classes = labels.astype(np.int64) + 1
+    picked = recorded[np.arange(40), classes]
+    figures = table_metrics(table)
+    assert figures["loss"] == pytest.approx(-np.mean(np.log(picked)), rel=1e-14)
+    assert figures["prior_loss"] == pytest.approx(-np.mean(np.log(prior[classes])), rel=1e-8)
+    assert figures["accuracy"] == np.mean(recorded.argmax(axis=1) == classes)
+    full = split_metrics(logits, classes, prior)
+    assert figures["loss"] != full["loss"] and figures["loss"] == pytest.approx(full["loss"])
+
+
+def test_the_confusion_matrix_of_a_table_counts_known_windows_by_their_argmax():
+    logits = np.log([[0.6, 0.2, 0.2], [0.1, 0.1, 0.8], [0.2, 0.5, 0.3]])
+    frame = predictions_frame(
+        [FoldScores("f1", {"test": np.arange(3)}, {"test": logits}, np.full(3, 1 / 3))],
+        np.array([1, UNKNOWN_LABEL, 0], dtype=np.int8),
+        ["s"],
+        np.zeros(3, dtype=int),
+        np.array(["2020-01-01", "2020-01-02", "2020-01-03"], dtype="datetime64[ns]"),
+        np.zeros(3),
+        np.zeros(3),
+    )
+    assert table_confusion_csv(recorded_predictions(frame)[1]) == "actual,predicted\n1,-1\n0,0\n"
 
 
 def test_predictions_csv_writes_an_unknown_labels_prior_empty_and_every_float_in_8_digits():

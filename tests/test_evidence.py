@@ -14,7 +14,7 @@ from arch.bootstrap import optimal_block_length
 from finseq import evidence
 from finseq.backtest import backtest_metrics
 from finseq.errors import ConfigError
-from finseq.evaluate import FoldScores
+from finseq.evaluate import FoldScores, predictions_frame, recorded_predictions
 from finseq.evidence import (
     HEADLINE,
     DailyTotals,
@@ -561,8 +561,6 @@ def test_figures_of_seed_by_hand_over_two_folds():
         FoldScores("f2", {"test": np.array([3, 4, 5])}, {"test": f2}, np.array([0.2, 0.3, 0.5])),
     ]
     labels = np.array([-1, 0, 1, 1, UNKNOWN_LABEL, 0])
-    classes = labels + 1
-    classes[labels == UNKNOWN_LABEL] = -1
     simple = np.array([0.02, 0.01, -0.01, 0.03, 0.02, -0.02])
     outcomes = (
         labels,
@@ -573,7 +571,8 @@ def test_figures_of_seed_by_hand_over_two_folds():
         np.log1p(simple),
     )
     params = SimpleNamespace(backtest=BacktestConfig(threshold=0.1, long_only=True, cost_bps=10))
-    figures = figures_of_seed(scores, classes, outcomes, params)
+    _, table = recorded_predictions(predictions_frame(scores, *outcomes))
+    figures = figures_of_seed(table, params)
     loss = 7 * np.log(2) / 5
     prior_loss = (6 * np.log(2) + np.log(10 / 3)) / 5
     net = np.array([0.0, 0.5 * 0.03 - 0.0005, -0.0005])

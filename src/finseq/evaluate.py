@@ -1,4 +1,5 @@
-"""Predicted probabilities → metrics, beside the baselines any model must beat.
+"""Predicted probabilities → metrics, beside the baselines any model must beat; the
+out-of-sample predictions table, from which every test figure is computed.
 
 Baselines, both fit on the training labels only (in walk-forward, on the training
 windows of the fold whose model scored the window):
@@ -10,6 +11,7 @@ windows of the fold whose model scored the window):
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,17 +62,15 @@ def macro_f1(classes: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(f1))
 
 
-def split_metrics(
-    logits: np.ndarray, classes: np.ndarray, prior: np.ndarray
+def classification_metrics(
+    probabilities: np.ndarray, classes: np.ndarray, prior_p: np.ndarray, majority: np.ndarray
 ) -> dict[str, float | int]:
-    """All metrics of one split; `classes` are class indices 0..2, `prior` from class_prior:
-    one for every sample (3,), or each sample's own (samples, 3) when folds are pooled."""
-    probabilities = softmax(logits)
+    """Every class figure of some windows: their probabilities (windows, 3), their classes
+    0..2, the prior probability of each one's class (`prior_p`) and each one's majority
+    class, both from the training windows of the fold that scored it."""
     predicted = probabilities.argmax(axis=1)
     loss = cross_entropy(probabilities, classes)
-    priors = np.broadcast_to(prior, probabilities.shape)
-    prior_loss = cross_entropy(priors, classes)
-    majority = priors.argmax(axis=1)
+    prior_loss = float(-np.mean(np.log(np.clip(prior_p, 1e-12, None))))
     return {
         "samples": len(classes),
         "loss": loss,
@@ -81,6 +81,18 @@ def split_metrics(
         "majority_accuracy": float(np.mean(classes == majority)),
         "skill": 1.0 - loss / prior_loss,
     }
+
+
+def split_metrics(
+    logits: np.ndarray, classes: np.ndarray, prior: np.ndarray
+) -> dict[str, float | int]:
+    """All metrics of one split from its logits; `classes` are class indices 0..2, `prior`
+    from class_prior: one for every sample (3,), or each sample's own (samples, 3) when folds
+    are pooled."""
+    probabilities = softmax(logits)
+    priors = np.broadcast_to(prior, probabilities.shape)
+    prior_p = priors[np.arange(len(classes)), classes]
+    return classification_metrics(probabilities, classes, prior_p, priors.argmax(axis=1))
 
 
 def confusion_csv(classes: np.ndarray, predicted: np.ndarray) -> str:
@@ -110,19 +122,6 @@ def pooled_metrics(scores: list[FoldScores], classes: np.ndarray, part: str) -> 
     )
     known = classes[ends] >= 0
     return split_metrics(logits[known], classes[ends][known], priors[known])
-
-
-def fold_metrics(score: FoldScores, classes: np.ndarray, timestamps: np.ndarray) -> dict:
-    """One fold's test-block figures and its period, for the `folds.*` keys."""
-    test_ends = score.ends["test"]
-    known = classes[test_ends] >= 0
-    test = split_metrics(score.logits["test"][known], classes[test_ends][known], score.prior)
-    return {
-        "first_date": pd.Timestamp(timestamps[test_ends].min()).date().isoformat(),
-        "last_date": pd.Timestamp(timestamps[test_ends].max()).date().isoformat(),
-        **{key: test[key] for key in ("samples", "skill", "loss", "prior_loss")},
-        **{key: test[key] for key in ("accuracy", "majority_accuracy", "balanced_accuracy")},
-    }
 
 
 PREDICTION_COLUMNS = (
@@ -181,3 +180,66 @@ def predictions_frame(
 def predictions_csv(frame: pd.DataFrame) -> str:
     """metrics/predictions.csv: 8 significant digits, enough for every figure built on it."""
     return frame.to_csv(index=False, float_format="%.8g", lineterminator="\n")
+
+
+def read_predictions(text: str) -> pd.DataFrame:
+    """The predictions table as metrics/predictions.csv records it: what evaluate computes
+    every test figure from, and what the report reads at each revision."""
+    return pd.read_csv(io.StringIO(text))
+
+
+def recorded_predictions(frame: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """metrics/predictions.csv's text, and the table it records (probabilities and returns
+    at its 8 significant digits), so that every figure evaluate writes is the figure any
+    reader of the file computes, to the last bit."""
+    text = predictions_csv(frame)
+    return text, read_predictions(text)
+
+
+def _known(table: pd.DataFrame) -> pd.DataFrame:
+    """The windows of a known label: a window of unknown label is traded, never scored."""
+    return table[table["label"].notna()]
+
+
+def table_metrics(table: pd.DataFrame) -> dict[str, float | int]:
+    """Every class figure of a predictions table's windows of known label, each beside the
+    baselines of the fold that scored it (prior_p, majority)."""
+    known = _known(table)
+    return classification_metrics(
+        known[["p_down", "p_flat", "p_up"]].to_numpy(),
+        to_classes(known["label"].to_numpy()),
+        known["prior_p"].to_numpy(),
+        to_classes(known["majority"].to_numpy()),
+    )
+
+
+FOLD_FIGURES = (
+    "samples",
+    "skill",
+    "loss",
+    "prior_loss",
+    "accuracy",
+    "majority_accuracy",
+    "balanced_accuracy",
+)
+
+
+def fold_metrics(table: pd.DataFrame) -> dict[str, dict]:
+    """Each fold's test-block figures and its period (every test window, unknown labels
+    too), for the `folds.*` keys."""
+    figures = {}
+    for fold, rows in table.groupby("fold", sort=False):
+        test = table_metrics(rows)
+        figures[fold] = {
+            "first_date": rows["timestamp"].min()[:10],
+            "last_date": rows["timestamp"].max()[:10],
+            **{key: test[key] for key in FOLD_FIGURES},
+        }
+    return figures
+
+
+def table_confusion_csv(table: pd.DataFrame) -> str:
+    """metrics/confusion_test.csv of a predictions table's windows of known label."""
+    known = _known(table)
+    probabilities = known[["p_down", "p_flat", "p_up"]].to_numpy()
+    return confusion_csv(to_classes(known["label"].to_numpy()), probabilities.argmax(axis=1))

@@ -30,7 +30,7 @@ from finseq.backtest import (
     sharpe_ratio,
 )
 from finseq.errors import ConfigError
-from finseq.evaluate import pooled_metrics, predictions_frame
+from finseq.evaluate import table_metrics
 from finseq.labels import NUM_CLASSES, to_classes
 from finseq.params import BacktestConfig, EvaluateConfig, Params
 from finseq.progress import tracked
@@ -287,10 +287,10 @@ def out_of_sample_evidence(
 SEED_FIGURES = ("skill", "loss", "accuracy", "sharpe")
 
 
-def figures_of_seed(scores, classes: np.ndarray, outcomes: tuple, params: Params) -> dict:
-    """The verdict figures of one seed's fold models, pooled out of sample."""
-    pooled = pooled_metrics(scores, classes, "test")
-    predictions = predictions_frame(scores, *outcomes)
+def figures_of_seed(predictions: pd.DataFrame, params: Params) -> dict:
+    """The verdict figures of one seed's fold models, from its out-of-sample predictions
+    table (as recorded), as the headline's come from the default seed's."""
+    pooled = table_metrics(predictions)
     figures, _ = backtest_metrics(
         predictions, params.backtest.threshold, params.backtest.long_only, params.backtest.cost_bps
     )

@@ -19,7 +19,6 @@ This module reads the two revisions (git, and dvc's own `params diff --md` and
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from finseq import evaluate
 from finseq.atomic import write_text
 from finseq.command import run_stage
 from finseq.errors import ConfigError
@@ -145,7 +145,7 @@ def read_metrics(revision: str | None) -> dict[str, dict]:
 
 def read_predictions(revision: str | None) -> pd.DataFrame | None:
     text = read_at_revision(PREDICTIONS_FILE, revision)
-    return None if text is None else pd.read_csv(io.StringIO(text))
+    return None if text is None else evaluate.read_predictions(text)
 
 
 def read_curves(revision: str | None) -> LossCurves:

@@ -1,18 +1,17 @@
 """The evaluate stage as a function: each fold's model on its own val and test windows, and
 every figure and output the stage writes.
 
-The pooled and per-fold figures come from the logits; the backtest and the intervals from
-the out-of-sample predictions table as metrics/predictions.csv records it (8 significant
-digits), so that the report, which reads that file at each revision, computes the same.
+Every test figure (pooled, per fold, the backtest, every interval, each seed's) comes from
+one out-of-sample predictions table, as metrics/predictions.csv records it (8 significant
+digits): the report, which reads that file at each revision through the same functions,
+computes the same numbers to the last bit.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -22,11 +21,12 @@ from finseq.checkpoint import load_checkpoint
 from finseq.evaluate import (
     FoldScores,
     class_prior,
-    confusion_csv,
     fold_metrics,
     pooled_metrics,
-    predictions_csv,
     predictions_frame,
+    recorded_predictions,
+    table_confusion_csv,
+    table_metrics,
 )
 from finseq.evidence import figures_of_seed, out_of_sample_evidence, seed_spread
 from finseq.labels import to_classes
@@ -127,57 +127,55 @@ def evaluate_folds(
     prepared_dir: str | Path,
     windows_dir: str | Path,
 ) -> Evaluation:
-    """val.* and test.* pooled over the scored folds beside their baselines, folds.<fold>.*,
-    the backtest and every interval, the seed-to-seed spread (train.seeds), and model_md5."""
+    """val.* pooled over the scored folds' validation windows; every test.* and folds.*
+    figure, the backtest and every interval from one out-of-sample predictions table; the
+    seed-to-seed spread (train.seeds) from each seed's table; and model_md5."""
     fold_dir = Path(fold_dir)
     where = {"prepared_dir": prepared_dir, "windows_dir": windows_dir}
-    classes = to_classes(data.labels)
     scores = score_every_fold(params, data, windows, device, fold_dir, **where)
-    outcomes = (
+    predictions_text, predictions = recorded_predictions(out_of_sample_frame(scores, data))
+    metrics = {
+        "val": pooled_metrics(scores, to_classes(data.labels), "val"),
+        "test": table_metrics(predictions),
+    }
+    if data.meta["evaluated_folds"] != [HOLDOUT]:
+        metrics["folds"] = fold_metrics(predictions)
+    evidence, equity = out_of_sample_evidence(
+        predictions, params.backtest, params.evaluate, data.meta["label_horizon"]
+    )
+    # The class figures stay table_metrics'; the evidence adds the backtest and the intervals.
+    metrics["test"].update(
+        {key: value for key, value in evidence.items() if key not in metrics["test"]}
+    )
+    if params.train.seeds > 1:
+        further_seeds = [
+            score_every_fold(params, data, windows, device, fold_dir, suffix=f".seed{n}", **where)
+            for n in range(1, params.train.seeds)
+        ]
+        per_seed = [figures_of_seed(predictions, params)] + [
+            figures_of_seed(recorded_predictions(out_of_sample_frame(seed, data))[1], params)
+            for seed in further_seeds
+        ]
+        metrics["seeds"] = seed_spread(per_seed, params.train.seed)
+    # The model users take away (models/model.pth holds the same bytes), named as dvc.lock
+    # names it: finseq info shows these metrics only beside the model they belong to.
+    metrics["model_md5"] = file_md5(fold_dir / f"{data.meta['model_fold']}.pth")
+    return Evaluation(
+        metrics=metrics,
+        predictions_csv=predictions_text,
+        equity_csv=equity.to_csv(index=False, float_format="%.8g", lineterminator="\n"),
+        confusion_csv=table_confusion_csv(predictions),
+    )
+
+
+def out_of_sample_frame(scores: list[FoldScores], data: PreparedData) -> pd.DataFrame:
+    """Every scored fold's test windows, with what each would have earned."""
+    return predictions_frame(
+        scores,
         data.labels,
         data.meta["series_names"],
         data.series,
         data.timestamps,
         data.forward_return,
         data.next_return,
-    )
-    metrics = {part: pooled_metrics(scores, classes, part) for part in ("val", "test")}
-    if data.meta["evaluated_folds"] != [HOLDOUT]:
-        metrics["folds"] = {
-            score.fold: fold_metrics(score, classes, data.timestamps) for score in scores
-        }
-    predictions_text = predictions_csv(predictions_frame(scores, *outcomes))
-    # Figures and intervals from the table as recorded, as the report reads it.
-    predictions = pd.read_csv(io.StringIO(predictions_text))
-    evidence, equity = out_of_sample_evidence(
-        predictions, params.backtest, params.evaluate, data.meta["label_horizon"]
-    )
-    # The pooled point values stay; the evidence adds the backtest and the intervals.
-    metrics["test"].update(
-        {key: value for key, value in evidence.items() if key not in metrics["test"]}
-    )
-    if params.train.seeds > 1:
-        further_seeds = (
-            score_every_fold(
-                params, data, windows, device, fold_dir, suffix=f".seed{offset}", **where
-            )
-            for offset in range(1, params.train.seeds)
-        )
-        per_seed = [
-            figures_of_seed(scores_of_seed, classes, outcomes, params)
-            for scores_of_seed in [scores, *further_seeds]
-        ]
-        metrics["seeds"] = seed_spread(per_seed, params.train.seed)
-    # The model users take away (models/model.pth holds the same bytes), named as dvc.lock
-    # names it: finseq info shows these metrics only beside the model they belong to.
-    metrics["model_md5"] = file_md5(fold_dir / f"{data.meta['model_fold']}.pth")
-    test_ends = np.concatenate([score.ends["test"] for score in scores])
-    test_logits = np.concatenate([score.logits["test"] for score in scores])
-    known = classes[test_ends] >= 0
-    predicted = test_logits.argmax(axis=1)
-    return Evaluation(
-        metrics=metrics,
-        predictions_csv=predictions_text,
-        equity_csv=equity.to_csv(index=False, float_format="%.8g", lineterminator="\n"),
-        confusion_csv=confusion_csv(classes[test_ends][known], predicted[known]),
     )
