@@ -68,10 +68,11 @@ WINDOW_BYTES_TARGET = 1.1
 # import of its modules apart from its work; argv: stage name, timings file.
 DRIVER = """\
 import importlib, json, sys, time
+from finseq.command import run_stage
 start = time.perf_counter()
 stage = importlib.import_module("finseq.stages." + sys.argv[1])
 imported = time.perf_counter()
-stage.run_stage(stage.main)
+run_stage(stage.main)
 done = time.perf_counter()
 with open(sys.argv[2], "w") as timings:
     json.dump({"import_s": imported - start, "work_s": done - imported}, timings)

@@ -173,11 +173,13 @@ def train_tiny_model(raw: Sequence[Path], model_file: Path):
     import torch
 
     from finseq import pipeline
+    from finseq.checkpoint import save_checkpoint
+    from finseq.folds import fold_checkpoint
 
     params = tiny_params(data={"files": [str(path) for path in raw], "workers": 1})
     data = pipeline.prepare(params)
     windows = pipeline.window(params, data)
     fold = data.meta["model_fold"]
     model, result = pipeline.train_fold(params, data, windows, fold, torch.device("cpu"))
-    pipeline.save_fold_model(params, model, result, data, windows, fold, model_file)
+    save_checkpoint(fold_checkpoint(model, result, data, windows, fold, params), model_file)
     return data, windows

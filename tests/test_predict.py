@@ -70,6 +70,13 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
+def predict_ok(capsys, *args: str) -> str:
+    """finseq predict that must succeed: its stdout."""
+    status, stdout, stderr = run_cli(capsys, *args)
+    assert status == 0, stderr
+    return stdout
+
+
 def read_predictions(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, parse_dates=["timestamp"])
 
@@ -138,7 +145,7 @@ def test_a_planted_scaler_change_breaks_the_agreement(trained, tmp_path, capsys)
     skewed = tmp_path / "skewed.pth"
     save_checkpoint(checkpoint, skewed)
     out = tmp_path / "p.csv"
-    assert run_cli(capsys, "--model", skewed, "--all", "--out", out, *trained.raw)[0] == 0
+    predict_ok(capsys, "--model", skewed, "--all", "--out", out, *trained.raw)
     _, expected = pipeline_probabilities(trained.model_file, trained.data)
     assert not np.array_equal(as_float32(read_predictions(out)), expected)
 
@@ -155,14 +162,14 @@ def write_first_bars(source: Path, bars: int, target: Path) -> Path:
 def test_appending_a_bar_predicts_it_as_the_whole_file_does(trained, tmp_path, capsys):
     source = trained.raw[0]
     whole = tmp_path / "whole.csv"
-    assert run_cli(capsys, "--model", trained.model_file, "--all", "--out", whole, source)[0] == 0
+    predict_ok(capsys, "--model", trained.model_file, "--all", "--out", whole, source)
     everything = read_predictions(whole).set_index("timestamp")
     growing = tmp_path / "sp500.csv"
     bars = 1000
     write_first_bars(source, bars, growing)
     for _ in range(3):
         out = tmp_path / "last.csv"
-        assert run_cli(capsys, "--model", trained.model_file, "--out", out, growing)[0] == 0
+        predict_ok(capsys, "--model", trained.model_file, "--out", out, growing)
         last = read_predictions(out)
         assert len(last) == 1
         stamp = last["timestamp"].iloc[0]
@@ -177,8 +184,10 @@ def test_appending_a_bar_predicts_it_as_the_whole_file_does(trained, tmp_path, c
 
 def test_last_n_reads_the_whole_file_and_outputs_only_the_last_n(trained, tmp_path, capsys):
     out_all, out_last = tmp_path / "all.csv", tmp_path / "last.csv"
-    run_cli(capsys, "--model", trained.model_file, "--all", "--out", out_all, *trained.raw)
-    run_cli(capsys, "--model", trained.model_file, "--last", "7", "--out", out_last, *trained.raw)
+    predict_ok(capsys, "--model", trained.model_file, "--all", "--out", out_all, *trained.raw)
+    predict_ok(
+        capsys, "--model", trained.model_file, "--last", "7", "--out", out_last, *trained.raw
+    )
     everything, last = read_predictions(out_all), read_predictions(out_last)
     expected = everything.groupby("series", sort=False).tail(7).reset_index(drop=True)
     pd.testing.assert_frame_equal(last, expected)
@@ -186,8 +195,8 @@ def test_last_n_reads_the_whole_file_and_outputs_only_the_last_n(trained, tmp_pa
 
 def test_since_predicts_every_bar_from_that_date(trained, tmp_path, capsys):
     out_all, out_since = tmp_path / "all.csv", tmp_path / "since.csv"
-    run_cli(capsys, "--model", trained.model_file, "--all", "--out", out_all, trained.raw[0])
-    run_cli(
+    predict_ok(capsys, "--model", trained.model_file, "--all", "--out", out_all, trained.raw[0])
+    predict_ok(
         capsys,
         "--model",
         trained.model_file,
@@ -219,7 +228,7 @@ def test_a_series_never_seen_in_training_is_predicted(trained, tmp_path, capsys)
     new = tmp_path / "brand_new_market.csv"
     synthetic_ohlcv(400, seed=99, start="2021-01-04").to_csv(new, index=False)
     out = tmp_path / "p.csv"
-    assert run_cli(capsys, "--model", trained.model_file, "--out", out, new)[0] == 0
+    predict_ok(capsys, "--model", trained.model_file, "--out", out, new)
     predicted = read_predictions(out)
     assert predicted["series"].tolist() == ["brand_new_market"]
     assert np.allclose(predicted[PROBABILITIES].sum(axis=1), 1.0, atol=1e-6)
@@ -236,7 +245,7 @@ def test_history_note_appears_just_below_the_boundary_and_not_at_it(trained, tmp
     needed = ModelInputs(seq_len=checkpoint["seq_len"], scaler=None).bars_for_full_history
     lines = source.read_text().splitlines(keepends=True)
     whole = tmp_path / "whole.csv"
-    run_cli(capsys, "--model", trained.model_file, "--all", "--out", whole, source)
+    predict_ok(capsys, "--model", trained.model_file, "--all", "--out", whole, source)
     everything = read_predictions(whole).set_index("timestamp")
     for bars, noted in ((needed, False), (needed - 1, True)):
         tail = tmp_path / f"tail{bars}.csv"
@@ -266,7 +275,7 @@ def test_short_history_changes_the_prediction(trained, tmp_path, capsys):
     tail = tmp_path / "tail.csv"
     tail.write_text(lines[0] + "".join(lines[-fewest:]))
     whole, out = tmp_path / "whole.csv", tmp_path / "out.csv"
-    run_cli(capsys, "--model", trained.model_file, "--out", whole, source)
+    predict_ok(capsys, "--model", trained.model_file, "--out", whole, source)
     status, _, err = run_cli(capsys, "--model", trained.model_file, "--out", out, tail)
     assert status == 0 and "fewer than" in err
     full = read_predictions(whole)[PROBABILITIES].to_numpy()
@@ -356,6 +365,26 @@ def test_an_unreadable_model_file_is_refused(trained, tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize(
+    "reorder",
+    [
+        pytest.param(lambda names: [names[1], names[0], *names[2:]], id="two-swapped"),
+        pytest.param(lambda names: [*names[:-1], "renamed"], id="one-renamed"),
+    ],
+)
+def test_a_checkpoint_of_other_feature_names_is_refused(trained, tmp_path, capsys, reorder):
+    """Same number of features, other names or order: the weights would read the wrong
+    columns, so predict refuses in one line, exit 2, and writes nothing."""
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    checkpoint["feature_names"] = reorder(list(checkpoint["feature_names"]))
+    assert checkpoint["n_features"] == len(checkpoint["feature_names"])
+    other = tmp_path / "other.pth"
+    save_checkpoint(checkpoint, other)
+    out = tmp_path / "p.csv"
+    error = assert_refused(capsys, out, "--model", other, "--out", out, trained.raw[0])
+    assert "was trained on other features than this finseq computes" in error
+
+
 def test_a_checkpoint_of_another_finseq_series_is_refused_naming_both(trained, tmp_path, capsys):
     checkpoint = torch.load(trained.model_file, weights_only=True)
     checkpoint["provenance"]["finseq_version"] = "0.9.3"
@@ -367,7 +396,7 @@ def test_a_checkpoint_of_another_finseq_series_is_refused_naming_both(trained, t
     # A patch release of the same series reads it.
     checkpoint["provenance"]["finseq_version"] = "0.1.99"
     save_checkpoint(checkpoint, other)
-    assert run_cli(capsys, "--model", other, "--out", out, trained.raw[0])[0] == 0
+    predict_ok(capsys, "--model", other, "--out", out, trained.raw[0])
 
 
 def test_since_after_the_last_bar_is_refused(trained, tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import Project, make_project, reproduced_project
@@ -491,3 +492,99 @@ def test_two_runs_that_differ_only_in_their_seeds_read_within_noise(tmp_path):
     assert "widened by the measured seed-to-seed spread" in report
     for row in verdict_rows(report).values():
         assert row[5] == "**within noise**", report
+
+
+def graded_predictions(edge: float, seed: int = 0, n_dates: int = 250) -> pd.DataFrame:
+    """A predictions table of two series whose model gives each window's true label the
+    probability 1/3 + `edge` (the rest split evenly): `edge` > 0 knows the labels, < 0 is
+    confidently wrong. Labels, priors and returns depend on `seed` only."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2021-01-04", periods=n_dates).strftime("%Y-%m-%dT%H:%M:%S")
+    labels = rng.integers(-1, 2, size=(n_dates, 2))
+    rows = []
+    for day, date in enumerate(dates):
+        for column, series in enumerate(("a", "b")):
+            label = int(labels[day, column])
+            probabilities = np.full(3, (2 / 3 - edge) / 2)
+            probabilities[label + 1] = 1 / 3 + edge
+            rows.append(
+                {
+                    "timestamp": date,
+                    "series": series,
+                    "fold": "f1",
+                    "label": label,
+                    "p_down": probabilities[0],
+                    "p_flat": probabilities[1],
+                    "p_up": probabilities[2],
+                    "prior_p": 1 / 3,
+                    "majority": 0,
+                    "forward_return": 0.0,
+                    "next_return": rng.normal(0, 0.01),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+SETTINGS = EvidenceSettings(
+    threshold=0.0, long_only=False, cost_bps=5, horizon=1, resamples=300, seed=0
+)
+
+
+def verdicts_of(text: str) -> dict[str, str]:
+    """figure → verdict word, from the verdict table's rows."""
+    found = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 6 and cells[5].startswith("**"):
+            found[cells[0]] = cells[5].strip("*")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("base_edge", "target_edge", "expected"),
+    [(0.1, -0.1, "worse"), (-0.1, 0.1, "better"), (0.1, 0.1, "within noise")],
+)
+def test_verdicts_point_the_right_way(base_edge, target_edge, expected):
+    """A target that gives the true labels far less probability reads `worse` on skill, loss
+    (lower is better) and accuracy; far more, `better`; the same model, within noise."""
+    text, headline_text = verdict_section(
+        graded_predictions(base_edge), graded_predictions(target_edge), SETTINGS, "base", "t"
+    )
+    words = verdicts_of(text)
+    assert {name: words[name] for name in ("skill", "loss", "accuracy")} == dict.fromkeys(
+        ("skill", "loss", "accuracy"), expected
+    )
+    assert f"loss {expected}" in headline_text
+
+
+def test_the_seed_spread_widens_each_side_of_the_interval_in_quadrature():
+    """With seeds.*_sd measured in both revisions, each side of the change's interval grows
+    to hypot(side, 1.96 x sqrt(sd_base^2 + sd_target^2)): worked out here from the
+    unwidened interval."""
+    base, target = graded_predictions(0.02), graded_predictions(0.03)
+    plain, _ = verdict_section(base, target, SETTINGS, "base", "t")
+    sd = ({"skill_sd": 0.003}, {"skill_sd": 0.004})
+    widened, _ = verdict_section(base, target, SETTINGS, "base", "t", sd)
+
+    def interval(text: str) -> tuple[float, float, float]:
+        row = next(line for line in text.splitlines() if line.startswith("| skill"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        low, high = (float(x) for x in cells[4].strip("[]").split(","))
+        return float(cells[3]), low, high
+
+    change, low, high = interval(plain)
+    _, wide_low, wide_high = interval(widened)
+    training = 1.96 * np.hypot(0.003, 0.004)
+    assert wide_low == pytest.approx(change - np.hypot(change - low, training), abs=2e-4)
+    assert wide_high == pytest.approx(change + np.hypot(high - change, training), abs=2e-4)
+    assert wide_high - wide_low > high - low
+
+
+def test_two_revisions_of_different_windows_are_compared_unpaired():
+    """Revisions that scored different windows are each resampled on their own dates, and
+    the section says so; a clear difference still reads the right way."""
+    base = graded_predictions(-0.1)
+    target = graded_predictions(0.1, n_dates=200)
+    text, _ = verdict_section(base, target, SETTINGS, "base", "t")
+    assert "unpaired" in text
+    assert verdicts_of(text)["loss"] == "better"

@@ -272,17 +272,23 @@ def changed_stages(project) -> set[str]:
 def test_rewording_a_note_retrains_nothing_and_editing_the_fit_loop_does(
     reproduced_template, tmp_path
 ):
-    """dvc.yaml lists for each stage only the code that decides its outputs: a prepare note
-    or a window-stage message reruns its own stage at most, never train or evaluate."""
+    """dvc.yaml lists for each stage the code that decides its outputs (`dvc status` is what
+    `dvc repro` reruns): a prepare note or a window-stage message reruns its own stage at
+    most, the version rule of predict nothing, evaluate's code evaluate alone, and the fit
+    loop train."""
     project = reproduced_project(reproduced_template, tmp_path / "repo")
     assert changed_stages(project) == set()
     edit_source(project.path, "summary.py", "it does not cover that period", "no bars there")
     edit_source(project.path, "window_sets.py", "lower window.seq_len", "shorten window.seq_len")
     assert changed_stages(project) == {"prepare", "window"}
+    edit_source(project.path, "versions.py", "retrain the model", "train the model again")
+    assert changed_stages(project) == {"prepare", "window"}
+    edit_source(project.path, "scoring.py", "windows it was trained on", "windows it learned from")
+    assert changed_stages(project) == {"prepare", "window", "evaluate"}
     edit_source(
         project.path,
         "fit.py",
         "epochs_without_gain += 1",
         "epochs_without_gain = epochs_without_gain + 1",
     )
-    assert changed_stages(project) == {"prepare", "window", "train"}
+    assert changed_stages(project) == {"prepare", "window", "evaluate", "train"}

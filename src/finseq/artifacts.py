@@ -4,8 +4,9 @@ apart.
 On disk each array is its own .npy file (np.savez embeds the write time, which would break
 byte-for-byte reproducibility) next to a meta.json. Prepared data carries a content hash of
 its arrays and meta; window sets carry the hash of the prepared data they index; a
-checkpoint carries both (finseq.checkpoint). The checks beside the types refuse any mix of
-artefacts of different runs with one line naming what differs.
+checkpoint carries both (finseq.checkpoint). check_windows refuses window sets of other
+prepared data with one line; evaluate's check of a model against both is
+finseq.scoring.check_model.
 """
 
 from __future__ import annotations
@@ -178,51 +179,6 @@ def check_windows(
         raise DataError(
             f"{windows_dir} was built from other prepared data (it indexes "
             f"{short(windows.prepared_hash)}, {prepared_dir} is {short(data.content_hash)}); "
-            "run `dvc repro`"
-        )
-
-
-def params_differences(model_params: dict, data_meta: dict) -> list[str]:
-    """label.* and split.* keys on which a model and the prepared data disagree."""
-    differences = []
-    for section in ("label", "split"):
-        theirs, ours = model_params.get(section, {}), data_meta.get(section, {})
-        for key in sorted(set(theirs) | set(ours)):
-            if theirs.get(key) != ours.get(key):
-                differences.append(
-                    f"{section}.{key} is {theirs.get(key)!r} in the model, "
-                    f"{ours.get(key)!r} in the data"
-                )
-    return differences
-
-
-def check_model(
-    checkpoint: dict,
-    model_file: str | Path,
-    data: PreparedData,
-    windows: WindowSets,
-    *,
-    prepared_dir: str | Path,
-    windows_dir: str | Path,
-) -> None:
-    """A model scored on data or windows other than those it was trained on gives numbers
-    that mean nothing; name what differs."""
-    provenance = checkpoint["provenance"]
-    if provenance["prepared_hash"] != data.content_hash:
-        differences = params_differences(checkpoint["params"], data.meta)
-        what = (
-            "; ".join(differences)
-            if differences
-            else f"{short(provenance['prepared_hash'])} against {short(data.content_hash)}"
-        )
-        raise DataError(
-            f"{model_file} was trained on other prepared data than {prepared_dir} ({what}); "
-            "run `dvc repro`"
-        )
-    if provenance["windows_hash"] != windows.content_hash:
-        raise DataError(
-            f"{model_file} was trained on other window sets than {windows_dir} "
-            f"({short(provenance['windows_hash'])} against {short(windows.content_hash)}); "
             "run `dvc repro`"
         )
 

@@ -19,7 +19,8 @@ from finseq.command import run_stage
 from finseq.errors import DataError, note
 from finseq.paths import EVAL_METRICS, MODEL_FILE
 from finseq.predict import CONVERGED_BARS
-from finseq.provenance import check_finseq_version, file_md5, short
+from finseq.provenance import file_md5, short
+from finseq.versions import check_finseq_version
 
 
 def _settings(section: dict) -> str:

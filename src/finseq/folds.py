@@ -1,6 +1,6 @@
-"""Every model of a run: one per fold (and per further seed), trained side by side in forked
-workers or one after another across the ranks of a distributed run; each fold's DVCLive
-curves and checkpoint.
+"""The train stage (`run_train`): every model of a run, one per fold (and per further
+seed), trained side by side in forked workers or one after another across the ranks of a
+distributed run; each fold's DVCLive curves and checkpoint.
 """
 
 from __future__ import annotations
@@ -21,14 +21,21 @@ from dvclive import Live
 from torch import nn
 
 import finseq
-from finseq.artifacts import PreparedData, WindowSets
+from finseq.artifacts import PreparedData, WindowSets, load_windowed
+from finseq.atomic import atomic_path, write_json, write_text
 from finseq.checkpoint import make_checkpoint, save_checkpoint
 from finseq.distributed import Ranks
 from finseq.fit import VAL_BATCH, EpochResult, FitResult, TrainingData, fit
 from finseq.models import build_model
 from finseq.params import ModelConfig, Params, TrainConfig
+from finseq.paths import FOLD_MODELS_DIR, MODEL_FILE, PREPARED_DIR, TRAIN_LIVE_DIR, WINDOWS_DIR
 from finseq.provenance import source_hash
-from finseq.runtime import fold_worker_threads, resolve_fold_workers, set_numerics
+from finseq.runtime import (
+    configure_torch,
+    fold_worker_threads,
+    resolve_fold_workers,
+    set_numerics,
+)
 from finseq.split import TRAIN, VAL
 
 
@@ -337,3 +344,40 @@ def train_folds(
             pool.terminate()
             pool.join()
     return {run.key: results[run.key] for run in runs}
+
+
+def train_models(
+    params: Params,
+    data: PreparedData,
+    windows: WindowSets,
+    device: torch.device,
+    ranks: Ranks | None = None,
+    root: Path = Path(),
+) -> None:
+    """models/folds, models/model.pth (the model fold's bytes) and the training curves under
+    `root`. Under torch.distributed (`ranks`, in a joined process group) every rank trains;
+    rank 0 alone logs and writes."""
+    if ranks is not None and not ranks.is_main:
+        train_folds(data, windows, params, device, fold_runs(data, params, None, None), ranks)
+        return
+    model_fold = data.meta["model_fold"]
+    with (
+        atomic_path(root / TRAIN_LIVE_DIR, directory=True) as live_root,
+        atomic_path(root / FOLD_MODELS_DIR, directory=True) as fold_dir,
+    ):
+        (live_root / "folds").mkdir()
+        runs = fold_runs(data, params, live_root, Path(fold_dir))
+        trained = train_folds(data, windows, params, device, runs, ranks)
+        results = {fold: trained[fold] for fold in data.fold_names}
+        write_json(live_root / "metrics.json", training_summary(results, model_fold))
+        write_text(live_root / "folds" / "curves.tsv", fold_curves_tsv(results))
+        model_bytes = (Path(fold_dir) / f"{model_fold}.pth").read_bytes()
+    with atomic_path(root / MODEL_FILE) as temporary:
+        temporary.write_bytes(model_bytes)
+
+
+def run_train(params: Params, root: Path = Path()) -> None:
+    """The train stage in one process under a project root."""
+    device = configure_torch(params.train)
+    data, windows = load_windowed(root / PREPARED_DIR, root / WINDOWS_DIR)
+    train_models(params, data, windows, device, root=root)

@@ -78,7 +78,7 @@ def triple_barrier_outcome(
     as 0, "flat" would come to mean "volatile" whenever one bar's range spans both
     barriers, which a small `threshold` makes the usual case. (prepare leaves such bars out
     of training and validation; test keeps them for the backtest only; see
-    dataset._fold_samples.)
+    panel._fold_samples.)
 
     Returns the labels and, per bar, NO_TIE, TIE_DECIDED_BY_OPEN or TIE_UNDECIDED (int8).
     """

@@ -1,30 +1,36 @@
-"""Featurised series → one prepared dataset: stacked rows, the folds' parts with purge and
-embargo, and each fold's train-only scaler statistics (the prepare stage as a pure
-function over frames, so tests run it without DVC).
+"""The prepare stage: featurised series → one prepared dataset (stacked rows, the folds'
+parts with purge and embargo, each fold's train-only scaler statistics), and
+`run_prepare`, which writes it and metrics/data.json. `prepare_dataset` is a pure function
+over frames, so tests run it without DVC.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from finseq.artifacts import ARRAYS, PreparedData
+from finseq.atomic import write_json
 from finseq.errors import ConfigError, DataError
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler
 from finseq.labels import TIE_DECIDED_BY_OPEN, TIE_UNDECIDED, UNKNOWN_LABEL
-from finseq.params import LabelConfig, SplitConfig
+from finseq.params import LabelConfig, Params, SplitConfig
+from finseq.paths import DATA_METRICS, PREPARED_DIR
 from finseq.prepare import (
     FeaturisedSeries,
     check_distinct_names,
     check_finite_features,
     featurise,
+    read_series,
     series_name,
 )
 from finseq.progress import tracked
 from finseq.provenance import array_hash
+from finseq.runtime import resolve_data_workers
 from finseq.split import (
     HOLDOUT,
     SPLIT_NAMES,
@@ -35,7 +41,26 @@ from finseq.split import (
     fold_plan,
     sample_mask,
 )
-from finseq.summary import note_empty_splits, note_undecided_ties
+from finseq.summary import data_summary, note_empty_splits, note_undecided_ties
+
+
+def prepare_panel(params: Params, frames: dict[str, pd.DataFrame] | None = None) -> PreparedData:
+    """The prepared dataset of `params.data.files` (read in data.workers processes), or of
+    `frames`, already loaded series keyed by their file name."""
+    featurised = None
+    if frames is None:
+        files = params.data.files
+        workers = resolve_data_workers(params.data.workers, len(files))
+        frames, featurised = read_series(files, params.label, workers)
+    return prepare_dataset(frames, params.label, params.split, featurised)
+
+
+def run_prepare(params: Params, root: Path = Path()) -> PreparedData:
+    """The prepare stage under a project root: data/prepared and metrics/data.json."""
+    data = prepare_panel(params)
+    data.save(root / PREPARED_DIR)
+    write_json(root / DATA_METRICS, data_summary(data))
+    return data
 
 
 def prepare_dataset(

@@ -41,8 +41,9 @@ from finseq.models import predict_logits
 from finseq.paths import MODEL_FILE
 from finseq.prepare import check_distinct_names, check_finite_features, series_name
 from finseq.progress import tracked
-from finseq.provenance import check_finseq_version, file_md5
+from finseq.provenance import file_md5
 from finseq.runtime import set_numerics, usable_cores
+from finseq.versions import check_finseq_version
 
 # Windows per forward pass. Every batch is padded to this size (see predict_logits), so a
 # bar's probabilities are the same whether it is predicted alone or among thousands.

@@ -3,7 +3,8 @@
 Prepared data carries a content hash of its arrays and meta; window sets carry the hash
 of the prepared data they index; a checkpoint carries both, the label/split/window params,
 a hash of the source files that decide the model, and the finseq and torch versions.
-The refusals that compare them live beside the types they check (finseq.artifacts).
+The refusals that compare them live beside the types they check (finseq.artifacts), and
+the version check of a checkpoint in finseq.versions.
 
 The model's source is hashed rather than named by git commit: DVC does not track HEAD, so
 a commit would make identical runs write different model bytes, and it is wrong in a
@@ -22,13 +23,11 @@ from pathlib import Path
 import numpy as np
 
 import finseq
-from finseq.errors import DataError
 
 # The modules whose code decides a model's weights: the train stage's source deps in
 # dvc.yaml, relative to src/finseq (tests/test_predict.py checks that the two agree).
 MODEL_SOURCES = (
     "stages/train.py",
-    "pipeline.py",
     "folds.py",
     "fit.py",
     "models.py",
@@ -82,32 +81,3 @@ def file_md5(path: str | Path) -> str:
 
 def short(content_hash: str | None) -> str:
     return (content_hash or "none")[:SHORT]
-
-
-def readable_version(version: str) -> tuple[int, ...]:
-    """The release numbers of a version string: '0.1.0' -> (0, 1, 0)."""
-    numbers = []
-    for part in version.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
-            break
-        numbers.append(int(digits))
-    return tuple(numbers)
-
-
-def compatible_series(version: str) -> tuple[int, ...]:
-    """Versions that read each other's checkpoints: same major, and same minor before 1.0."""
-    numbers = (*readable_version(version), 0, 0)
-    return numbers[:2] if numbers[0] == 0 else numbers[:1]
-
-
-def check_finseq_version(checkpoint: dict, model_file: str | Path) -> None:
-    """A checkpoint from another release series may mean other features or semantics."""
-    written_by = checkpoint["provenance"]["finseq_version"]
-    if compatible_series(written_by) != compatible_series(finseq.__version__):
-        series = ".".join(map(str, compatible_series(finseq.__version__)))
-        raise DataError(
-            f"{model_file} was written by finseq {written_by}; this is finseq "
-            f"{finseq.__version__}, which reads checkpoints of finseq {series}.*; install "
-            f"finseq {written_by} or retrain the model"
-        )

@@ -1,10 +1,12 @@
-"""The evaluate stage as a function: each fold's model on its own val and test windows, and
-every figure and output the stage writes.
+"""The evaluate stage (`run_evaluate`): each fold's model, checked against the data and
+windows it was trained on, on its own val and test windows, and every figure and output the
+stage writes.
 
-Every test figure (pooled, per fold, the backtest, every interval, each seed's) comes from
-one out-of-sample predictions table, as metrics/predictions.csv records it (8 significant
-digits): the report, which reads that file at each revision through the same functions,
-computes the same numbers to the last bit.
+Every test figure (pooled, per fold, the backtest, every interval) comes from the
+out-of-sample predictions table as metrics/predictions.csv records it (8 significant
+digits), and each further seed's figures from its own such table: the report, which reads
+that file at each revision through the same functions, computes the same numbers to the
+last bit.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from finseq.artifacts import PreparedData, WindowSets, check_model
+from finseq.artifacts import PreparedData, WindowSets, load_windowed
+from finseq.atomic import write_json, write_text
 from finseq.checkpoint import load_checkpoint
+from finseq.errors import DataError
 from finseq.evaluate import (
     FoldScores,
     class_prior,
@@ -32,7 +36,17 @@ from finseq.evidence import figures_of_seed, out_of_sample_evidence, seed_spread
 from finseq.labels import to_classes
 from finseq.models import predict_logits
 from finseq.params import Params
-from finseq.provenance import file_md5
+from finseq.paths import (
+    CONFUSION_FILE,
+    EQUITY_FILE,
+    EVAL_METRICS,
+    FOLD_MODELS_DIR,
+    PREDICTIONS_FILE,
+    PREPARED_DIR,
+    WINDOWS_DIR,
+)
+from finseq.provenance import file_md5, short
+from finseq.runtime import configure_torch
 from finseq.split import HOLDOUT
 
 
@@ -66,6 +80,51 @@ def score_fold(
     classes = to_classes(data.labels)
     prior = class_prior(classes[windows.ends[fold]["train"]])
     return FoldScores(fold=fold, ends=ends, logits=logits, prior=prior)
+
+
+def params_differences(model_params: dict, data_meta: dict) -> list[str]:
+    """label.* and split.* keys on which a model and the prepared data disagree."""
+    differences = []
+    for section in ("label", "split"):
+        theirs, ours = model_params.get(section, {}), data_meta.get(section, {})
+        for key in sorted(set(theirs) | set(ours)):
+            if theirs.get(key) != ours.get(key):
+                differences.append(
+                    f"{section}.{key} is {theirs.get(key)!r} in the model, "
+                    f"{ours.get(key)!r} in the data"
+                )
+    return differences
+
+
+def check_model(
+    checkpoint: dict,
+    model_file: str | Path,
+    data: PreparedData,
+    windows: WindowSets,
+    *,
+    prepared_dir: str | Path,
+    windows_dir: str | Path,
+) -> None:
+    """A model scored on data or windows other than those it was trained on gives numbers
+    that mean nothing; name what differs."""
+    provenance = checkpoint["provenance"]
+    if provenance["prepared_hash"] != data.content_hash:
+        differences = params_differences(checkpoint["params"], data.meta)
+        what = (
+            "; ".join(differences)
+            if differences
+            else f"{short(provenance['prepared_hash'])} against {short(data.content_hash)}"
+        )
+        raise DataError(
+            f"{model_file} was trained on other prepared data than {prepared_dir} ({what}); "
+            "run `dvc repro`"
+        )
+    if provenance["windows_hash"] != windows.content_hash:
+        raise DataError(
+            f"{model_file} was trained on other window sets than {windows_dir} "
+            f"({short(provenance['windows_hash'])} against {short(windows.content_hash)}); "
+            "run `dvc repro`"
+        )
 
 
 def score_every_fold(
@@ -179,3 +238,24 @@ def out_of_sample_frame(scores: list[FoldScores], data: PreparedData) -> pd.Data
         data.forward_return,
         data.next_return,
     )
+
+
+def run_evaluate(params: Params, root: Path = Path()) -> Evaluation:
+    """The evaluate stage under a project root: metrics/eval.json, the predictions, the
+    equity curve and the confusion matrix."""
+    device = configure_torch(params.train)
+    data, windows = load_windowed(root / PREPARED_DIR, root / WINDOWS_DIR)
+    evaluation = evaluate_folds(
+        params,
+        data,
+        windows,
+        device,
+        root / FOLD_MODELS_DIR,
+        prepared_dir=root / PREPARED_DIR,
+        windows_dir=root / WINDOWS_DIR,
+    )
+    write_json(root / EVAL_METRICS, evaluation.metrics)
+    write_text(root / PREDICTIONS_FILE, evaluation.predictions_csv)
+    write_text(root / EQUITY_FILE, evaluation.equity_csv)
+    write_text(root / CONFUSION_FILE, evaluation.confusion_csv)
+    return evaluation

@@ -1,5 +1,5 @@
-"""The window stage: window end rows for each part of each fold of the prepared data, with
-the checks and notes on parts too short for a window.
+"""The window stage (`run_window`): window end rows for each part of each fold of the
+prepared data, with the checks and notes on parts too short for a window.
 
 Holdout windows lie inside one part; walk-forward windows only end in their part (see
 finseq.windows).
@@ -7,11 +7,14 @@ finseq.windows).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from finseq.artifacts import PreparedData, WindowSets
 from finseq.errors import ConfigError, DataError, note
-from finseq.params import WindowConfig
+from finseq.params import Params, WindowConfig
+from finseq.paths import PREPARED_DIR, WINDOWS_DIR
 from finseq.split import HOLDOUT, SPLIT_NAMES, counts_by_series_and_part
 from finseq.windows import window_ends
 
@@ -70,3 +73,11 @@ def make_window_sets(data: PreparedData, config: WindowConfig) -> WindowSets:
     return WindowSets(
         seq_len=config.seq_len, stride=config.stride, ends=ends, prepared_hash=data.content_hash
     )
+
+
+def run_window(params: Params, root: Path = Path()) -> WindowSets:
+    """The window stage under a project root: data/windows, cut from data/prepared."""
+    data = PreparedData.load(root / PREPARED_DIR, mmap=True)
+    windows = make_window_sets(data, params.window)
+    windows.save(root / WINDOWS_DIR)
+    return windows

@@ -7,7 +7,7 @@ the md5 of the model users take away), the out-of-sample predictions
 
 from finseq.command import run_stage
 from finseq.params import load_params
-from finseq.pipeline import run_evaluate
+from finseq.scoring import run_evaluate
 
 
 def main() -> None:

@@ -2,8 +2,8 @@
 metrics/data.json."""
 
 from finseq.command import run_stage
+from finseq.panel import run_prepare
 from finseq.params import load_params
-from finseq.pipeline import run_prepare
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ from finseq.artifacts import load_windowed
 from finseq.atomic import remove_temporaries
 from finseq.command import run_stage
 from finseq.distributed import launch_local_ranks, process_group, ranks_from_environment
+from finseq.folds import train_models
 from finseq.params import load_params
 from finseq.paths import FOLD_MODELS_DIR, MODEL_FILE, PREPARED_DIR, TRAIN_LIVE_DIR, WINDOWS_DIR
-from finseq.pipeline import run_train
 from finseq.runtime import configure_torch
 
 
@@ -30,8 +30,9 @@ def main() -> None:
             raise
         return
     device = configure_torch(params.train, ranks)
+    data, windows = load_windowed(PREPARED_DIR, WINDOWS_DIR)
     with process_group(ranks, device):
-        run_train(params, device=device, ranks=ranks)
+        train_models(params, data, windows, device, ranks)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 
 from finseq.command import run_stage
 from finseq.params import load_params
-from finseq.pipeline import run_window
+from finseq.window_sets import run_window
 
 
 def main() -> None:

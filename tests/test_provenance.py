@@ -1,0 +1,154 @@
+"""Every refusal of a stale or mismatched artefact, and which finseq versions read each
+other's checkpoints: on small artefacts built in memory, no training and no DVC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import finseq
+from finseq.artifacts import PreparedData, WindowSets, check_windows
+from finseq.errors import DataError
+from finseq.provenance import short
+from finseq.scoring import check_model
+from finseq.versions import check_finseq_version, compatible_series, readable_version
+
+WHERE = {"prepared_dir": "data/prepared", "windows_dir": "data/windows"}
+LABEL = {"method": "triple_barrier", "horizon": 5, "threshold": 0.8, "vol_window": 20}
+SPLIT = {"method": "walk_forward", "embargo": 5, "folds": 8}
+
+
+def prepared(content_hash: str | None = "a" * 64, **meta) -> PreparedData:
+    rows = 4
+    return PreparedData(
+        features=np.zeros((rows, 2)),
+        labels=np.zeros(rows, dtype=np.int8),
+        series=np.zeros(rows, dtype=np.int16),
+        timestamps=np.arange(rows).astype("datetime64[D]").astype("datetime64[ns]"),
+        forward_return=np.zeros(rows),
+        next_return=np.zeros(rows),
+        parts=np.zeros((1, rows), dtype=np.int8),
+        samples=np.ones((1, rows), dtype=bool),
+        meta={"content_hash": content_hash, "label": LABEL, "split": SPLIT, **meta},
+    )
+
+
+def window_sets(prepared_hash: str | None = "a" * 64, seq_len: int = 2) -> WindowSets:
+    ends = {"f1": {"train": np.array([1, 2]), "val": np.array([3])}}
+    return WindowSets(seq_len=seq_len, stride=1, ends=ends, prepared_hash=prepared_hash)
+
+
+def checkpoint_of(data: PreparedData, windows: WindowSets, **params) -> dict:
+    return {
+        "provenance": {
+            "finseq_version": finseq.__version__,
+            "prepared_hash": data.content_hash,
+            "windows_hash": windows.content_hash,
+        },
+        "params": {"label": dict(LABEL), "split": dict(SPLIT), **params},
+    }
+
+
+def test_matching_artefacts_pass_every_check():
+    data, windows = prepared(), window_sets()
+    check_windows(data, windows, **WHERE)
+    check_model(checkpoint_of(data, windows), "models/folds/f1.pth", data, windows, **WHERE)
+
+
+def test_prepared_data_without_a_content_hash_is_refused():
+    with pytest.raises(DataError) as raised:
+        check_windows(prepared(content_hash=None), window_sets(), **WHERE)
+    assert str(raised.value) == (
+        "data/prepared has no content hash (written by an older finseq); run `dvc repro`"
+    )
+
+
+def test_windows_of_other_prepared_data_are_refused_naming_both_hashes():
+    with pytest.raises(DataError) as raised:
+        check_windows(prepared(), window_sets(prepared_hash="b" * 64), **WHERE)
+    assert str(raised.value) == (
+        f"data/windows was built from other prepared data (it indexes {'b' * 12}, "
+        f"data/prepared is {'a' * 12}); run `dvc repro`"
+    )
+
+
+def test_a_model_of_other_prepared_data_names_the_params_that_differ():
+    data, windows = prepared(), window_sets()
+    checkpoint = checkpoint_of(data, windows)
+    checkpoint["provenance"]["prepared_hash"] = "c" * 64
+    checkpoint["params"]["label"]["horizon"] = 3
+    with pytest.raises(DataError) as raised:
+        check_model(checkpoint, "models/folds/f1.pth", data, windows, **WHERE)
+    assert str(raised.value) == (
+        "models/folds/f1.pth was trained on other prepared data than data/prepared "
+        "(label.horizon is 3 in the model, 5 in the data); run `dvc repro`"
+    )
+
+
+def test_a_model_of_other_prepared_data_with_the_same_params_names_the_hashes():
+    data, windows = prepared(), window_sets()
+    checkpoint = checkpoint_of(data, windows)
+    checkpoint["provenance"]["prepared_hash"] = "c" * 64
+    with pytest.raises(DataError) as raised:
+        check_model(checkpoint, "models/folds/f1.pth", data, windows, **WHERE)
+    assert f"({'c' * 12} against {'a' * 12})" in str(raised.value)
+
+
+def test_a_model_of_other_window_sets_is_refused():
+    """The documented 'other window sets' refusal: same prepared data, windows cut for
+    another seq_len."""
+    data = prepared()
+    trained_on = window_sets(seq_len=2)
+    scored_on = window_sets(seq_len=3)
+    assert trained_on.content_hash != scored_on.content_hash
+    checkpoint = checkpoint_of(data, trained_on)
+    with pytest.raises(DataError) as raised:
+        check_model(checkpoint, "models/folds/f1.pth", data, scored_on, **WHERE)
+    assert str(raised.value) == (
+        "models/folds/f1.pth was trained on other window sets than data/windows "
+        f"({short(trained_on.content_hash)} against {short(scored_on.content_hash)}); "
+        "run `dvc repro`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "numbers", "series"),
+    [
+        ("0.1.0", (0, 1, 0), (0, 1)),
+        ("0.1.99", (0, 1, 99), (0, 1)),
+        ("0.2", (0, 2), (0, 2)),
+        ("0.10.1rc1", (0, 10, 1), (0, 10)),
+        ("1.0.0", (1, 0, 0), (1,)),
+        ("1.4.2", (1, 4, 2), (1,)),
+        ("2.0.0.dev3", (2, 0, 0), (2,)),
+        ("3", (3,), (3,)),
+        ("dev", (), (0, 0)),
+    ],
+)
+def test_release_numbers_and_the_series_that_reads_them(version, numbers, series):
+    """Before 1.0 a minor release may change what a checkpoint means; from 1.0, a major."""
+    assert readable_version(version) == numbers
+    assert compatible_series(version) == series
+
+
+@pytest.mark.parametrize(
+    ("ours", "written_by", "reads"),
+    [
+        ("0.1.0", "0.1.7", True),
+        ("0.1.0", "0.2.0", False),
+        ("1.2.0", "1.9.3", True),
+        ("1.2.0", "2.0.0", False),
+        ("2.0.0", "1.9.9", False),
+    ],
+)
+def test_a_checkpoint_is_read_only_by_its_own_series(monkeypatch, ours, written_by, reads):
+    monkeypatch.setattr(finseq, "__version__", ours)
+    checkpoint = {"provenance": {"finseq_version": written_by}}
+    if reads:
+        check_finseq_version(checkpoint, "model.pth")
+        return
+    with pytest.raises(DataError) as raised:
+        check_finseq_version(checkpoint, "model.pth")
+    assert str(raised.value).startswith(
+        f"model.pth was written by finseq {written_by}; this is finseq {ours}"
+    )
