@@ -1,6 +1,8 @@
 """Metrics and baselines on hand-computed examples."""
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -347,9 +349,6 @@ def test_predictions_csv_writes_an_unknown_labels_prior_empty_and_every_float_in
 def test_the_committed_runs_default_seed_figures_are_its_headline_figures():
     """metrics/eval.json: the default seed's seeds.* come from the same predictions table as
     test.*, so they are equal to the last bit (they once differed in the 8th digit)."""
-    import json
-    from pathlib import Path
-
     metrics = json.loads((Path(__file__).parents[1] / "metrics" / "eval.json").read_text())
     seed = metrics["seeds"]["s42"]
     assert seed == {name: metrics["test"][name] for name in seed}
