@@ -183,3 +183,25 @@ def train_tiny_model(raw: Sequence[Path], model_file: Path):
     model, result = pipeline.train_fold(params, data, windows, fold, torch.device("cpu"))
     save_checkpoint(fold_checkpoint(model, result, data, windows, fold, params), model_file)
     return data, windows
+
+
+# An unmarked test should not take this long: the `slow` marker's definition (it runs real
+# dvc commands or trains models) is kept by this report, not by a timed test.
+UNMARKED_LIMIT_S = 5.0
+_unmarked_over_limit: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remembers each unmarked test whose setup or call ran past UNMARKED_LIMIT_S (under
+    pytest-xdist this runs in the controller, which gets every worker's reports)."""
+    unmarked = report.when in ("setup", "call") and "slow" not in report.keywords
+    if unmarked and report.duration > UNMARKED_LIMIT_S:
+        _unmarked_over_limit.append((report.duration, f"{report.nodeid} ({report.when})"))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _unmarked_over_limit:
+        return
+    terminalreporter.section(f"tests not marked slow that took over {UNMARKED_LIMIT_S:g} s")
+    for duration, nodeid in sorted(_unmarked_over_limit, reverse=True):
+        terminalreporter.write_line(f"{duration:6.1f} s  {nodeid}")

@@ -206,3 +206,63 @@ def test_backtest_metrics_by_hand_for_two_series_long_only():
     assert metrics["hit_rate"] == pytest.approx(3 / 4)
     np.testing.assert_allclose(equity["strategy"], np.cumprod(1 + net))
     np.testing.assert_allclose(equity["buy_hold"], np.cumprod(1 + hold))
+
+
+def test_a_panel_whose_series_enter_and_leave_by_hand():
+    """Three series over four dates: c enters on the 2nd, b leaves after the 2nd, a after the
+    3rd. Each date's weights are 1 / (series present that date); turnover counts the
+    weight a leaving series gives up. Every figure is worked out by hand below."""
+    rows = [  # date, series, position, simple next-bar return
+        ("2024-01-01", "a", 1, 0.02),
+        ("2024-01-01", "b", -1, 0.01),
+        ("2024-01-02", "a", 1, -0.01),
+        ("2024-01-02", "b", -1, 0.03),
+        ("2024-01-02", "c", 1, 0.04),
+        ("2024-01-03", "a", 0, 0.05),
+        ("2024-01-03", "c", 1, -0.02),
+        ("2024-01-04", "c", -1, 0.01),
+    ]
+    probabilities = {1: (0.2, 0.2, 0.6), -1: (0.6, 0.2, 0.2), 0: (0.3, 0.4, 0.3)}
+    predictions = pd.DataFrame(
+        {
+            "timestamp": [row[0] for row in rows],
+            "series": [row[1] for row in rows],
+            "p_down": [probabilities[row[2]][0] for row in rows],
+            "p_flat": [probabilities[row[2]][1] for row in rows],
+            "p_up": [probabilities[row[2]][2] for row in rows],
+            "forward_return": [row[3] for row in rows],
+            "next_return": np.log1p([row[3] for row in rows]),
+        }
+    )
+    cost = 10 / 1e4
+    # Gross, turnover and net per date, by hand:
+    #   01-01: a +1/2, b -1/2:  0.5*0.02 - 0.5*0.01 = 0.005;  turnover 1/2 + 1/2 = 1
+    #   01-02: a, b, c 1/3:     (-0.01 - 0.03 + 0.04) / 3 = 0; turnover 1/6 + 1/6 + 1/3
+    #   01-03: a 0, c +1/2:     0.5 * -0.02 = -0.01;          turnover 1/3 + 1/3 + 1/6
+    #   01-04: c -1:            -0.01;                        turnover 1.5
+    gross = np.array([0.005, 0.0, -0.01, -0.01])
+    turnover = np.array([1.0, 2 / 3, 5 / 6, 1.5])
+    net = gross - cost * turnover
+    portfolio = portfolio_returns(
+        pd.to_datetime(predictions["timestamp"]).to_numpy(),
+        predictions["series"].to_numpy(),
+        np.array([row[2] for row in rows], dtype=float),
+        predictions["next_return"].to_numpy(),
+        cost_bps=10,
+    )
+    np.testing.assert_allclose(portfolio.gross, gross, atol=1e-15)
+    np.testing.assert_allclose(portfolio.turnover, turnover, rtol=1e-12)
+    np.testing.assert_allclose(portfolio.net, net, rtol=1e-12)
+
+    figures, equity = backtest_metrics(predictions, threshold=0.0, long_only=False, cost_bps=10)
+    per_year = 3 / (3 / 365.25)  # three steps between four daily dates
+    mean = net.sum() / 4
+    sd = np.sqrt(((net - mean) ** 2).sum() / 3)
+    assert figures["sharpe"] == pytest.approx(mean / sd * np.sqrt(per_year), rel=1e-12)
+    growth = (1 + net[0]) * (1 + net[1]) * (1 + net[2]) * (1 + net[3])
+    assert figures["annual_return"] == pytest.approx(growth ** (per_year / 4) - 1, rel=1e-9)
+    # Equity 1.004, then lower every day: the drawdown runs from the first day's peak.
+    trough = (1 + net[1]) * (1 + net[2]) * (1 + net[3])
+    assert figures["max_drawdown"] == pytest.approx(trough - 1, rel=1e-12)
+    assert figures["turnover"] == pytest.approx(turnover.mean(), rel=1e-12)
+    np.testing.assert_allclose(equity["strategy"], np.cumprod(1 + net), rtol=1e-12)

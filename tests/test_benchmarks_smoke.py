@@ -51,6 +51,7 @@ def test_reference_dataset_yields_the_same_windows_as_the_gather():
         assert int(label) == int(classes[ends[index]])
 
 
+@pytest.mark.slow
 def test_the_timed_step_is_the_step_fit_takes(toy):
     """(b) and (c) time train_step; one epoch of fit over exactly one batch must equal it."""
     params, dataset = toy
@@ -78,6 +79,7 @@ def test_the_timed_step_is_the_step_fit_takes(toy):
         torch.testing.assert_close(stepped.state_dict()[name], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_throughput_runs_all_three_loops_over_the_train_windows(toy):
     params, dataset = toy
     bench = train_throughput.Bench(
@@ -187,6 +189,7 @@ def test_scaling_runs_each_stage_in_its_own_process(tmp_path):
     assert (tmp_path / "2x1000" / "models" / "model.pth").is_file()
 
 
+@pytest.mark.slow
 def test_predict_timings_and_history_gaps_run_on_a_tiny_model(tmp_path, monkeypatch):
     # Any model will do: one trained in process on a generated panel.
     model_file = tmp_path / "model.pth"

@@ -448,6 +448,7 @@ def _two_rank_config():
     return dataclasses.replace(tiny_params().train, precision="fp32", epochs=2, patience=2)
 
 
+@pytest.mark.slow
 def test_two_real_ranks_report_the_train_loss_of_one_process(tmp_path):
     """Two spawned gloo ranks: each epoch's train loss is every window's mean loss once (not
     one rank's share, not the whole batch per rank), and the weights are one process's."""

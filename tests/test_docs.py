@@ -96,6 +96,7 @@ def dag_downstream() -> dict[str, set[str]]:
     return closure
 
 
+@pytest.mark.slow
 def test_the_rerun_table_matches_dvc_yaml_and_the_dag():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     keys = [f"{section}.{key}" for section, values in params.items() for key in values]

@@ -93,7 +93,8 @@ def test_intervals_contain_their_point_values_and_reproduce_with_the_seed():
     for name in ("skill", "accuracy_gain", "balanced_accuracy", "sharpe", "annual_return"):
         assert first[f"{name}_low"] <= first[name] <= first[f"{name}_high"], name
     assert first["bootstrap_block"] >= 5
-    assert 0 < first["skill_p"] <= 1
+    # No skill here (the point is below 0): nearly every centred draw reaches it.
+    assert first["skill"] < 0 and first["skill_p"] > 0.9
 
 
 def test_the_block_is_never_shorter_than_the_label_horizon():

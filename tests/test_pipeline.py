@@ -74,7 +74,8 @@ def test_metrics_show_lists_model_metrics_and_baselines_for_val_and_test(reprodu
     for split in ("val", "test"):
         metrics = evaluation[split]
         assert metrics["skill"] == pytest.approx(1 - metrics["loss"] / metrics["prior_loss"])
-        assert 0 <= metrics["accuracy"] <= 1
+        correct = metrics["accuracy"] * metrics["samples"]  # a share of whole windows
+        assert correct == pytest.approx(round(correct), abs=1e-6) and correct > 0
     summary = files["metrics/train/metrics.json"]["data"]
     assert 1 <= summary["best_epoch"] <= summary["epochs_run"] <= 2
     assert set(summary["val"]) == {"loss", "accuracy"}

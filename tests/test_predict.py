@@ -29,13 +29,11 @@ from finseq.card import model_card
 from finseq.checkpoint import load_checkpoint, save_checkpoint
 from finseq.errors import DataError
 from finseq.load import load_series
-from finseq.models import predict_logits
 from finseq.panel import prepare_dataset
 from finseq.predict import PREDICT_BATCH, ModelInputs, Selection, predict
 from finseq.provenance import MODEL_SOURCES, file_md5, source_hash
 from finseq.runtime import set_numerics
 from finseq.synthetic import synthetic_ohlcv
-from finseq.windows import segment_starts
 
 RAW_FILES = ("data/raw/sp500.csv", "data/raw/nasdaq.csv")
 PROBABILITIES = ["p_down", "p_flat", "p_up"]
@@ -95,25 +93,37 @@ def in_prepared_order(predicted: pd.DataFrame, data: PreparedData, ends: np.ndar
 
 
 def pipeline_probabilities(model_file: Path, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
-    """The pipeline's own path: the prepared matrix scaled by the model fold's scaler, every
-    row with a full window gathered by end index. Returns (end rows, float32 probabilities)."""
+    """The pipeline's data scored by a path that shares no code with finseq predict's: the
+    prepared matrix scaled by the model fold's scaler, each window a NumPy slice of it, the
+    module's forward in batches of PREDICT_BATCH (the last padded with its last window, as
+    predict pads), under torch's own bf16 autocast when the checkpoint trained in bf16.
+    Returns (end rows, float32 probabilities)."""
     set_numerics(torch.device("cpu"))
     model, checkpoint = load_checkpoint(model_file)
     seq_len = checkpoint["seq_len"]
     series = np.asarray(data.series)
-    position = np.arange(len(series)) - segment_starts(series, np.zeros_like(series))
-    ends = np.flatnonzero(position >= seq_len - 1)
-    features = torch.as_tensor(data.scaled_features(data.meta["model_fold"]))
-    logits = predict_logits(
-        model,
-        features,
-        torch.as_tensor(ends),
-        seq_len,
-        PREDICT_BATCH,
-        checkpoint["params"]["train"]["precision"],
-        pad=True,
+    first_of_series = np.r_[True, series[1:] != series[:-1]]
+    position = np.arange(len(series)) - np.maximum.accumulate(
+        np.where(first_of_series, np.arange(len(series)), 0)
     )
-    return ends, torch.softmax(logits, dim=1).numpy()
+    ends = np.flatnonzero(position >= seq_len - 1)
+    features = data.scaled_features(data.meta["model_fold"])
+    windows = np.stack([features[end - seq_len + 1 : end + 1] for end in ends])
+    bf16 = checkpoint["params"]["train"]["precision"] == "bf16"
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(windows), PREDICT_BATCH):
+            batch = windows[start : start + PREDICT_BATCH]
+            count = len(batch)
+            padded = np.concatenate([batch, np.repeat(batch[-1:], PREDICT_BATCH - count, axis=0)])
+            inputs = torch.from_numpy(padded)
+            if bf16:
+                with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+                    logits = model(inputs)
+            else:
+                logits = model(inputs)
+            chunks.append(logits.float()[:count])
+    return ends, torch.softmax(torch.cat(chunks), dim=1).numpy()
 
 
 # --- no train/serve skew ------------------------------------------------------------------
@@ -231,7 +241,13 @@ def test_a_series_never_seen_in_training_is_predicted(trained, tmp_path, capsys)
     predict_ok(capsys, "--model", trained.model_file, "--out", out, new)
     predicted = read_predictions(out)
     assert predicted["series"].tolist() == ["brand_new_market"]
-    assert np.allclose(predicted[PROBABILITIES].sum(axis=1), 1.0, atol=1e-6)
+    # The model reads features, not names: the same bars under another name, the same numbers.
+    renamed = tmp_path / "another_name.csv"
+    shutil.copy(new, renamed)
+    predict_ok(capsys, "--model", trained.model_file, "--out", out, renamed)
+    again = read_predictions(out)
+    assert again["series"].tolist() == ["another_name"]
+    assert np.array_equal(again[PROBABILITIES].to_numpy(), predicted[PROBABILITIES].to_numpy())
 
 
 # --- how much history a prediction needs ---------------------------------------------------
