@@ -157,8 +157,9 @@ def reproduced_project(template: Path, directory: Path) -> Project:
 def shared_reproduced(
     reproduced_template: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Project:
-    """One reproduced tiny project for the session, for tests that read its outputs (the
-    offline plots) and then for tests/test_predict.py's, which put back what they change."""
+    """One reproduced tiny project for the session, for tests that only read its outputs
+    (the wiring checks, the offline plots page); a test that changes a project works on its
+    own copy (`reproduced_project`)."""
     return reproduced_project(reproduced_template, tmp_path_factory.mktemp("shared") / "repo")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import Project, merge, tiny_params_dict
+from conftest import Project, merge, reproduced_project, tiny_params_dict
 
 from finseq.errors import ConfigError
 from finseq.params import load_params, parse_params
@@ -212,10 +212,11 @@ def test_load_params_reads_exponent_notation_as_a_number_like_dvc_does(tmp_path:
 
 
 @pytest.fixture(scope="module")
-def reproduced(shared_reproduced: Project) -> Project:
-    """The session's reproduced tiny project: every test here puts back what it changes
-    (params_changed, restore_last_commit), so later tests find it at its last commit."""
-    project = shared_reproduced
+def reproduced(reproduced_template, tmp_path_factory) -> Project:
+    """This module's own copy of the reproduced tiny project: every test here puts back what
+    it changes (params_changed, restore_last_commit), so later tests find it at its last
+    commit; no other module's tests see it."""
+    project = reproduced_project(reproduced_template, tmp_path_factory.mktemp("params") / "repo")
     yield project
     assert project.run("git", "status", "--porcelain", "--untracked-files=no").stdout == ""
     assert "up to date" in project.run("dvc", "status").stdout

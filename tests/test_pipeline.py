@@ -124,7 +124,20 @@ def test_model_is_a_weights_only_checkpoint_with_what_is_needed_to_use_it(reprod
     assert "/model.pth" in (project.path / "models/.gitignore").read_text()
 
 
-def test_exp_run_switches_to_gru_and_shows_up_in_exp_show_and_metrics_diff(reproduced):
+@pytest.fixture
+def workspace_restored(reproduced):
+    """`dvc exp run` leaves the experiment's params and outputs in the workspace: put the
+    last commit's back, so that the other tests of this module, in any order, see it."""
+    project, _ = reproduced
+    yield
+    project.run("git", "checkout", "--", ".")
+    project.run("dvc", "checkout", "--force")
+    assert project.run("git", "status", "--porcelain", "--untracked-files=no").stdout == ""
+
+
+def test_exp_run_switches_to_gru_and_shows_up_in_exp_show_and_metrics_diff(
+    reproduced, workspace_restored
+):
     project, _ = reproduced
     output = project.run("dvc", "exp", "run", "-S", "model.type=gru").stdout
     assert "Running stage 'train'" in output

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, VENV_BIN, Project, tiny_params, train_tiny_model
+from conftest import ROOT, VENV_BIN, Project, reproduced_project, tiny_params, train_tiny_model
 from test_checkpoint_safety import write_malicious
 
 import finseq
@@ -575,8 +575,10 @@ def finseq_command(project: Project, *args: str, cwd: Path | None = None, check:
 
 
 @pytest.fixture(scope="module")
-def pipeline(shared_reproduced: Project) -> Project:
-    project = shared_reproduced
+def pipeline(reproduced_template, tmp_path_factory) -> Project:
+    """This module's own copy of the reproduced tiny project, with a DVC remote: its tests
+    commit, push, re-prepare and restore, which no other module's tests may see."""
+    project = reproduced_project(reproduced_template, tmp_path_factory.mktemp("predict") / "repo")
     remote = project.path.parent / "remote"
     project.run("dvc", "remote", "add", "-d", "store", str(remote))
     project.commit("a remote")
@@ -701,8 +703,14 @@ TRAINING_MACHINERY = (
 @pytest.mark.parametrize("command", ["predict", "info"])
 def test_predict_and_info_load_no_training_machinery(trained, tmp_path, command):
     args = (
-        ["predict", "--model", str(trained.model_file), "--out", str(tmp_path / "p.csv")]
-        + [str(path) for path in trained.raw]
+        [
+            "predict",
+            "--model",
+            str(trained.model_file),
+            "--out",
+            str(tmp_path / "p.csv"),
+            str(trained.raw[0]),
+        ]
         if command == "predict"
         else ["info", str(trained.model_file)]
     )
@@ -719,4 +727,4 @@ def test_predict_and_info_load_no_training_machinery(trained, tmp_path, command)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
     if command == "predict":
-        assert len(pd.read_csv(tmp_path / "p.csv")) == len(trained.raw)
+        assert len(pd.read_csv(tmp_path / "p.csv")) == 1

@@ -159,3 +159,21 @@ def test_recheck_passes_within_three_seed_spreads_and_names_what_moved_beyond():
     assert retrain_differences(committed, far) == ["test.skill 0.0200 -> 0.0600 (tolerance 0.0300)"]
     with pytest.raises(DataError, match=r"train\.seeds = 1"):
         retrain_differences({"test": committed["test"]}, close)
+
+
+DESELECTING = ("-m", "-k", "--deselect", "--ignore", "--ignore-glob", "-x", "--exitfirst")
+
+
+def test_the_pull_request_runs_every_test_and_requires_the_browser(workflow, steps):
+    """The PR's pytest step selects nothing away (no marker, keyword or path filter, no stop
+    at the first failure), and runs with FINSEQ_REQUIRE_BROWSER=1, so the offline-plots test
+    fails instead of skipping when no browser is there."""
+    job = next(iter(workflow["jobs"].values()))
+    index = step_index(steps, lambda step: "pytest" in step.get("run", ""))
+    step = steps[index]
+    environment = {**workflow.get("env", {}), **job.get("env", {}), **step.get("env", {})}
+    assert str(environment.get("FINSEQ_REQUIRE_BROWSER")) == "1"
+    command = shlex.split(step["run"], comments=True)
+    assert command[:3] == ["python", "-m", "pytest"]
+    assert [arg for arg in command[3:] if arg.split("=")[0] in DESELECTING] == []
+    assert not any(arg.startswith("tests/") for arg in command)

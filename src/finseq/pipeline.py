@@ -57,17 +57,9 @@ def score_fold(
     device: torch.device,
 ) -> FoldScores:
     """`fold`'s model on its own val and test windows, beside its training prior."""
-    from finseq.scoring import score_fold
+    from finseq.scoring import score_fold_as_configured
 
-    return score_fold(
-        model,
-        data,
-        windows,
-        fold,
-        device,
-        batch_size=params.evaluate.batch_size,
-        precision=params.train.precision,
-    )
+    return score_fold_as_configured(params, model, data, windows, fold, device)
 
 
 def run_prepare(params: Params, root: Path = Path()) -> PreparedData:

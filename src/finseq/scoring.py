@@ -152,18 +152,28 @@ def score_every_fold(
             prepared_dir=prepared_dir,
             windows_dir=windows_dir,
         )
-        scores.append(
-            score_fold(
-                model,
-                data,
-                windows,
-                fold,
-                device,
-                batch_size=params.evaluate.batch_size,
-                precision=params.train.precision,
-            )
-        )
+        scores.append(score_fold_as_configured(params, model, data, windows, fold, device))
     return scores
+
+
+def score_fold_as_configured(
+    params: Params,
+    model: nn.Module,
+    data: PreparedData,
+    windows: WindowSets,
+    fold: str,
+    device: torch.device,
+) -> FoldScores:
+    """score_fold with the run's evaluate.batch_size and train.precision."""
+    return score_fold(
+        model,
+        data,
+        windows,
+        fold,
+        device,
+        batch_size=params.evaluate.batch_size,
+        precision=params.train.precision,
+    )
 
 
 @dataclass(frozen=True)
