@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, VENV_BIN
 
 from finseq.errors import DataError
 from finseq.recheck import retrain_differences
@@ -177,3 +177,18 @@ def test_the_pull_request_runs_every_test_and_requires_the_browser(workflow, ste
     assert command[:3] == ["python", "-m", "pytest"]
     assert [arg for arg in command[3:] if arg.split("=")[0] in DESELECTING] == []
     assert not any(arg.startswith("tests/") for arg in command)
+
+
+def test_zizmor_finds_nothing_in_the_workflows():
+    """zizmor, the GitHub Actions security linter, offline: actions pinned to a commit, no
+    credential left behind by checkout, no template injection, every finding at its default
+    persona. (actionlint, the other linter named in issue 28, installs from PyPI only by
+    downloading its binary from GitHub at build time, which this project's machines cannot.)"""
+    result = subprocess.run(
+        [str(VENV_BIN / "zizmor"), "--offline", "--no-progress", str(WORKFLOW.parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
