@@ -289,6 +289,19 @@ def history(reproduced_template, tmp_path_factory) -> Project:
     return project
 
 
+def named_experiment(project: Project, name: str, setting: str) -> None:
+    """`dvc exp run -n NAME -S SETTING` once per module, from the committed params: dvc exp run
+    leaves its params in the workspace, so it is restored before and after."""
+    if name in project.run("dvc", "exp", "list", "--name-only").stdout.split():
+        return
+    try:
+        project.run("git", "checkout", "--", ".")
+        project.run("dvc", "exp", "run", "-n", name, "-S", setting)
+    finally:
+        project.run("git", "checkout", "--", ".")
+        project.run("dvc", "checkout", "-q")
+
+
 def committed_eval(project: Project, revision: str) -> dict:
     return json.loads(project.run("git", "show", f"{revision}:metrics/eval.json").stdout)
 
@@ -409,12 +422,8 @@ def test_a_branch_gets_a_paired_interval_and_a_verdict_for_every_row(history):
 
 @pytest.mark.slow
 def test_a_dvc_experiment_name_is_a_target(history):
-    history.run("dvc", "exp", "run", "-n", "linear-exp", "-S", "model.type=linear")
-    try:
-        report = report_command(history, "--base", "main", "--target", "linear-exp").stdout
-    finally:
-        history.run("git", "checkout", "--", ".")
-        history.run("dvc", "checkout", "-q")
+    named_experiment(history, "linear-exp", "model.type=linear")
+    report = report_command(history, "--base", "main", "--target", "linear-exp").stdout
     assert ["params.yaml", "model.type", "lstm", "linear"] in table_rows(
         report[report.index("## Parameters") :]
     )
@@ -423,17 +432,12 @@ def test_a_dvc_experiment_name_is_a_target(history):
 
 @pytest.mark.slow
 def test_the_experiment_table_ranks_branches_and_experiments_on_val_loss(history):
-    """main, the gru branch and two dvc exp runs (linear-exp, from the test above, and one
-    more): ranked by pooled validation loss, the differing params only, within 100 columns."""
-    if "linear-exp" not in history.run("dvc", "exp", "list", "--name-only").stdout.split():
-        history.run("dvc", "exp", "run", "-n", "linear-exp", "-S", "model.type=linear")
-    history.run("dvc", "exp", "run", "-n", "wider-exp", "-S", "model.hidden_dim=16")
-    try:
-        table = history.run(sys.executable, "-m", "finseq.experiments").stdout
-        markdown = history.run(sys.executable, "-m", "finseq.experiments", "--markdown").stdout
-    finally:
-        history.run("git", "checkout", "--", ".")
-        history.run("dvc", "checkout", "-q")
+    """main, the gru branch and two dvc exp runs, each from main's params: ranked by pooled
+    validation loss, the differing params only, within 100 columns."""
+    named_experiment(history, "linear-exp", "model.type=linear")
+    named_experiment(history, "wider-exp", "model.hidden_dim=16")
+    table = history.run(sys.executable, "-m", "finseq.experiments").stdout
+    markdown = history.run(sys.executable, "-m", "finseq.experiments", "--markdown").stdout
     lines = table.splitlines()
     assert max(len(line) for line in lines) <= 100
     assert lines[0].split()[:3] == ["#", "experiment", "params"]
