@@ -147,7 +147,14 @@ def test_predictions_csv_has_its_columns_in_order_and_eight_significant_digits()
     no index, "\\n" line ends, %.8g floats, ISO timestamps, each window's own majority."""
     logits = np.log(np.array([[0.1234567891, 0.3, 0.5765432109], [0.6, 0.3, 0.1]]))
     scores = [
-        FoldScores("f1", {"test": np.array([0])}, {"test": logits[:1]}, np.array([0.2, 0.3, 0.5])),
+        FoldScores(
+            "f1",
+            {"test": np.array([0])},
+            {"test": logits[:1]},
+            np.array([0.2, 0.3, 0.5]),
+            volatility_p_flat=np.array([0.25]),
+            regime=np.array(["low"], dtype=object),
+        ),
         FoldScores("f2", {"test": np.array([1])}, {"test": logits[1:]}, np.array([0.5, 0.3, 0.2])),
     ]
     stamps = np.array(["2020-01-02T00:00:00", "2020-01-03T14:30:00"], dtype="datetime64[ns]")
@@ -161,10 +168,12 @@ def test_predictions_csv_has_its_columns_in_order_and_eight_significant_digits()
         np.array([0.001, np.nan]),
     )
     assert predictions_csv(frame).split("\n") == [
-        "timestamp,series,fold,label,p_down,p_flat,p_up,prior_p,majority,forward_return,"
-        "next_return",
-        "2020-01-02T00:00:00,sp500,f1,1,0.12345679,0.3,0.57654321,0.5,1,0.012345679,0.001",
-        "2020-01-03T14:30:00,sp500,f2,-1,0.6,0.3,0.1,0.5,-1,-0.5,",
+        "timestamp,series,fold,label,p_down,p_flat,p_up,prior_p,majority,prior_down,prior_flat,"
+        "prior_up,volatility_p_flat,regime,forward_return,next_return",
+        "2020-01-02T00:00:00,sp500,f1,1,0.12345679,0.3,0.57654321,0.5,1,0.2,0.3,0.5,0.25,low,"
+        "0.012345679,0.001",
+        # A fold without the volatility baseline's P(flat) or a regime leaves both empty.
+        "2020-01-03T14:30:00,sp500,f2,-1,0.6,0.3,0.1,0.5,-1,0.5,0.3,0.2,,,-0.5,",
         "",
     ]
 
@@ -204,8 +213,22 @@ def test_split_metrics_returns_every_figure_under_its_name():
     metrics = split_metrics(np.log(probabilities), np.array([2, 2, 1, 2]), prior)
     loss = -(np.log(0.5) + np.log(0.75) + np.log(0.5) + np.log(0.25)) / 4
     prior_loss = -(3 * np.log(1 / 7) + np.log(2 / 7)) / 4
+    # Move: P(not flat) 0.75, 0.875, 0.75 for the ups, P(flat) 0.5 for the flat; the prior's
+    # 5/7 and 2/7. Direction, of the three ups: up's share of up + down 2/3, 6/7, 1/3; the
+    # prior's 1/5.
+    move_loss = -(2 * np.log(0.75) + np.log(0.875) + np.log(0.5)) / 4
+    move_prior_loss = -(3 * np.log(5 / 7) + np.log(2 / 7)) / 4
+    direction_loss = -(np.log(2 / 3) + np.log(6 / 7) + np.log(1 / 3)) / 3
+    direction_prior_loss = -np.log(1 / 5)
     assert metrics == pytest.approx(
         {
+            "move_loss": move_loss,
+            "move_prior_loss": move_prior_loss,
+            "move_skill": 1 - move_loss / move_prior_loss,
+            "direction_samples": 3,
+            "direction_loss": direction_loss,
+            "direction_prior_loss": direction_prior_loss,
+            "direction_skill": 1 - direction_loss / direction_prior_loss,
             "samples": 4,
             "loss": loss,
             "accuracy": 0.75,
@@ -244,10 +267,18 @@ def test_fold_metrics_by_hand_with_a_window_of_unknown_label():
     prior_loss = -(np.log(0.5) + np.log(0.2) + np.log(0.3)) / 3
     figures = fold_metrics(table)["f2"]
     assert (figures.pop("first_date"), figures.pop("last_date")) == ("2020-01-15", "2020-06-30")
+    # Move: the down and the up 0.75 not flat, the flat 0.25; the prior's 0.7 and 0.3.
+    # Direction: up's share 1/3 (the down) and 2/3 (the up); the prior's 2/7.
+    move = -(2 * np.log(0.75) + np.log(0.25))
+    move_prior = -(2 * np.log(0.7) + np.log(0.3))
+    direction = -2 * np.log(2 / 3)
+    direction_prior = -(np.log(5 / 7) + np.log(2 / 7))
     assert figures == pytest.approx(
         {
             "samples": 3,
             "skill": 1 - loss / prior_loss,
+            "move_skill": 1 - move / move_prior,
+            "direction_skill": 1 - direction / direction_prior,
             "loss": loss,
             "prior_loss": prior_loss,
             "accuracy": 2 / 3,
@@ -340,8 +371,10 @@ def test_predictions_csv_writes_an_unknown_labels_prior_empty_and_every_float_in
         np.array([0.001, 0.002]),
     )
     assert predictions_csv(frame).split("\n")[1:] == [
-        "2020-01-02T00:00:00,a,f1,0,0.2,0.3,0.5,0.28571429,-1,1.5e-07,0.001",
-        "2020-01-03T00:00:00,a,f1,,0.1,0.6,0.3,,-1,-2e-09,0.002",
+        "2020-01-02T00:00:00,a,f1,0,0.2,0.3,0.5,0.28571429,-1,0.57142857,0.28571429,0.14285714,,,"
+        "1.5e-07,0.001",
+        "2020-01-03T00:00:00,a,f1,,0.1,0.6,0.3,,-1,0.57142857,0.28571429,0.14285714,,,"
+        "-2e-09,0.002",
         "",
     ]
 

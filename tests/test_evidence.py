@@ -17,6 +17,7 @@ from finseq.errors import ConfigError
 from finseq.evaluate import FoldScores, predictions_frame, recorded_predictions
 from finseq.evidence import (
     HEADLINE,
+    PART_SUMS,
     DailyTotals,
     block_length,
     change_intervals,
@@ -179,10 +180,30 @@ def hand_panel() -> pd.DataFrame:
             "p_up": [0.6, 0.2, 0.1, 0.2, 0.4, 0.25],
             "prior_p": [0.4, 0.3, 0.5, np.nan, np.nan, np.nan],
             "majority": [0, 0, 0, 0, 1, -1],
+            "prior_down": [0.3, 0.3, 0.25, 0.3, 0.3, 0.3],
+            "prior_flat": [0.3, 0.3, 0.5, 0.3, 0.3, 0.3],
+            "prior_up": [0.4, 0.4, 0.25, 0.4, 0.4, 0.4],
             "forward_return": 0.0,
             "next_return": np.log1p([0.03, 0.02, -0.01, -0.02, 0.01, 0.05]),
         }
     )
+
+
+def test_daily_totals_sum_the_move_and_direction_losses_by_hand():
+    """01-01: a down (p 0.5/0.3/0.2, prior 0.3/0.3/0.4) and a flat (p_flat 0.3, prior 0.5);
+    01-02: an up (p 0.2/0.2/0.6, prior 0.3/0.3/0.4) and an unknown; 01-03: unknowns only.
+    Move: -log P(not flat) of a move, -log P(flat) of a flat. Direction, of moves only:
+    -log of the share of the true direction in P(up) + P(down)."""
+    parts = daily_totals(hand_panel(), 0.05, False, 10).parts
+    expected = {
+        "move_loss": [-np.log(0.7) - np.log(0.3), -np.log(0.8), 0.0],
+        "move_prior_loss": [-np.log(0.7) - np.log(0.5), -np.log(0.7), 0.0],
+        "direction_loss": [-np.log(5 / 7), -np.log(0.75), 0.0],
+        "direction_prior_loss": [-np.log(3 / 7), -np.log(4 / 7), 0.0],
+    }
+    assert set(parts) == set(expected)
+    for name, values in expected.items():
+        np.testing.assert_allclose(parts[name], values, rtol=1e-12, err_msg=name)
 
 
 def test_daily_totals_by_hand_with_unknown_labels_and_rows_out_of_date_order():
@@ -228,10 +249,13 @@ def test_take_resamples_every_per_date_array_and_keeps_bars_per_year():
     totals = daily_totals(hand_panel(), 0.05, False, 10)
     index = np.array([2, 0, 0])
     taken = totals.take(index)
+    assert set(totals.parts) == set(PART_SUMS)
+    for name, sums in totals.parts.items():
+        np.testing.assert_array_equal(taken.parts[name], sums[index])
     for field in dataclasses.fields(totals):
         if field.name == "per_year":
             assert taken.per_year == totals.per_year
-        else:
+        elif field.name != "parts":
             np.testing.assert_array_equal(
                 getattr(taken, field.name), getattr(totals, field.name)[index]
             )
@@ -395,14 +419,17 @@ def test_intervals_of_identical_dates_are_the_point_values_and_the_p_value_is_it
     result = intervals(constant_totals(40, 0.75), horizon=5, resamples=100, seed=0)
     point = headline_figures(constant_totals(40, 0.75))
     assert point["skill"] == pytest.approx(0.25)
+    # Totals without the move and direction sums (a table from before they were recorded)
+    # have every other headline figure and no part.
+    recorded = [name for name in HEADLINE if name not in ("move_skill", "direction_skill")]
     assert set(result) == {
-        *HEADLINE,
-        *(f"{name}_low" for name in HEADLINE),
-        *(f"{name}_high" for name in HEADLINE),
+        *recorded,
+        *(f"{name}_low" for name in recorded),
+        *(f"{name}_high" for name in recorded),
         "skill_p",
         "bootstrap_block",
     }
-    for name in HEADLINE:
+    for name in recorded:
         assert result[name] == point[name]
         assert result[f"{name}_low"] == result[f"{name}_high"] == pytest.approx(point[name])
     assert result["skill_p"] == 1 / 101
@@ -578,8 +605,22 @@ def test_figures_of_seed_by_hand_over_two_folds():
     prior_loss = (6 * np.log(2) + np.log(10 / 3)) / 5
     net = np.array([0.0, 0.5 * 0.03 - 0.0005, -0.0005])
     sharpe = net.mean() / net.std(ddof=1) * np.sqrt(365.25)
+    # Moves: windows 0, 2, 3 (P(not flat) 0.75 each); flats 1 and 5 (P(flat) 0.5, 0.25).
+    move = -3 * np.log(0.75) - np.log(0.5) - np.log(0.25)
+    move_prior = -2 * np.log(0.75) - np.log(0.25) - np.log(0.7) - np.log(0.3)
+    # Up's share of up + down: 1/3 in windows 0 and 2 (a down, an up), 2/3 in window 3 (an
+    # up); the priors' 1/3 in fold 1 and 5/7 in fold 2.
+    direction = -np.log(2 / 3) - np.log(1 / 3) - np.log(2 / 3)
+    direction_prior = -np.log(2 / 3) - np.log(1 / 3) - np.log(5 / 7)
     assert figures == pytest.approx(
-        {"skill": 1 - loss / prior_loss, "loss": loss, "accuracy": 3 / 5, "sharpe": sharpe}
+        {
+            "skill": 1 - loss / prior_loss,
+            "move_skill": 1 - move / move_prior,
+            "direction_skill": 1 - direction / direction_prior,
+            "loss": loss,
+            "accuracy": 3 / 5,
+            "sharpe": sharpe,
+        }
     )
 
 
@@ -589,7 +630,7 @@ def test_seed_spread_lists_each_seed_and_the_sample_deviation_of_each_figure():
         {"skill": 0.3, "loss": 1.2, "accuracy": 0.4, "sharpe": -1.0},
         {"skill": 0.2, "loss": 1.1, "accuracy": 0.6, "sharpe": 0.0},
     ]
-    spread = seed_spread(per_seed, first_seed=7)
+    spread = seed_spread(per_seed, first_seed=7)  # tables without the parts: no part spread
     assert {key: spread.pop(key) for key in ("s7", "s8", "s9")} == dict(
         zip(("s7", "s8", "s9"), per_seed, strict=True)
     )

@@ -29,6 +29,8 @@ def revision(
                         "skill": skill,
                         "skill_low": skill - 0.01,
                         "skill_high": skill + 0.01,
+                        "move_skill": skill + 0.03,
+                        "direction_skill": skill - 0.02,
                         "sharpe": 0.5,
                     },
                 }
@@ -110,17 +112,22 @@ def test_the_text_table_fits_its_width_and_keeps_the_deciding_columns():
         "test",
         "skill",
         "[95%]",
+        "move",
+        "direction",
         "Sharpe",
     ]
+    assert lines[-1] == "move = test.move_skill; direction = test.direction_skill"
+    lines = lines[:-1]
     assert lines[1].split()[:4] == ["1", "gru-exp", "type=gru", "seed=42"]
-    assert "+0.010 [+0.000,+0.020]" in lines[1] and lines[1].endswith("+0.50")
-    assert lines[-1].split()[1:] == ["linear-branch", "type=linear", "seed=42", "-", "-", "-"]
-    # A long name is cut to fit; at 80 columns the params are cut too, the numbers never.
+    assert lines[1].split()[-3:] == ["+0.040", "-0.010", "+0.50"]
+    assert "+0.010 [+0.000,+0.020]" in lines[1]
+    assert lines[-1].split()[1:] == ["linear-branch", "type=linear", "seed=…", *["-"] * 5]
+    # A long name is cut to fit; at 90 columns the params are cut too, the numbers never.
     assert "seed-exp-with-a…" in lines[4]
-    narrow = text_table(experiments, 80).splitlines()
-    assert max(len(line) for line in narrow) <= 80
+    narrow = text_table(experiments, 90).splitlines()[:-1]
+    assert max(len(line) for line in narrow) <= 90
     assert [line.split()[-1] for line in narrow] == [line.split()[-1] for line in lines]
-    assert "type=linear seed…" in narrow[-1]
+    assert narrow[-1].split()[2] == "type=li…"
 
 
 def markdown_cells(table: str) -> list[list[str]]:
@@ -131,7 +138,16 @@ def test_the_markdown_table_keeps_full_names():
     """Written by the package's one table writer (finseq.markdown): padded, aligned."""
     table = markdown_ranking(parse_exp_show(exp_show_rows()))
     cells = markdown_cells(table)
-    assert cells[0] == ["#", "experiment", "params", "val loss", "test skill [95%]", "Sharpe"]
+    assert cells[0] == [
+        "#",
+        "experiment",
+        "params",
+        "val loss",
+        "test skill [95%]",
+        "move_skill",
+        "direction_skill",
+        "Sharpe",
+    ]
     assert cells[5][:4] == ["4", "seed-exp-with-a-very-long-name", "type=lstm seed=43", "1.0700"]
     assert set(cells[1][0]) == {"-"} and all(cell.endswith(":") for cell in cells[1][1:])
     assert len({len(line) for line in table.splitlines()}) == 1

@@ -10,23 +10,20 @@ import pandas as pd
 import pytest
 from conftest import Project, make_project, reproduced_project
 
-from finseq.markdown import markdown_table
+from finseq.markdown import format_change, format_value, markdown_table
 from finseq.report import in_path_order, paired_metrics, parse_curve
 from finseq.report_sections import (
-    EvidenceSettings,
     LossCurves,
     ReportInputs,
     all_metrics_section,
     build_report,
     curves_section,
     fold_section,
-    format_change,
-    format_value,
     headline,
     params_section,
     training_section,
-    verdict_section,
 )
+from finseq.verdicts import EvidenceSettings, verdict_section
 
 EVAL_DIFF = {
     "val.loss": {"old": 1.11015, "new": 1.15107},
@@ -465,6 +462,8 @@ def test_the_experiment_table_ranks_branches_and_experiments_on_val_loss(history
         "params",
         "val loss",
         "test skill [95%]",
+        "move_skill",
+        "direction_skill",
         "Sharpe",
     ]
 

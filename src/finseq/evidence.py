@@ -30,7 +30,13 @@ from finseq.backtest import (
     sharpe_ratio,
 )
 from finseq.errors import ConfigError
-from finseq.evaluate import table_metrics
+from finseq.evaluate import (
+    FLAT,
+    PRIOR_COLUMNS,
+    direction_losses,
+    move_losses,
+    table_metrics,
+)
 from finseq.labels import NUM_CLASSES, to_classes
 from finseq.params import BacktestConfig, EvaluateConfig, Params
 from finseq.progress import tracked
@@ -38,7 +44,17 @@ from finseq.progress import tracked
 LEVEL = 0.95
 # Fewer dates than this cannot carry a block bootstrap of blocks at least a horizon long.
 MINIMUM_DATES = 30
-HEADLINE = ("skill", "accuracy_gain", "balanced_accuracy", "sharpe", "annual_return")
+HEADLINE = (
+    "skill",
+    "move_skill",
+    "direction_skill",
+    "accuracy_gain",
+    "balanced_accuracy",
+    "sharpe",
+    "annual_return",
+)
+# The figures of a part of the table (a fold, a series, a year, a regime): its class figures.
+SKILLS = ("skill", "move_skill", "direction_skill")
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,9 @@ class DailyTotals:
     # window's next-bar return unknown), which the backtest leaves out too.
     strategy: np.ndarray
     per_year: float  # bars per year of the traded dates, as the backtest counts them
+    # Sums of skill's parts (PART_SUMS: evaluate.move_losses, direction_losses, of the model
+    # and of the prior); None for a table written before they were (no prior columns).
+    parts: dict[str, np.ndarray] | None = None
 
     def take(self, index: np.ndarray) -> DailyTotals:
         return DailyTotals(
@@ -68,12 +87,34 @@ class DailyTotals:
             self.confusion[index],
             self.strategy[index],
             self.per_year,
+            None if self.parts is None else {k: v[index] for k, v in self.parts.items()},
         )
 
     def traded_returns(self) -> np.ndarray:
         """The strategy's returns on the dates it could trade: what Sharpe and annual
         return are computed from, as in the backtest."""
         return self.strategy[np.isfinite(self.strategy)]
+
+
+PART_SUMS = ("move_loss", "move_prior_loss", "direction_loss", "direction_prior_loss")
+
+
+def skill_part_losses(
+    predictions: pd.DataFrame, probabilities: np.ndarray, classes: np.ndarray, known: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per window, the move and direction losses of the model and of its fold's prior; 0
+    where a window does not count (unknown label; flat, for direction), NaN everywhere for
+    a table without the prior columns."""
+    if not set(PRIOR_COLUMNS) <= set(predictions.columns):
+        return {name: np.full(len(predictions), np.nan) for name in PART_SUMS}
+    priors = predictions[PRIOR_COLUMNS].to_numpy()
+    moved = known & (classes != FLAT)
+    return {
+        "move_loss": np.where(known, move_losses(probabilities, classes), 0.0),
+        "move_prior_loss": np.where(known, move_losses(priors, classes), 0.0),
+        "direction_loss": np.where(moved, direction_losses(probabilities, classes), 0.0),
+        "direction_prior_loss": np.where(moved, direction_losses(priors, classes), 0.0),
+    }
 
 
 def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, cost_bps: float):
@@ -108,6 +149,7 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
             "prior_loss": np.where(
                 known, -np.log(np.clip(predictions["prior_p"].fillna(1.0), 1e-12, None)), 0.0
             ),
+            **skill_part_losses(predictions, probabilities, classes, known),
             "windows": known.astype(int),
             "correct": (known & (predicted == classes)).astype(int),
             "majority_correct": (
@@ -117,7 +159,9 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
         }
     )
     grouped = per_window.groupby("date", sort=True)
-    sums = grouped[["loss", "prior_loss", "windows", "correct", "majority_correct"]].sum()
+    sums = grouped[
+        ["loss", "prior_loss", *PART_SUMS, "windows", "correct", "majority_correct"]
+    ].sum(min_count=1)
     scored = per_window[known]
     cells = pd.crosstab(scored["date"], scored["cell"]).reindex(
         index=sums.index, columns=range(NUM_CLASSES**2), fill_value=0
@@ -133,17 +177,41 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
         confusion=cells.to_numpy().reshape(-1, NUM_CLASSES, NUM_CLASSES),
         strategy=strategy.to_numpy(),
         per_year=bars_per_year(portfolio.dates),
+        parts=None
+        if sums["move_loss"].isna().all()
+        else {name: sums[name].to_numpy() for name in PART_SUMS},
     )
 
 
+def _ratio_skill(loss: np.ndarray, prior_loss: np.ndarray) -> float:
+    return float(1.0 - loss.sum() / prior_loss.sum())
+
+
+def skill_figures(totals: DailyTotals) -> dict[str, float]:
+    """skill and, where the table recorded them, its move and direction parts."""
+    return {name: _ratio_skill(*pair) for name, pair in skill_sums(totals).items()}
+
+
+def skill_sums(totals: DailyTotals) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per date, the model's and the prior's loss behind each skill figure; skill alone for
+    a table that did not record the parts."""
+    sums = {"skill": (totals.loss, totals.prior_loss)}
+    if totals.parts is not None:
+        parts = totals.parts
+        sums["move_skill"] = (parts["move_loss"], parts["move_prior_loss"])
+        sums["direction_skill"] = (parts["direction_loss"], parts["direction_prior_loss"])
+    return sums
+
+
 def headline_figures(totals: DailyTotals) -> dict[str, float]:
-    """skill, accuracy gain over the majority, balanced accuracy, Sharpe, annual return."""
+    """skill and its parts, accuracy gain over the majority, balanced accuracy, Sharpe,
+    annual return."""
     confusion = totals.confusion.sum(axis=0)
     support = confusion.sum(axis=1)
     present = support > 0
     windows = totals.windows.sum()
     return {
-        "skill": 1.0 - totals.loss.sum() / totals.prior_loss.sum(),
+        **skill_figures(totals),
         "accuracy_gain": (totals.correct.sum() - totals.majority_correct.sum()) / windows,
         "balanced_accuracy": float(np.mean(np.diag(confusion)[present] / support[present])),
         "sharpe": sharpe_ratio(totals.traded_returns(), totals.per_year),
@@ -195,19 +263,37 @@ def intervals(
     the one-sided p-value that skill <= 0 (`skill_p`), and the block length used."""
     check_enough_dates(len(totals.dates), horizon)
     point = headline_figures(totals)
+    names = [name for name in HEADLINE if name in point]
     block = block_length(totals, horizon)
-    draws = {name: np.empty(resamples) for name in HEADLINE}
+    draws = {name: np.empty(resamples) for name in names}
     indexes = resampled_dates(len(totals.dates), block, resamples, seed)
     for row, index in enumerate(tracked(indexes, resamples, "bootstrap", "resamples")):
         for name, value in headline_figures(totals.take(index)).items():
             draws[name][row] = value
     result: dict[str, float | int] = dict(point)
-    for name in HEADLINE:
+    for name in names:
         result[f"{name}_low"], result[f"{name}_high"] = percentile_interval(draws[name])
     # Null imposed by centring the draws on 0: how often skill* - skill reaches skill.
     beyond = np.sum(draws["skill"] - point["skill"] >= point["skill"])
     result["skill_p"] = float((1 + beyond) / (1 + resamples))
     result["bootstrap_block"] = block
+    return result
+
+
+def skill_intervals(
+    totals: DailyTotals, horizon: int, resamples: int, seed: int
+) -> dict[str, float]:
+    """skill, move_skill and direction_skill of a part of the out-of-sample windows (a fold,
+    a series, a year, a regime), each with its 95% interval, resampled as `intervals` does;
+    the intervals are NaN when the part has too few dates for a block bootstrap."""
+    result: dict[str, float] = dict(skill_figures(totals))
+    if len(totals.dates) < max(MINIMUM_DATES, 3 * horizon):
+        return {**result, **{f"{name}_{end}": np.nan for name in result for end in ("low", "high")}}
+    indexes = resampled_dates(len(totals.dates), block_length(totals, horizon), resamples, seed)
+    for name, (loss, prior_loss) in skill_sums(totals).items():
+        # Every resample's sums at once: the same ratio skill_figures takes of one.
+        draws = 1.0 - loss[indexes].sum(axis=1) / prior_loss[indexes].sum(axis=1)
+        result[f"{name}_low"], result[f"{name}_high"] = percentile_interval(draws)
     return result
 
 
@@ -264,8 +350,8 @@ def figure_of(name: str) -> Figure:
         return lambda totals: float(totals.loss.sum() / totals.windows.sum())
     if name == "accuracy":
         return lambda totals: float(totals.correct.sum() / totals.windows.sum())
-    if name == "skill":
-        return lambda totals: float(1.0 - totals.loss.sum() / totals.prior_loss.sum())
+    if name in SKILLS:
+        return lambda totals: skill_figures(totals).get(name, np.nan)
     if name == "sharpe":
         return lambda totals: sharpe_ratio(totals.traded_returns(), totals.per_year)
     return lambda totals: headline_figures(totals)[name]
@@ -284,7 +370,7 @@ def out_of_sample_evidence(
     return {**figures, **bounds}, equity
 
 
-SEED_FIGURES = ("skill", "loss", "accuracy", "sharpe")
+SEED_FIGURES = ("skill", "move_skill", "direction_skill", "loss", "accuracy", "sharpe")
 
 
 def figures_of_seed(predictions: pd.DataFrame, params: Params) -> dict:
@@ -295,9 +381,7 @@ def figures_of_seed(predictions: pd.DataFrame, params: Params) -> dict:
         predictions, params.backtest.threshold, params.backtest.long_only, params.backtest.cost_bps
     )
     return {
-        "skill": pooled["skill"],
-        "loss": pooled["loss"],
-        "accuracy": pooled["accuracy"],
+        **{name: pooled[name] for name in SEED_FIGURES if name != "sharpe"},
         "sharpe": figures["sharpe"],
     }
 
@@ -308,6 +392,6 @@ def seed_spread(per_seed: list[dict], first_seed: int) -> dict:
     spread: dict = {"count": len(per_seed)}
     for offset, figures in enumerate(per_seed):
         spread[f"s{first_seed + offset}"] = figures
-    for name in SEED_FIGURES:
+    for name in [name for name in SEED_FIGURES if all(name in seed for seed in per_seed)]:
         spread[f"{name}_sd"] = float(np.std([figures[name] for figures in per_seed], ddof=1))
     return spread

@@ -1,5 +1,6 @@
 """The experiments of a repository in one table that fits a terminal: ranked by validation
-loss, with only the params that differ between them, test skill with its interval, Sharpe.
+loss, with only the params that differ between them, test skill with its interval, its move
+and direction parts, Sharpe.
 
     python -m finseq.experiments [--markdown] [--width 100]
 
@@ -25,6 +26,9 @@ from finseq.paths import EVAL_METRICS, PARAMS_FILE
 
 DEFAULT_WIDTH = 100
 NAME_WIDTH = 16
+# The terminal table's shorter headers for the columns named as metrics/eval.json names them
+# (the Markdown table keeps the full names); a legend line under the table says which is which.
+TERMINAL_HEADERS = {"move_skill": "move", "direction_skill": "direction"}
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,16 @@ def short_key(key: str, keys: Sequence[str]) -> str:
 
 def table_rows(experiments: Sequence[Experiment]) -> tuple[list[str], list[list[str]]]:
     keys = differing_params(experiments)
-    headers = ["#", "experiment", "params", "val loss", "test skill [95%]", "Sharpe"]
+    headers = [
+        "#",
+        "experiment",
+        "params",
+        "val loss",
+        "test skill [95%]",
+        "move_skill",
+        "direction_skill",
+        "Sharpe",
+    ]
     rows = []
     for rank, experiment in enumerate(ranked(experiments), start=1):
         shown = " ".join(
@@ -131,6 +144,8 @@ def table_rows(experiments: Sequence[Experiment]) -> tuple[list[str], list[list[
                 shown or "-",
                 _fixed(_number(experiment.metrics.get("val.loss")), ".4f"),
                 _skill(experiment.metrics),
+                _fixed(_number(experiment.metrics.get("test.move_skill")), "+.3f"),
+                _fixed(_number(experiment.metrics.get("test.direction_skill")), "+.3f"),
                 _fixed(_number(experiment.metrics.get("test.sharpe")), "+.2f"),
             ]
         )
@@ -144,6 +159,7 @@ def _clip(text: str, width: int) -> str:
 def text_table(experiments: Sequence[Experiment], width: int = DEFAULT_WIDTH) -> str:
     """Columns padded to fit `width`; the names and the params column are cut with … to fit."""
     headers, rows = table_rows(experiments)
+    headers = [TERMINAL_HEADERS.get(header, header) for header in headers]
     for row in rows:
         row[1] = _clip(row[1], NAME_WIDTH)
     widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(len(headers))]
@@ -158,7 +174,8 @@ def text_table(experiments: Sequence[Experiment], width: int = DEFAULT_WIDTH) ->
             for i, cell in enumerate(cells)
         ]
         lines.append("  ".join(padded).rstrip())
-    return "\n".join(lines)
+    legend = "; ".join(f"{short} = test.{full}" for full, short in TERMINAL_HEADERS.items())
+    return "\n".join([*lines, _clip(legend, width)])
 
 
 def markdown_ranking(experiments: Sequence[Experiment]) -> str:

@@ -34,14 +34,8 @@ from finseq.errors import ConfigError
 from finseq.experiments import flatten
 from finseq.params import load_params
 from finseq.paths import EVAL_METRICS, PREDICTIONS_FILE, TRAIN_LIVE_DIR
-from finseq.report_sections import (
-    TRAIN_SUMMARY,
-    EvidenceSettings,
-    LossCurves,
-    ReportInputs,
-    build_report,
-    verdict_section,
-)
+from finseq.report_sections import TRAIN_SUMMARY, LossCurves, ReportInputs, build_report
+from finseq.verdicts import EvidenceSettings, verdict_section
 
 WORKSPACE = "workspace"
 LOSS_CURVES = {

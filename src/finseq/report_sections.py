@@ -1,7 +1,7 @@
 """The report's Markdown sections: pure functions of what finseq.report read of two revisions.
 
-finseq writes what is its own: the verdicts (a paired block bootstrap from finseq.evidence),
-the headline, one row per walk-forward fold, the training summary and the loss per epoch.
+finseq writes what is its own: the verdicts and what the model knows (finseq.verdicts), the
+headline, one row per walk-forward fold, the training summary and the loss per epoch.
 The parameters and the full metrics tables are DVC's: the text of `dvc params diff --md` and
 `dvc metrics diff --all --md`, placed as DVC printed it. Nothing here runs git or dvc.
 """
@@ -12,12 +12,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
-import pandas as pd
-
-from finseq.evidence import change_intervals, daily_totals, figure_of, verdict
-from finseq.markdown import markdown_table
-from finseq.paths import EVAL_METRICS, PREDICTIONS_FILE, TRAIN_LIVE_DIR
+from finseq.markdown import MISSING, format_change, format_value, markdown_table
+from finseq.paths import EVAL_METRICS, TRAIN_LIVE_DIR
+from finseq.verdicts import knowledge_section
 
 TRAIN_SUMMARY = f"{TRAIN_LIVE_DIR}/metrics.json"
 TRAINING_ROWS = (
@@ -27,10 +24,6 @@ TRAINING_ROWS = (
     ("val.loss", "val loss at best epoch"),
     ("train.loss", "train loss at best epoch"),
 )
-MISSING = "—"
-# Each row of the verdict table: the figure, and whether a higher value is better.
-VERDICT_ROWS = (("skill", True), ("loss", False), ("accuracy", True), ("sharpe", True))
-WINDOW_KEY = ["timestamp", "series"]
 
 
 @dataclass(frozen=True)
@@ -55,142 +48,6 @@ class ReportInputs:
     target_curves: LossCurves
     plots_page: str | None = None
     verdicts: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class EvidenceSettings:
-    """What the verdicts are computed with: the workspace's backtest and bootstrap params."""
-
-    threshold: float
-    long_only: bool
-    cost_bps: float
-    horizon: int
-    resamples: int
-    seed: int
-
-
-def verdict_section(
-    base: pd.DataFrame | None,
-    target: pd.DataFrame | None,
-    settings: EvidenceSettings,
-    base_name: str,
-    target_name: str,
-    seed_sd: tuple[Mapping | None, Mapping | None] = (None, None),
-) -> tuple[str, str]:
-    """The verdict table and its one-line headline, from both revisions' predictions files.
-
-    Window by window (a paired block bootstrap) when both scored the same windows; else
-    each revision's own dates are resampled (unpaired), and the section says so. Where a
-    revision measured its seed-to-seed spread (train.seeds > 1, `seeds.*_sd` in its
-    eval.json), 1.96 x the spread of the difference, sqrt(sd_base^2 + sd_target^2), is added
-    in quadrature to each side of the interval; a revision that did not measure it borrows
-    the other's.
-    """
-    if base is None or target is None:
-        missing = base_name if base is None else target_name
-        text = (
-            f"## Verdicts\n\n`{missing}` has no {PREDICTIONS_FILE} (a revision from before "
-            "walk-forward evaluation, or not reproduced): no verdicts; the metrics below are "
-            "point values only."
-        )
-        return text, f"No verdicts: `{missing}` has no {PREDICTIONS_FILE}."
-    base = base.sort_values(WINDOW_KEY, kind="stable").reset_index(drop=True)
-    target = target.sort_values(WINDOW_KEY, kind="stable").reset_index(drop=True)
-    paired = base[WINDOW_KEY].equals(target[WINDOW_KEY])
-    totals = [
-        daily_totals(frame, settings.threshold, settings.long_only, settings.cost_bps)
-        for frame in (base, target)
-    ]
-    changes = change_intervals(
-        *totals,
-        {name: figure_of(name) for name, _ in VERDICT_ROWS},
-        settings.horizon,
-        settings.resamples,
-        settings.seed,
-        paired=paired,
-    )
-    rows, words = [], []
-    for name, higher_is_better in VERDICT_ROWS:
-        figure = figure_of(name)
-        change, low, high = changes[name]
-        training = training_noise(seed_sd, name)
-        if training:
-            low = change - float(np.hypot(change - low, training))
-            high = change + float(np.hypot(high - change, training))
-        word = verdict(low, high, higher_is_better)
-        words.append(f"{name} {word}")
-        rows.append(
-            [
-                name,
-                format_value(figure(totals[0])),
-                format_value(figure(totals[1])),
-                format_change(figure(totals[0]), figure(totals[1])),
-                f"[{low:+.4f}, {high:+.4f}]",
-                f"**{word}**",
-            ]
-        )
-    if paired:
-        how = f"Paired window by window over the {len(base):,} out-of-sample windows both predicted"
-        known = int(base["label"].notna().sum())
-        if known < len(base):
-            how += f" ({known:,} of them with a known label, on which the class figures are)"
-    else:
-        how = (
-            f"The two revisions scored different windows ({len(base):,} and {len(target):,}): "
-            "each is resampled on its own dates (unpaired), so the intervals are wider"
-        )
-    note_text = (
-        f"{how}; 95% interval of the change from {settings.resamples} block-bootstrap "
-        "resamples of dates. `better` / `worse` when the interval excludes 0, else "
-        f"`within noise`. Sharpe after {settings.cost_bps:g} bps per unit of turnover, "
-        "with both revisions' positions from the workspace's `backtest` params. "
-        + (
-            "Training noise is included: the intervals are widened by the measured "
-            "seed-to-seed spread (`seeds.*_sd`)."
-            if any(seed_sd)
-            else "The intervals measure test-sample noise only (neither revision measured its "
-            "seed-to-seed spread: `train.seeds` = 1): a change of seed alone can read "
-            "`better` or `worse`."
-        )
-    )
-    header = ["figure", base_name, target_name, "change", "95% interval", "verdict"]
-    text = f"## Verdicts\n\n{note_text}\n\n" + markdown_table(header, rows)
-    return text, "Verdict: " + ", ".join(words) + "."
-
-
-def training_noise(seed_sd: tuple[Mapping | None, Mapping | None], name: str) -> float:
-    """1.96 x the seed-to-seed spread of the difference of `name`, or 0 if not measured."""
-    spreads = [sd[f"{name}_sd"] for sd in seed_sd if sd and f"{name}_sd" in sd]
-    if not spreads:
-        return 0.0
-    base, target = (spreads * 2)[:2]
-    return 1.96 * float(np.hypot(base, target))
-
-
-def format_value(value: object) -> str:
-    """A metric or parameter as a table cell: floats to 4 decimals, lists joined, None as —."""
-    if value is None:
-        return MISSING
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, list):
-        return ", ".join(format_value(item) for item in value)
-    return str(value)
-
-
-def format_change(old: object, new: object) -> str:
-    """new - old with its sign, or — where either side is missing or not a number."""
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new))
-    if not numbers:
-        return MISSING
-    change = new - old
-    if change == 0:
-        return "0"
-    if isinstance(change, int):
-        return f"{change:+d}"
-    return f"{change:+.4f}"
 
 
 def dvc_table_rows(table: str) -> int:
@@ -353,6 +210,7 @@ def build_report(inputs: ReportInputs) -> str:
         f"**{verdict_line}**" if verdict_line else "",
         headline(eval_diff),
         verdicts,
+        knowledge_section(eval_diff, inputs.target),
         params_section(inputs.params_table),
         fold_section(eval_diff, inputs.base, inputs.target),
         training_section(summary_diff, inputs.base, inputs.target),

@@ -20,6 +20,8 @@ from torch import nn
 
 from finseq.artifacts import PreparedData, WindowSets, load_windowed
 from finseq.atomic import write_json, write_text
+from finseq.baselines import fit_volatility_baseline, regime_cuts, regimes, volatility_p_flat
+from finseq.breakdown import breakdowns
 from finseq.checkpoint import load_checkpoint
 from finseq.errors import DataError
 from finseq.evaluate import (
@@ -31,8 +33,18 @@ from finseq.evaluate import (
     recorded_predictions,
     table_confusion_csv,
     table_metrics,
+    volatility_baseline_table,
 )
-from finseq.evidence import figures_of_seed, out_of_sample_evidence, seed_spread
+from finseq.evidence import (
+    DailyTotals,
+    change_intervals,
+    daily_totals,
+    figure_of,
+    figures_of_seed,
+    out_of_sample_evidence,
+    seed_spread,
+    skill_intervals,
+)
 from finseq.labels import to_classes
 from finseq.models import predict_logits
 from finseq.params import Params
@@ -60,8 +72,9 @@ def score_fold(
     batch_size: int,
     precision: str,
 ) -> FoldScores:
-    """`fold`'s model on its own val and test windows, beside the class prior of its own
-    training windows (the baselines of every window it scores)."""
+    """`fold`'s model on its own val and test windows, beside the class prior and the
+    volatility baseline of its own training windows (the baselines of every window it
+    scores), with each test window's volatility regime."""
     features = torch.as_tensor(data.scaled_features(fold), device=device)
     ends = {part: windows.ends[fold][part] for part in ("val", "test")}
     logits = {
@@ -78,8 +91,20 @@ def score_fold(
         for part, part_ends in ends.items()
     }
     classes = to_classes(data.labels)
-    prior = class_prior(classes[windows.ends[fold]["train"]])
-    return FoldScores(fold=fold, ends=ends, logits=logits, prior=prior)
+    train_ends = windows.ends[fold]["train"]
+    prior = class_prior(classes[train_ends])
+    names = data.meta["feature_names"]
+    scaled = data.scaled_features(fold)
+    coefficients = fit_volatility_baseline(scaled, names, train_ends, classes[train_ends])
+    cuts = regime_cuts(data.features, names, train_ends)
+    return FoldScores(
+        fold=fold,
+        ends=ends,
+        logits=logits,
+        prior=prior,
+        volatility_p_flat=volatility_p_flat(coefficients, scaled, names, ends["test"]),
+        regime=regimes(cuts, data.features, names, ends["test"]),
+    )
 
 
 def params_differences(model_params: dict, data_meta: dict) -> list[str]:
@@ -207,15 +232,21 @@ def evaluate_folds(
         "val": pooled_metrics(scores, to_classes(data.labels), "val"),
         "test": table_metrics(predictions),
     }
+    horizon = data.meta["label_horizon"]
     if data.meta["evaluated_folds"] != [HOLDOUT]:
         metrics["folds"] = fold_metrics(predictions)
+        for fold, figures in metrics["folds"].items():
+            rows = predictions[predictions["fold"] == fold]
+            figures.update(part_skill_intervals(rows, params, horizon))
     evidence, equity = out_of_sample_evidence(
-        predictions, params.backtest, params.evaluate, data.meta["label_horizon"]
+        predictions, params.backtest, params.evaluate, horizon
     )
     # The class figures stay table_metrics'; the evidence adds the backtest and the intervals.
     metrics["test"].update(
         {key: value for key, value in evidence.items() if key not in metrics["test"]}
     )
+    metrics["baselines"] = {"volatility": volatility_baseline(predictions, params, horizon)}
+    metrics["breakdown"] = breakdowns(predictions, params.backtest, params.evaluate, horizon)
     if params.train.seeds > 1:
         further_seeds = [
             score_every_fold(params, data, windows, device, fold_dir, suffix=f".seed{n}", **where)
@@ -235,6 +266,49 @@ def evaluate_folds(
         equity_csv=equity.to_csv(index=False, float_format="%.8g", lineterminator="\n"),
         confusion_csv=table_confusion_csv(predictions),
     )
+
+
+def _totals(table: pd.DataFrame, params: Params) -> DailyTotals:
+    backtest = params.backtest
+    return daily_totals(table, backtest.threshold, backtest.long_only, backtest.cost_bps)
+
+
+def part_skill_intervals(table: pd.DataFrame, params: Params, horizon: int) -> dict:
+    """The 95% intervals of skill and its parts over a part of the predictions table."""
+    figures = skill_intervals(
+        _totals(table, params), horizon, params.evaluate.resamples, params.evaluate.bootstrap_seed
+    )
+    return {key: value for key, value in figures.items() if key.endswith(("_low", "_high"))}
+
+
+def volatility_baseline(predictions: pd.DataFrame, params: Params, horizon: int) -> dict:
+    """The volatility baseline's skill and its parts (with intervals) on the same windows,
+    and how much more move skill the model has (`move_gain`: model - baseline, paired over
+    the same resampled dates)."""
+    baseline = volatility_baseline_table(predictions)
+    pooled = table_metrics(baseline)
+    base_totals, model_totals = _totals(baseline, params), _totals(predictions, params)
+    evaluate = params.evaluate
+    figures = skill_intervals(base_totals, horizon, evaluate.resamples, evaluate.bootstrap_seed)
+    gains = change_intervals(
+        base_totals,
+        model_totals,
+        {name: figure_of(name) for name in ("skill", "move_skill")},
+        horizon,
+        evaluate.resamples,
+        evaluate.bootstrap_seed,
+        paired=True,
+    )
+    return {
+        "samples": pooled["samples"],
+        "loss": pooled["loss"],
+        **figures,
+        **{
+            f"{name.removesuffix('_skill')}_gain{end}": value
+            for name, (change, low, high) in gains.items()
+            for end, value in (("", change), ("_low", low), ("_high", high))
+        },
+    }
 
 
 def out_of_sample_frame(scores: list[FoldScores], data: PreparedData) -> pd.DataFrame:

@@ -1,0 +1,205 @@
+"""The report's verdicts and what the model knows: pure functions of two revisions'
+predictions tables and of the target's metrics.
+
+A verdict compares one figure of two revisions by a paired block bootstrap over dates
+(finseq.evidence), widened by the seed-to-seed spread where one was measured. What the model
+knows splits the target's skill into its move and direction parts, beside the volatility
+baseline on the same windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from finseq.evidence import change_intervals, daily_totals, figure_of, verdict
+from finseq.markdown import MISSING, format_change, format_value, markdown_table
+from finseq.paths import PREDICTIONS_FILE
+
+# Each row of the verdict table: the figure, and whether a higher value is better.
+VERDICT_ROWS = (
+    ("skill", True),
+    ("move_skill", True),
+    ("direction_skill", True),
+    ("loss", False),
+    ("accuracy", True),
+    ("sharpe", True),
+)
+WINDOW_KEY = ["timestamp", "series"]
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """What the verdicts are computed with: the workspace's backtest and bootstrap params."""
+
+    threshold: float
+    long_only: bool
+    cost_bps: float
+    horizon: int
+    resamples: int
+    seed: int
+
+
+def verdict_section(
+    base: pd.DataFrame | None,
+    target: pd.DataFrame | None,
+    settings: EvidenceSettings,
+    base_name: str,
+    target_name: str,
+    seed_sd: tuple[Mapping | None, Mapping | None] = (None, None),
+) -> tuple[str, str]:
+    """The verdict table and its one-line headline, from both revisions' predictions files.
+
+    Window by window (a paired block bootstrap) when both scored the same windows; else
+    each revision's own dates are resampled (unpaired), and the section says so. Where a
+    revision measured its seed-to-seed spread (train.seeds > 1, `seeds.*_sd` in its
+    eval.json), 1.96 x the spread of the difference, sqrt(sd_base^2 + sd_target^2), is added
+    in quadrature to each side of the interval; a revision that did not measure it borrows
+    the other's.
+    """
+    if base is None or target is None:
+        missing = base_name if base is None else target_name
+        text = (
+            f"## Verdicts\n\n`{missing}` has no {PREDICTIONS_FILE} (a revision from before "
+            "walk-forward evaluation, or not reproduced): no verdicts; the metrics below are "
+            "point values only."
+        )
+        return text, f"No verdicts: `{missing}` has no {PREDICTIONS_FILE}."
+    base = base.sort_values(WINDOW_KEY, kind="stable").reset_index(drop=True)
+    target = target.sort_values(WINDOW_KEY, kind="stable").reset_index(drop=True)
+    paired = base[WINDOW_KEY].equals(target[WINDOW_KEY])
+    totals = [
+        daily_totals(frame, settings.threshold, settings.long_only, settings.cost_bps)
+        for frame in (base, target)
+    ]
+    changes = change_intervals(
+        *totals,
+        {name: figure_of(name) for name, _ in VERDICT_ROWS},
+        settings.horizon,
+        settings.resamples,
+        settings.seed,
+        paired=paired,
+    )
+    rows, words = [], []
+    for name, higher_is_better in VERDICT_ROWS:
+        figure = figure_of(name)
+        change, low, high = changes[name]
+        if np.isnan(change):
+            # A predictions table from before skill was split has no prior columns.
+            words.append(f"{name} not measured in both")
+            cells = [
+                MISSING if np.isnan(figure(side)) else format_value(figure(side)) for side in totals
+            ]
+            rows.append([name, *cells, MISSING, MISSING, "not measured in both"])
+            continue
+        training = training_noise(seed_sd, name)
+        if training:
+            low = change - float(np.hypot(change - low, training))
+            high = change + float(np.hypot(high - change, training))
+        word = verdict(low, high, higher_is_better)
+        words.append(f"{name} {word}")
+        rows.append(
+            [
+                name,
+                format_value(figure(totals[0])),
+                format_value(figure(totals[1])),
+                format_change(figure(totals[0]), figure(totals[1])),
+                f"[{low:+.4f}, {high:+.4f}]",
+                f"**{word}**",
+            ]
+        )
+    if paired:
+        how = f"Paired window by window over the {len(base):,} out-of-sample windows both predicted"
+        known = int(base["label"].notna().sum())
+        if known < len(base):
+            how += f" ({known:,} of them with a known label, on which the class figures are)"
+    else:
+        how = (
+            f"The two revisions scored different windows ({len(base):,} and {len(target):,}): "
+            "each is resampled on its own dates (unpaired), so the intervals are wider"
+        )
+    note_text = (
+        f"{how}; 95% interval of the change from {settings.resamples} block-bootstrap "
+        "resamples of dates. `better` / `worse` when the interval excludes 0, else "
+        f"`within noise`. Sharpe after {settings.cost_bps:g} bps per unit of turnover, "
+        "with both revisions' positions from the workspace's `backtest` params. "
+        + (
+            "Training noise is included: the intervals are widened by the measured "
+            "seed-to-seed spread (`seeds.*_sd`)."
+            if any(seed_sd)
+            else "The intervals measure test-sample noise only (neither revision measured its "
+            "seed-to-seed spread: `train.seeds` = 1): a change of seed alone can read "
+            "`better` or `worse`."
+        )
+    )
+    header = ["figure", base_name, target_name, "change", "95% interval", "verdict"]
+    text = f"## Verdicts\n\n{note_text}\n\n" + markdown_table(header, rows)
+    return text, "Verdict: " + ", ".join(words) + "."
+
+
+def training_noise(seed_sd: tuple[Mapping | None, Mapping | None], name: str) -> float:
+    """1.96 x the seed-to-seed spread of the difference of `name`, or 0 if not measured."""
+    spreads = [sd[f"{name}_sd"] for sd in seed_sd if sd and f"{name}_sd" in sd]
+    if not spreads:
+        return 0.0
+    base, target = (spreads * 2)[:2]
+    return 1.96 * float(np.hypot(base, target))
+
+
+KNOWLEDGE_ROWS = (
+    ("skill", "whole: all three classes"),
+    ("move_skill", "move: flat or not (volatility)"),
+    ("direction_skill", "direction: up or down, given a move"),
+)
+
+
+def _interval(metrics: Mapping, prefix: str, name: str) -> str:
+    value = metrics.get(f"{prefix}{name}")
+    low, high = metrics.get(f"{prefix}{name}_low"), metrics.get(f"{prefix}{name}_high")
+    if not isinstance(value, int | float):
+        return MISSING
+    if isinstance(low, int | float) and isinstance(high, int | float):
+        return f"{value:+.4f} [{low:+.4f}, {high:+.4f}]"
+    return f"{value:+.4f}"
+
+
+def knowledge_section(eval_diff: Mapping, target: str) -> str:
+    """What the target's model knows: skill split into move and direction, beside the
+    volatility baseline on the same windows, and whether its move skill beats volatility's."""
+    metrics = {key: values.get("new") for key, values in eval_diff.items()}
+    if not isinstance(metrics.get("test.move_skill"), int | float):
+        return ""
+    rows = [
+        [
+            label,
+            _interval(metrics, "test.", name),
+            _interval(metrics, "baselines.volatility.", name),
+        ]
+        for name, label in KNOWLEDGE_ROWS
+    ]
+    table = markdown_table(["skill", f"`{target}`", "volatility baseline"], rows)
+    gain = [metrics.get(f"baselines.volatility.move_gain{end}") for end in ("", "_low", "_high")]
+    if all(isinstance(value, int | float) for value in gain):
+        change, low, high = gain
+        word = verdict(low, high, higher_is_better=True)
+        judged = {
+            "better": "more than volatility alone knows",
+            "worse": "less than volatility alone knows: the volatility baseline beats it",
+            "within noise": "no more than volatility alone knows",
+        }[word]
+        comparison = (
+            f" Its move skill is {judged} ({change:+.4f} [{low:+.4f}, {high:+.4f}], paired over "
+            "the same windows)."
+        )
+    else:
+        comparison = ""
+    return (
+        "## What the model knows\n\n"
+        "Test skill of the target split into its two parts, each against its own part of the "
+        "fold's class prior, with 95% block-bootstrap intervals. The volatility baseline "
+        "predicts P(flat) from volatility features alone and splits the rest by the prior: "
+        "its direction skill is 0 by construction." + comparison + "\n\n" + table
+    )
