@@ -27,6 +27,7 @@ from finseq.prepare import (
     featurise,
     read_series,
     series_name,
+    stale_open_periods,
 )
 from finseq.progress import tracked
 from finseq.provenance import array_hash
@@ -41,7 +42,12 @@ from finseq.split import (
     fold_plan,
     sample_mask,
 )
-from finseq.summary import data_summary, note_empty_splits, note_undecided_ties
+from finseq.summary import (
+    data_summary,
+    note_empty_splits,
+    note_stale_opens,
+    note_undecided_ties,
+)
 
 
 def prepare_panel(params: Params, frames: dict[str, pd.DataFrame] | None = None) -> PreparedData:
@@ -157,6 +163,9 @@ def prepare_dataset(
         "files": list(files),
         "series_names": [series_name(path) for path in files],
         "series_bars": [len(frame) for frame in frames.values()],
+        "stale_opens": {
+            series_name(path): stale_open_periods(frame) for path, frame in frames.items()
+        },
         "feature_names": list(FEATURE_NAMES),
         "warmup_bars": WARMUP_BARS,
         "label_horizon": label_config.horizon,
@@ -172,6 +181,7 @@ def prepare_dataset(
     meta["content_hash"] = array_hash(((name, stacked[name]) for name in ARRAYS), meta)
     data = PreparedData(meta=meta, **stacked)
     note_empty_splits(data)
+    note_stale_opens(data)
     return data
 
 

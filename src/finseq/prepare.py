@@ -155,6 +155,69 @@ def read_series(
     return frames, featurised
 
 
+# An Open within this relative difference of the previous Close counts as equal to it: CSV
+# round trips give ~1e-15, and an Adj Close rescaling (load_series) whose factor is rounded
+# to 6 decimals moves a price by under 1e-6 when Adj Close is above 1, while a cent apart
+# stays apart at any price below 10,000.
+STALE_OPEN_TOLERANCE = 1e-6
+# A calendar year in which at least this share of the bars opens at the previous bar's
+# close is flagged: a real daily open lands exactly on the previous close on a few percent
+# of bars at most (the default nasdaq.csv: under 1% every year), while a vendor that fills
+# Open with the previous close does so on most bars, or on a quarter in sp500.csv's 2012-13.
+STALE_OPEN_SHARE = 0.2
+# Fewer bars than this in a year (a series starting in December) say too little to flag it.
+STALE_OPEN_MIN_BARS = 20
+# On bars closer than this, trading runs on from one bar into the next, so an open at the
+# previous close is the rule, not a vendor's fill: only daily and longer bars are checked.
+STALE_OPEN_MIN_SPACING = np.timedelta64(20, "h")
+
+
+def stale_open_periods(frame: pd.DataFrame) -> list[dict]:
+    """The periods of one series (a frame from load_series) whose bars open at the previous
+    bar's close implausibly often: consecutive calendar years with at least
+    STALE_OPEN_SHARE of such bars, merged. There the `gap` feature is about 0 and the
+    backtest's fill at the next open is the signal bar's own close.
+
+    Each period: its first and last bar (ISO timestamps; the series' first bar, with no
+    previous close, is in none), `bars`, `stale_bars` and their `share`.
+    """
+    stamps = frame.index.to_numpy().astype("datetime64[ns]")
+    if len(stamps) < 2 or np.median(np.diff(stamps)) < STALE_OPEN_MIN_SPACING:
+        return []
+    opens, previous_close = frame["open"].to_numpy()[1:], frame["close"].to_numpy()[:-1]
+    stale = np.abs(opens - previous_close) <= STALE_OPEN_TOLERANCE * previous_close
+    judged = stamps[1:]
+    years = judged.astype("datetime64[Y]").astype(np.int64)
+    year_list, year_starts, year_bars = np.unique(years, return_index=True, return_counts=True)
+    year_stale = np.add.reduceat(stale.astype(np.int64), year_starts)
+    flagged = (year_bars >= STALE_OPEN_MIN_BARS) & (year_stale / year_bars >= STALE_OPEN_SHARE)
+    periods: list[dict] = []
+    for year, first, bars, stale_bars in zip(
+        year_list[flagged],
+        year_starts[flagged],
+        year_bars[flagged],
+        year_stale[flagged],
+        strict=True,
+    ):
+        last = first + bars - 1
+        if periods and periods[-1]["year"] == year - 1:
+            periods[-1].update(
+                year=year, last=last, stale_bars=periods[-1]["stale_bars"] + stale_bars
+            )
+        else:
+            periods.append({"year": year, "first": first, "last": last, "stale_bars": stale_bars})
+    return [
+        {
+            "first": pd.Timestamp(judged[period["first"]]).isoformat(),
+            "last": pd.Timestamp(judged[period["last"]]).isoformat(),
+            "bars": int(period["last"] - period["first"] + 1),
+            "stale_bars": int(period["stale_bars"]),
+            "share": float(period["stale_bars"] / (period["last"] - period["first"] + 1)),
+        }
+        for period in periods
+    ]
+
+
 def check_finite_features(path: str, frame: pd.DataFrame, features: np.ndarray) -> None:
     """Features of one series after warm-up (`features`, of `frame` from load_series) must be
     finite. Name the first that is not, and the input bar that most likely caused it: the

@@ -55,6 +55,21 @@ def note_empty_splits(data: PreparedData) -> None:
             )
 
 
+def note_stale_opens(data: PreparedData) -> None:
+    """Per file, each period in which its bars open at the previous close implausibly often
+    (prepare.stale_open_periods): no other output says that its gap feature and the
+    backtest's fills there are not what they seem."""
+    for path, name in zip(data.meta["files"], data.meta["series_names"], strict=True):
+        for period in data.meta["stale_opens"][name]:
+            first, last = period["first"][:4], period["last"][:4]
+            years = first if first == last else f"{first}-{last}"
+            note(
+                f"{path}: Open equals the previous Close on {period['share']:.0%} of bars in "
+                f"{years} (stale opens): the gap feature is about 0 there, and the backtest's "
+                "next-open fill is the signal bar's close"
+            )
+
+
 def _part_summary(data: PreparedData, fold: str) -> dict:
     index = data.fold_index(fold)
     summary = {}
@@ -74,16 +89,19 @@ def _part_summary(data: PreparedData, fold: str) -> dict:
 
 
 def data_summary(data: PreparedData) -> dict:
-    """Sample counts and class balance per part of each fold, for metrics/data.json."""
+    """Sample counts and class balance per part of each fold, and each series' stale-open
+    periods, for metrics/data.json."""
     if data.meta["split_method"] == "holdout":
         dates = data.meta["folds"][HOLDOUT]
         return {
             "val_start": dates["val_start"],
             "test_start": dates["test_start"],
             **_part_summary(data, HOLDOUT),
+            "stale_opens": data.meta["stale_opens"],
         }
     return {
         "method": data.meta["split_method"],
+        "stale_opens": data.meta["stale_opens"],
         "folds": {
             fold: {
                 **{
