@@ -15,6 +15,7 @@ from finseq.load import load_series
 from finseq.panel import run_prepare
 from finseq.paths import DATA_METRICS, PREPARED_DIR
 from finseq.prepare import STALE_OPEN_MIN_BARS, STALE_OPEN_SHARE, stale_open_periods
+from finseq.scoring import stale_open_fill_share
 from finseq.synthetic import synthetic_ohlcv
 
 SP500 = ROOT / "data" / "raw" / "sp500.csv"
@@ -243,3 +244,26 @@ def test_the_share_of_a_test_period_in_a_stale_period_counts_its_rows(prepared_w
     meta = {key: value for key, value in data.meta.items() if key != "stale_opens"}
     older = dataclasses.replace(data, meta=meta)
     assert older.stale_open_share("stale", "2000-01-01") is None
+
+
+def test_the_evaluate_stage_counts_the_traded_windows_in_stale_open_periods(capsys):
+    """Four traded windows and one untraded (no next return): a's 2001 window lies in its
+    period, b's in none of its own (a's period does not count for b): 1 of 4."""
+    table = pd.DataFrame(
+        {
+            "timestamp": ["2001-06-01", "2003-06-02", "2001-06-01", "2004-01-05", "2001-06-04"],
+            "series": ["a", "a", "b", "b", "a"],
+            "next_return": [0.01, 0.0, -0.01, 0.02, np.nan],
+        }
+    )
+    meta = {
+        "stale_opens": {
+            "a": [{"first": "1999-01-04T00:00:00", "last": "2002-12-31T00:00:00"}],
+            "b": [],
+        }
+    }
+    assert stale_open_fill_share(table, meta) == 0.25
+    assert "25% of the traded out-of-sample windows" in capsys.readouterr().err
+    assert stale_open_fill_share(table, {"stale_opens": {"a": [], "b": []}}) == 0.0
+    assert capsys.readouterr().err == ""
+    assert stale_open_fill_share(table, {}) is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from finseq.atomic import write_json, write_text
 from finseq.baselines import fit_volatility_baseline, regime_cuts, regimes, volatility_p_flat
 from finseq.breakdown import breakdowns
 from finseq.checkpoint import load_checkpoint
-from finseq.errors import DataError
+from finseq.errors import DataError, note
 from finseq.evaluate import (
     FoldScores,
     class_prior,
@@ -246,6 +247,9 @@ def evaluate_folds(
         {key: value for key, value in evidence.items() if key not in metrics["test"]}
     )
     metrics["baselines"] = {"volatility": volatility_baseline(predictions, params, horizon)}
+    stale = stale_open_fill_share(predictions, data.meta)
+    if stale is not None:
+        metrics["test"]["stale_open_fill_share"] = stale
     metrics["breakdown"] = breakdowns(predictions, params.backtest, params.evaluate, horizon)
     if params.train.seeds > 1:
         further_seeds = [
@@ -266,6 +270,32 @@ def evaluate_folds(
         equity_csv=equity.to_csv(index=False, float_format="%.8g", lineterminator="\n"),
         confusion_csv=table_confusion_csv(predictions),
     )
+
+
+def stale_open_fill_share(predictions: pd.DataFrame, meta: dict) -> float | None:
+    """Share of the traded out-of-sample windows whose series opened at the previous close
+    in that period (prepare's stale-open periods): there the backtest's "next open" fill is
+    in fact the signal bar's close. Noted when above 0; None for prepared data of an older
+    finseq, which did not look."""
+    if "stale_opens" not in meta:
+        return None
+    traded = predictions[np.isfinite(predictions["next_return"])]
+    stamps = pd.to_datetime(traded["timestamp"])
+    stale = np.zeros(len(traded), dtype=bool)
+    periods = []
+    for series, spans in meta["stale_opens"].items():
+        for span in spans:
+            within = (traded["series"] == series) & stamps.between(span["first"], span["last"])
+            stale |= within.to_numpy()
+            if within.any():
+                periods.append(f"{series} {span['first'][:4]}-{span['last'][:4]}")
+    share = float(stale.mean()) if len(traded) else 0.0
+    if share > 0:
+        note(
+            f"backtest: {share:.0%} of the traded out-of-sample windows lie in stale-open "
+            f"periods ({', '.join(periods)}): there the next-open fill is the signal bar's close"
+        )
+    return share
 
 
 def _totals(table: pd.DataFrame, params: Params) -> DailyTotals:

@@ -1,9 +1,12 @@
 """Generated OHLCV series in the raw CSV format, for tests, control experiments and scaling runs.
 
-Returns follow r_t = drift * regime_t + volatility * noise_t, where regime_t is a
+Returns follow r_t = drift * regime_t + volatility * scale_t * noise_t, where regime_t is a
 hidden +1/-1 Markov chain that stays in place with probability `persistence`.
-With drift = 0 nothing is predictable (the no-signal control); with drift > 0 the
-recent bars reveal the regime, so the next bars are predictable (planted signal).
+With drift = 0 the direction is unpredictable (the no-signal control); with drift > 0 the
+recent bars reveal the regime, so the next bars' direction is predictable (planted signal).
+With `volatility_ratio` > 1, scale_t is a second hidden chain, 1 or `volatility_ratio`,
+with the same persistence: the size of the next moves is predictable from the recent
+ones (a planted volatility regime), their direction still not unless drift > 0.
 
     python -m finseq.synthetic --series 50 --bars 5000 --out data/synthetic
 """
@@ -26,16 +29,22 @@ def synthetic_ohlcv(
     volatility: float = 0.01,
     drift: float = 0.0,
     persistence: float = 0.98,
+    volatility_ratio: float = 1.0,
 ) -> pd.DataFrame:
     """A frame with the raw CSV columns: Date, Open, High, Low, Close, Volume."""
     rng = np.random.default_rng(seed)
     switches = rng.random(n_bars) > persistence
     regime = np.where(np.cumsum(switches) % 2 == 0, 1.0, -1.0) * rng.choice([-1.0, 1.0])
-    returns = drift * regime + volatility * rng.standard_normal(n_bars)
+    scale = np.ones(n_bars)
+    if volatility_ratio != 1.0:
+        # Its own stream, so that a ratio of 1 gives the same series as before it existed.
+        calm = np.cumsum(np.random.default_rng([seed, 1]).random(n_bars) > persistence) % 2
+        scale = np.where(calm == 0, 1.0, volatility_ratio)
+    returns = drift * regime + volatility * scale * rng.standard_normal(n_bars)
     close = 100.0 * np.exp(np.cumsum(returns))
     previous_close = np.concatenate([[100.0], close[:-1]])
     open_ = previous_close * np.exp(0.2 * volatility * rng.standard_normal(n_bars))
-    wick = np.abs(volatility * rng.standard_normal((2, n_bars)))
+    wick = np.abs(volatility * scale * rng.standard_normal((2, n_bars)))
     high = np.maximum(open_, close) * np.exp(wick[0])
     low = np.minimum(open_, close) * np.exp(-wick[1])
     volume = np.round(1e6 * np.exp(0.3 * rng.standard_normal(n_bars)))
