@@ -76,7 +76,8 @@ def shifted_logits(logits: np.ndarray) -> np.ndarray:
     """The logits less their row's largest, each kept within LOGIT_LIMIT of it: the same
     softmax, and finite however far apart finite logits are."""
     logits = np.asarray(logits, dtype=np.float64)
-    return np.clip(logits - logits.max(axis=1, keepdims=True), -LOGIT_LIMIT, 0.0)
+    with np.errstate(over="ignore"):
+        return np.clip(logits - logits.max(axis=1, keepdims=True), -LOGIT_LIMIT, 0.0)
 
 
 def move_and_direction_logits(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +93,8 @@ def calibrated_probabilities(calibration: Calibration, logits: np.ndarray) -> np
     logits. The identity returns evaluate.softmax's probabilities bit for bit."""
     logits = np.asarray(logits, dtype=np.float64)
     if calibration == Calibration():
-        return softmax(logits)
+        with np.errstate(over="ignore"):
+            return softmax(logits)
     scaled = shifted_logits(logits) / calibration.temperature
     if not calibration.recalibrates_move_and_direction():
         return softmax(scaled)
