@@ -67,6 +67,11 @@ def test_temperature_recovers_the_temperature_the_classes_were_drawn_with():
     calibration = fit_calibration("temperature", logits, classes)
     assert calibration.temperature == pytest.approx(2.0, abs=0.08)
     assert calibration == Calibration(temperature=calibration.temperature)
+    # At the minimum the loss's derivative in T is 0: the mean logit the calibrated
+    # probabilities expect equals the mean logit of the classes that happened.
+    expected_logit = np.sum(softmax(logits / calibration.temperature) * logits, axis=1)
+    happened_logit = logits[np.arange(len(classes)), classes]
+    assert np.mean(expected_logit - happened_logit) == pytest.approx(0.0, abs=1e-6)
     calibrated = calibrated_probabilities(calibration, logits)
     np.testing.assert_allclose(calibrated, softmax(logits / calibration.temperature), atol=1e-15)
 
@@ -227,7 +232,11 @@ def test_a_tiny_val_part_still_fits(method, windows):
 def test_two_windows_that_separate_the_direction_keep_a_finite_slope():
     logits = np.array([[0.5, -1.0, 2.0], [3.0, 0.0, -2.0]])
     calibration = fit_calibration("move_direction", logits, np.array([2, 0]))
-    assert 0.0 < calibration.direction_slope < 10.0
+    # d = 1.5 (up) and -5 (down); Platt's targets 2/3 and 1/3 are met exactly when
+    # 1.5 a + b = log 2 and -5 a + b = -log 2.
+    slope = 2 * np.log(2) / 6.5
+    assert calibration.direction_slope == pytest.approx(slope, rel=1e-5)
+    assert calibration.direction_intercept == pytest.approx(np.log(2) - 1.5 * slope, rel=1e-5)
 
 
 @pytest.mark.parametrize("method", CALIBRATION_METHODS)
