@@ -30,7 +30,8 @@ from finseq.labels import NUM_CLASSES
 CALIBRATION_METHODS = ("none", "temperature", "move_direction")
 CLASS_NAMES = ("down", "flat", "up")  # class indices 0, 1, 2: labels -1, 0, 1
 DOWN, FLAT, UP = 0, 1, 2
-# Bounds of log T: T from 1/150 to 150, far beyond any temperature a trained model needs.
+# Bounds of log T: T from e^-5 to e^5 (about 1/148 to 148), far beyond any temperature a
+# trained model needs.
 LOG_TEMPERATURE_BOUNDS = (-5.0, 5.0)
 # How far below its row's largest logit a logit is kept: exp(-1e6) is 0 in float64, so no
 # probability changes, and no difference of logits (m, d, a row's shift) overflows.
