@@ -292,3 +292,20 @@ def reliability_frame(
                 )
             )
     return pd.DataFrame(rows, columns=["class", "bin", "predicted", "realised", "windows"])
+
+
+def table_calibration(table: pd.DataFrame, bins: int = 10) -> tuple[dict[str, float], str]:
+    """The calibration figures of a predictions table's windows of known label (`brier`,
+    `brier_reliability`, `brier_resolution`, `brier_uncertainty`, `ece`) and the text of
+    metrics/reliability.csv (the reliability diagram's table)."""
+    known = table[table["label"].notna()]
+    probabilities = known[["p_down", "p_flat", "p_up"]].to_numpy()
+    classes = known["label"].to_numpy().astype(np.int64) + 1
+    parts = brier_decomposition(probabilities, classes, bins)
+    figures = {
+        "brier": parts["brier"],
+        **{f"brier_{name}": parts[name] for name in ("reliability", "resolution", "uncertainty")},
+        "ece": expected_calibration_error(probabilities, classes, bins),
+    }
+    frame = reliability_frame(probabilities, classes, bins)
+    return figures, frame.to_csv(index=False, float_format="%.8g", lineterminator="\n")

@@ -23,6 +23,7 @@ from finseq.artifacts import PreparedData, WindowSets, load_windowed
 from finseq.atomic import write_json, write_text
 from finseq.baselines import fit_volatility_baseline, regime_cuts, regimes, volatility_p_flat
 from finseq.breakdown import breakdowns
+from finseq.calibration import table_calibration
 from finseq.checkpoint import load_checkpoint
 from finseq.errors import DataError, note
 from finseq.evaluate import (
@@ -56,6 +57,7 @@ from finseq.paths import (
     FOLD_MODELS_DIR,
     PREDICTIONS_FILE,
     PREPARED_DIR,
+    RELIABILITY_FILE,
     WINDOWS_DIR,
 )
 from finseq.provenance import file_md5, short
@@ -204,12 +206,13 @@ def score_fold_as_configured(
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What the evaluate stage writes: metrics/eval.json's content and three files' text."""
+    """What the evaluate stage writes: metrics/eval.json's content and four files' text."""
 
     metrics: dict
     predictions_csv: str
     equity_csv: str
     confusion_csv: str
+    reliability_csv: str
 
 
 def evaluate_folds(
@@ -246,6 +249,8 @@ def evaluate_folds(
     metrics["test"].update(
         {key: value for key, value in evidence.items() if key not in metrics["test"]}
     )
+    calibration_figures, reliability_csv = table_calibration(predictions)
+    metrics["test"].update(calibration_figures)
     metrics["baselines"] = {"volatility": volatility_baseline(predictions, params, horizon)}
     stale = stale_open_fill_share(predictions, data.meta)
     if stale is not None:
@@ -269,6 +274,7 @@ def evaluate_folds(
         predictions_csv=predictions_text,
         equity_csv=equity.to_csv(index=False, float_format="%.8g", lineterminator="\n"),
         confusion_csv=table_confusion_csv(predictions),
+        reliability_csv=reliability_csv,
     )
 
 
@@ -356,7 +362,7 @@ def out_of_sample_frame(scores: list[FoldScores], data: PreparedData) -> pd.Data
 
 def run_evaluate(params: Params, root: Path = Path()) -> Evaluation:
     """The evaluate stage under a project root: metrics/eval.json, the predictions, the
-    equity curve and the confusion matrix."""
+    equity curve, the confusion matrix and the reliability table."""
     device = configure_torch(params.train)
     data, windows = load_windowed(root / PREPARED_DIR, root / WINDOWS_DIR)
     evaluation = evaluate_folds(
@@ -372,4 +378,5 @@ def run_evaluate(params: Params, root: Path = Path()) -> Evaluation:
     write_text(root / PREDICTIONS_FILE, evaluation.predictions_csv)
     write_text(root / EQUITY_FILE, evaluation.equity_csv)
     write_text(root / CONFUSION_FILE, evaluation.confusion_csv)
+    write_text(root / RELIABILITY_FILE, evaluation.reliability_csv)
     return evaluation
