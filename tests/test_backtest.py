@@ -51,11 +51,11 @@ def test_information_coefficient_and_hit_rate_by_hand():
     forward = np.array([0.01, 0.02, 0.04, 0.03])
     # Ranks 1 2 4 3 against 1 2 3 4: 1 - 6 * 2 / (4 * 15) = 0.8.
     assert information_coefficient(score, forward) == pytest.approx(0.8)
-    held = positions(np.array([0.5, -0.5, 0.0, 0.5]), threshold=0.1, long_only=False)
+    held = positions(np.array([0.5, -0.5, 0.0, 0.5]), 0.1, long_only=False, sizing="sign")
     assert held.tolist() == [1, -1, 0, 1]
     forward = np.array([0.02, 0.01, -0.03, 0.01])
     assert hit_rate(np.array([0.5, -0.5, 0.0, 0.5]), forward, held) == pytest.approx(2 / 3)
-    assert positions(np.array([0.5, -0.5]), 0.1, long_only=True).tolist() == [1, 0]
+    assert positions(np.array([0.5, -0.5]), 0.1, long_only=True, sizing="sign").tolist() == [1, 0]
 
 
 def predictions_from(score: np.ndarray, forward: np.ndarray, next_return: np.ndarray, dates):
@@ -81,10 +81,12 @@ DATES = pd.bdate_range("2001-01-01", periods=2000).strftime("%Y-%m-%d")
 def test_perfect_foresight_hits_every_trade_and_earns_a_large_sharpe():
     returns = np.random.default_rng(0).normal(0, 0.01, len(DATES))
     frame = predictions_from(np.sign(returns), returns, returns, DATES)
-    metrics, equity = backtest_metrics(frame, threshold=0.0, long_only=False, cost_bps=5)
-    assert metrics["hit_rate"] == 1.0
+    metrics, equity = backtest_metrics(
+        frame, threshold=0.0, long_only=False, cost_bps=5, hold=1, sizing="sign"
+    )
+    assert metrics["traded_hit_rate"] == metrics["label_hit_rate"] == 1.0
     assert metrics["sharpe"] > 10
-    assert metrics["ic"] > 0.8
+    assert metrics["traded_ic"] > 0.8 and metrics["label_ic"] > 0.8
     assert equity["strategy"].iloc[-1] > equity["buy_hold"].iloc[-1]
 
 
@@ -94,7 +96,7 @@ def test_a_shuffled_score_earns_nothing_before_costs_and_loses_exactly_cost_time
     score = rng.permutation(np.sign(returns))
     frame = predictions_from(score, returns, returns, DATES)
     dates = pd.to_datetime(frame["timestamp"]).to_numpy()
-    held = positions(score, 0.0, long_only=False)
+    held = positions(score, 0.0, long_only=False, sizing="sign")
     result = portfolio_returns(dates, frame["series"].to_numpy(), held, returns, cost_bps=5)
     assert abs(sharpe_ratio(result.gross, 252)) < 0.8
     np.testing.assert_allclose(
@@ -115,7 +117,9 @@ def test_a_position_never_earns_the_move_into_its_own_decision_bar():
     keep = np.isfinite(next_return)
     dates = bars.index.strftime("%Y-%m-%d")[keep]
     predictions = predictions_from(np.sign(own_move[keep]), forward[keep], next_return[keep], dates)
-    metrics, _ = backtest_metrics(predictions, threshold=0.0, long_only=False, cost_bps=0)
+    metrics, _ = backtest_metrics(
+        predictions, threshold=0.0, long_only=False, cost_bps=0, hold=1, sizing="sign"
+    )
     assert abs(metrics["sharpe"]) < 1.0
     opens = bars["open"].to_numpy()
     np.testing.assert_allclose(next_return[:-2], np.log(opens[2:] / opens[1:-1]))
@@ -138,7 +142,9 @@ def test_backtest_metrics_by_hand_for_one_series_over_a_year():
             "next_return": np.log1p(simple),
         }
     )
-    metrics, equity = backtest_metrics(predictions, threshold=0.25, long_only=False, cost_bps=100)
+    metrics, equity = backtest_metrics(
+        predictions, threshold=0.25, long_only=False, cost_bps=100, hold=1, sizing="sign"
+    )
     assert bars_per_year(dates.to_numpy()) == pytest.approx(3.0)
     # Positions 1, 0, -1, 0: turnover 1, 1, 1, 1; costs 1% each.
     net = np.array([0.10, 0.0, 0.20, 0.0]) - 0.01
@@ -153,8 +159,9 @@ def test_backtest_metrics_by_hand_for_one_series_over_a_year():
         np.mean(hold) / np.std(hold, ddof=1) * np.sqrt(3)
     )
     assert metrics["buy_hold_max_drawdown"] == pytest.approx(1.09 * 0.95 * 0.8 / 1.09 - 1)
-    # Traded: bars 0 and 2; the score has the forward return's sign on both.
-    assert metrics["hit_rate"] == 1.0
+    # Traded: bars 0 and 2; the score has the forward return's sign on both, and the
+    # next-bar return's (+10%, -20%) too.
+    assert metrics["label_hit_rate"] == metrics["traded_hit_rate"] == 1.0
     assert equity["date"].tolist() == ["2001-01-01", "2001-05-02", "2001-08-31", "2002-01-01"]
     np.testing.assert_allclose(equity["strategy"], np.cumprod(1 + net))
     np.testing.assert_allclose(equity["buy_hold"], np.cumprod(1 + hold))
@@ -194,7 +201,9 @@ def test_backtest_metrics_by_hand_for_two_series_long_only():
             "next_return": np.log1p(simple),
         }
     )
-    metrics, equity = backtest_metrics(predictions, threshold=0.1, long_only=True, cost_bps=100)
+    metrics, equity = backtest_metrics(
+        predictions, threshold=0.1, long_only=True, cost_bps=100, hold=1, sizing="sign"
+    )
     net = np.array([0.01, 0.01, 0.025]) - 0.005
     hold = np.array([0.025, 0.01, 0.02]) - np.array([0.01, 0.0, 0.0])
     assert metrics["bars_per_year"] == pytest.approx(2.0)
@@ -203,7 +212,7 @@ def test_backtest_metrics_by_hand_for_two_series_long_only():
     assert metrics["annual_return"] == pytest.approx(np.prod(1 + net) ** (2 / 3) - 1)
     assert metrics["buy_hold_annual_return"] == pytest.approx(np.prod(1 + hold) ** (2 / 3) - 1)
     # Traded: a on dates 1-2 and b on 2-3, all scored +0.5; b's date-2 return is negative.
-    assert metrics["hit_rate"] == pytest.approx(3 / 4)
+    assert metrics["label_hit_rate"] == metrics["traded_hit_rate"] == pytest.approx(3 / 4)
     np.testing.assert_allclose(equity["strategy"], np.cumprod(1 + net))
     np.testing.assert_allclose(equity["buy_hold"], np.cumprod(1 + hold))
 
@@ -254,7 +263,9 @@ def test_a_panel_whose_series_enter_and_leave_by_hand():
     np.testing.assert_allclose(portfolio.turnover, turnover, rtol=1e-12)
     np.testing.assert_allclose(portfolio.net, net, rtol=1e-12)
 
-    figures, equity = backtest_metrics(predictions, threshold=0.0, long_only=False, cost_bps=10)
+    figures, equity = backtest_metrics(
+        predictions, threshold=0.0, long_only=False, cost_bps=10, hold=1, sizing="sign"
+    )
     per_year = 3 / (3 / 365.25)  # three steps between four daily dates
     mean = net.sum() / 4
     sd = np.sqrt(((net - mean) ** 2).sum() / 3)

@@ -134,7 +134,9 @@ def test_a_window_of_unknown_label_is_traded_but_in_no_classification_figure():
     written = pd.read_csv(io.StringIO(predictions_csv(frame)))
     assert written["label"].isna().tolist() == [False, True, False, False]
     assert written["prior_p"].isna().tolist() == [False, True, False, False]
-    totals = daily_totals(written, threshold=0.0, long_only=False, cost_bps=0.0)
+    totals = daily_totals(
+        written, threshold=0.0, long_only=False, cost_bps=0.0, hold=1, sizing="sign"
+    )
     assert totals.windows.tolist() == [1, 1, 1]
     assert totals.loss.sum() == pytest.approx(pooled["loss"] * 3)
     assert totals.confusion.sum() == 3

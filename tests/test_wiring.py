@@ -123,4 +123,5 @@ def test_every_test_figure_is_the_one_the_recorded_predictions_give(shared_repro
     pooled = table_metrics(table)
     assert {key: metrics["test"][key] for key in pooled} == pooled
     assert params.split.method == "walk_forward" and metrics["folds"] == fold_metrics(table)
-    assert figures_of_seed(table, params)["sharpe"] == metrics["test"]["sharpe"]
+    seed_figures = figures_of_seed(table, params.backtest, params.label.horizon)
+    assert seed_figures["sharpe"] == metrics["test"]["sharpe"]

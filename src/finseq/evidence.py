@@ -25,14 +25,14 @@ from finseq.backtest import (
     annual_return,
     backtest_metrics,
     bars_per_year,
-    portfolio_returns,
-    positions,
     sharpe_ratio,
+    strategy_returns,
+    traded_windows,
 )
 from finseq.errors import ConfigError
 from finseq.evaluate import table_metrics
 from finseq.labels import NUM_CLASSES, to_classes
-from finseq.params import BacktestConfig, EvaluateConfig, Params
+from finseq.params import BacktestConfig, EvaluateConfig
 from finseq.progress import tracked
 
 LEVEL = 0.95
@@ -76,12 +76,21 @@ class DailyTotals:
         return self.strategy[np.isfinite(self.strategy)]
 
 
-def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, cost_bps: float):
+def daily_totals(
+    predictions: pd.DataFrame,
+    threshold: float,
+    long_only: bool,
+    cost_bps: float,
+    *,
+    hold: int,
+    sizing: str,
+):
     """Sums per date of a predictions table (metrics/predictions.csv's columns).
 
-    The portfolio is built, as `backtest_metrics` builds it, from the windows with a next-bar
-    return only: a window without one (a series' last bars) neither holds a share of the
-    equal weight nor pays costs."""
+    The portfolio is `backtest_metrics`' own (backtest.traded_windows, strategy_returns):
+    the same sizing and overlapping holds, from the windows with a next-bar return only (a
+    window without one, a series' last bars, neither holds a share of the equal weight nor
+    pays costs)."""
     probabilities = predictions[["p_down", "p_flat", "p_up"]].to_numpy()
     # A window of unknown label (empty `label`) counts in no class figure; it is traded if
     # its next-bar return is known.
@@ -90,17 +99,8 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
     picked = probabilities[np.arange(len(classes)), classes]
     predicted = probabilities.argmax(axis=1)
     dates = pd.to_datetime(predictions["timestamp"]).to_numpy()
-    score = predictions["p_up"].to_numpy() - predictions["p_down"].to_numpy()
-    held = positions(score, threshold, long_only)
-    next_return = predictions["next_return"].to_numpy()
-    traded = np.isfinite(next_return)
-    portfolio = portfolio_returns(
-        dates[traded],
-        predictions["series"].to_numpy()[traded],
-        held[traded],
-        next_return[traded],
-        cost_bps,
-    )
+    windows = traded_windows(predictions, threshold, long_only, hold=hold, sizing=sizing)
+    portfolio = strategy_returns(windows, cost_bps)
     per_window = pd.DataFrame(
         {
             "date": dates,
@@ -275,11 +275,12 @@ def out_of_sample_evidence(
     predictions: pd.DataFrame, backtest: BacktestConfig, evaluate: EvaluateConfig, horizon: int
 ) -> tuple[dict[str, float | int], pd.DataFrame]:
     """The `test.*` figures of the backtest, the intervals of every headline figure, and the
-    equity curves, from the out-of-sample predictions."""
-    figures, equity = backtest_metrics(
-        predictions, backtest.threshold, backtest.long_only, backtest.cost_bps
-    )
-    totals = daily_totals(predictions, backtest.threshold, backtest.long_only, backtest.cost_bps)
+    equity curves, from the out-of-sample predictions; `horizon` is the label's (for the
+    block length, and for `backtest.hold: horizon`)."""
+    rule = (backtest.threshold, backtest.long_only, backtest.cost_bps)
+    hold = backtest.hold_bars(horizon)
+    figures, equity = backtest_metrics(predictions, *rule, hold=hold, sizing=backtest.sizing)
+    totals = daily_totals(predictions, *rule, hold=hold, sizing=backtest.sizing)
     bounds = intervals(totals, horizon, evaluate.resamples, evaluate.bootstrap_seed)
     return {**figures, **bounds}, equity
 
@@ -287,12 +288,17 @@ def out_of_sample_evidence(
 SEED_FIGURES = ("skill", "loss", "accuracy", "sharpe")
 
 
-def figures_of_seed(predictions: pd.DataFrame, params: Params) -> dict:
+def figures_of_seed(predictions: pd.DataFrame, backtest: BacktestConfig, horizon: int) -> dict:
     """The verdict figures of one seed's fold models, from its out-of-sample predictions
     table (as recorded), as the headline's come from the default seed's."""
     pooled = table_metrics(predictions)
     figures, _ = backtest_metrics(
-        predictions, params.backtest.threshold, params.backtest.long_only, params.backtest.cost_bps
+        predictions,
+        backtest.threshold,
+        backtest.long_only,
+        backtest.cost_bps,
+        hold=backtest.hold_bars(horizon),
+        sizing=backtest.sizing,
     )
     return {
         "skill": pooled["skill"],

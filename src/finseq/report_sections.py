@@ -64,6 +64,8 @@ class EvidenceSettings:
     threshold: float
     long_only: bool
     cost_bps: float
+    hold: int  # bars, backtest.hold resolved
+    sizing: str
     horizon: int
     resamples: int
     seed: int
@@ -98,7 +100,14 @@ def verdict_section(
     target = target.sort_values(WINDOW_KEY, kind="stable").reset_index(drop=True)
     paired = base[WINDOW_KEY].equals(target[WINDOW_KEY])
     totals = [
-        daily_totals(frame, settings.threshold, settings.long_only, settings.cost_bps)
+        daily_totals(
+            frame,
+            settings.threshold,
+            settings.long_only,
+            settings.cost_bps,
+            hold=settings.hold,
+            sizing=settings.sizing,
+        )
         for frame in (base, target)
     ]
     changes = change_intervals(
@@ -143,7 +152,8 @@ def verdict_section(
         f"{how}; 95% interval of the change from {settings.resamples} block-bootstrap "
         "resamples of dates. `better` / `worse` when the interval excludes 0, else "
         f"`within noise`. Sharpe after {settings.cost_bps:g} bps per unit of turnover, "
-        "with both revisions' positions from the workspace's `backtest` params. "
+        f"positions sized by {settings.sizing} and held {settings.hold} bars, for both "
+        "revisions from the workspace's `backtest` params. "
         + (
             "Training noise is included: the intervals are widened by the measured "
             "seed-to-seed spread (`seeds.*_sd`)."

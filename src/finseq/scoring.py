@@ -221,8 +221,11 @@ def evaluate_folds(
             score_every_fold(params, data, windows, device, fold_dir, suffix=f".seed{n}", **where)
             for n in range(1, params.train.seeds)
         ]
-        per_seed = [figures_of_seed(predictions, params)] + [
-            figures_of_seed(recorded_predictions(out_of_sample_frame(seed, data))[1], params)
+        horizon = data.meta["label_horizon"]
+        per_seed = [figures_of_seed(predictions, params.backtest, horizon)] + [
+            figures_of_seed(
+                recorded_predictions(out_of_sample_frame(seed, data))[1], params.backtest, horizon
+            )
             for seed in further_seeds
         ]
         metrics["seeds"] = seed_spread(per_seed, params.train.seed)
