@@ -216,6 +216,18 @@ def test_daily_totals_long_only_holds_no_shorts():
     np.testing.assert_allclose(totals.strategy, [0.0, 0.004, 0.0045])
 
 
+def test_daily_totals_by_hand_with_score_sizing_held_two_bars():
+    """Scores a -0.3, 0.4, 0.1 and b -0.5, 0.1, 0 (threshold 0.05) are the positions; held
+    2 bars, the exposures are the means of the last two: a -0.15, 0.05, 0.25 and
+    b -0.25, -0.2, 0.05, half the book each. Gross -0.075 * 0.02 - 0.125 * -0.01,
+    0.025 * 0.03 - 0.1 * -0.02, 0.125 * 0.01 + 0.025 * 0.05; turnover 0.2, 0.1 + 0.025,
+    0.1 + 0.125, at 10 bps."""
+    totals = daily_totals(hand_panel(), 0.05, False, 10, hold=2, sizing="score")
+    gross = np.array([-0.00025, 0.00275, 0.0025])
+    turnover = np.array([0.2, 0.125, 0.225])
+    np.testing.assert_allclose(totals.strategy, gross - 0.001 * turnover)
+
+
 def test_a_probability_of_zero_costs_the_clipped_loss_not_infinity():
     """Both logs are clipped at 1e-12: the model's probability of the label, and the prior's
     (which add-one smoothing keeps above 0 in a real run)."""
@@ -536,18 +548,23 @@ def test_out_of_sample_evidence_is_the_backtest_with_the_headline_intervals_adde
     pd.testing.assert_frame_equal(equity, expected_equity)
 
 
+@pytest.mark.parametrize(("hold", "sizing"), [(1, "sign"), (3, "score")])
 def test_windows_without_a_next_return_are_left_out_of_the_portfolio_as_the_backtest_does(
-    monkeypatch,
+    monkeypatch, hold, sizing
 ):
     """Series a's next return unknown on the last three dates, b's on the very last: the
     per-date Sharpe ratio, annual return and bars per year are the backtest's, and the last
-    date, with nothing to trade, is no portfolio date at all, nor in the block length."""
+    date, with nothing to trade, is no portfolio date at all, nor in the block length. So
+    with positions held over several bars and sized by the score."""
     predictions = uninformed_panel(0).iloc[: 2 * 200].copy()
     blank = (predictions["series"] == "a") & (predictions["timestamp"] >= DATES[197])
     blank |= predictions["timestamp"] == DATES[199]
     predictions.loc[blank, "next_return"] = np.nan
-    totals = daily_totals(predictions, 0.0, False, 5, hold=1, sizing="sign")
-    expected, _ = backtest_metrics(predictions, 0.0, False, 5, hold=1, sizing="sign")
+    totals = daily_totals(predictions, 0.0, False, 5, hold=hold, sizing=sizing)
+    expected, _ = backtest_metrics(predictions, 0.0, False, 5, hold=hold, sizing=sizing)
+    if hold > 1:
+        each_bar, _ = backtest_metrics(predictions, 0.0, False, 5, hold=1, sizing=sizing)
+        assert expected["sharpe"] != pytest.approx(each_bar["sharpe"])
     figures = headline_figures(totals)
     assert figures["sharpe"] == pytest.approx(expected["sharpe"])
     assert figures["annual_return"] == pytest.approx(expected["annual_return"])
@@ -600,6 +617,17 @@ def test_figures_of_seed_by_hand_over_two_folds():
     assert figures == pytest.approx(
         {"skill": 1 - loss / prior_loss, "loss": loss, "accuracy": 3 / 5, "sharpe": sharpe}
     )
+
+
+def test_figures_of_seed_hold_horizon_positions_as_long_as_the_labels_horizon():
+    table = uninformed_panel(5).iloc[: 2 * 100]
+    backtest = BacktestConfig(
+        threshold=0.0, long_only=False, cost_bps=5, hold="horizon", sizing="score"
+    )
+    for horizon in (1, 4):
+        expected, _ = backtest_metrics(table, 0.0, False, 5, hold=horizon, sizing="score")
+        assert figures_of_seed(table, backtest, horizon)["sharpe"] == expected["sharpe"]
+    assert figures_of_seed(table, backtest, 1) != figures_of_seed(table, backtest, 4)
 
 
 def test_seed_spread_lists_each_seed_and_the_sample_deviation_of_each_figure():
