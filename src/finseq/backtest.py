@@ -30,8 +30,6 @@ import pandas as pd
 from scipy import stats
 
 DAYS_PER_YEAR = 365.25
-
-
 SIZINGS = ("sign", "score")
 
 
