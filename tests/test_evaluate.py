@@ -134,7 +134,9 @@ def test_a_window_of_unknown_label_is_traded_but_in_no_classification_figure():
     written = pd.read_csv(io.StringIO(predictions_csv(frame)))
     assert written["label"].isna().tolist() == [False, True, False, False]
     assert written["prior_p"].isna().tolist() == [False, True, False, False]
-    totals = daily_totals(written, threshold=0.0, long_only=False, cost_bps=0.0)
+    totals = daily_totals(
+        written, threshold=0.0, long_only=False, cost_bps=0.0, hold=1, sizing="sign"
+    )
     assert totals.windows.tolist() == [1, 1, 1]
     assert totals.loss.sum() == pytest.approx(pooled["loss"] * 3)
     assert totals.confusion.sum() == 3
@@ -373,8 +375,7 @@ def test_predictions_csv_writes_an_unknown_labels_prior_empty_and_every_float_in
     assert predictions_csv(frame).split("\n")[1:] == [
         "2020-01-02T00:00:00,a,f1,0,0.2,0.3,0.5,0.28571429,-1,0.57142857,0.28571429,0.14285714,,,"
         "1.5e-07,0.001",
-        "2020-01-03T00:00:00,a,f1,,0.1,0.6,0.3,,-1,0.57142857,0.28571429,0.14285714,,,"
-        "-2e-09,0.002",
+        "2020-01-03T00:00:00,a,f1,,0.1,0.6,0.3,,-1,0.57142857,0.28571429,0.14285714,,,-2e-09,0.002",
         "",
     ]
 

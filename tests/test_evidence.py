@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -24,17 +23,16 @@ from finseq.evidence import (
     check_enough_dates,
     daily_totals,
     figure_of,
-    figures_of_seed,
     headline_figures,
     intervals,
     out_of_sample_evidence,
     percentile_interval,
     resampled_dates,
-    seed_spread,
     verdict,
 )
 from finseq.labels import UNKNOWN_LABEL
 from finseq.params import BacktestConfig, EvaluateConfig
+from finseq.seeds import figures_of_seed, seed_spread
 
 N_DATES, SERIES = 1000, ("a", "b")
 DATES = pd.bdate_range("2001-01-01", periods=N_DATES).strftime("%Y-%m-%d")
@@ -87,7 +85,7 @@ def true_skill() -> float:
 
 
 def test_intervals_contain_their_point_values_and_reproduce_with_the_seed():
-    totals = daily_totals(uninformed_panel(0), 0.0, False, 5)
+    totals = daily_totals(uninformed_panel(0), 0.0, False, 5, hold=1, sizing="sign")
     first = intervals(totals, horizon=5, resamples=200, seed=7)
     assert first == intervals(totals, horizon=5, resamples=200, seed=7)
     assert first != intervals(totals, horizon=5, resamples=200, seed=8)
@@ -99,13 +97,13 @@ def test_intervals_contain_their_point_values_and_reproduce_with_the_seed():
 
 
 def test_the_block_is_never_shorter_than_the_label_horizon():
-    totals = daily_totals(uninformed_panel(1), 0.0, False, 0)
+    totals = daily_totals(uninformed_panel(1), 0.0, False, 0, hold=1, sizing="sign")
     assert intervals(totals, horizon=40, resamples=100, seed=0)["bootstrap_block"] >= 40
 
 
 def test_too_few_out_of_sample_dates_for_a_bootstrap_is_a_config_error():
     few = uninformed_panel(2).iloc[: 2 * 20]
-    totals = daily_totals(few, 0.0, False, 5)
+    totals = daily_totals(few, 0.0, False, 5, hold=1, sizing="sign")
     with pytest.raises(ConfigError, match="only 20 out-of-sample dates: a block bootstrap needs"):
         intervals(totals, horizon=5, resamples=100, seed=0)
 
@@ -126,7 +124,7 @@ def test_95_percent_intervals_cover_the_true_skill_and_sharpe_at_least_90_percen
     covered = {"skill": 0, "sharpe": 0}
     panels = 200
     for seed in range(panels):
-        totals = daily_totals(uninformed_panel(seed), 0.0, False, 0)
+        totals = daily_totals(uninformed_panel(seed), 0.0, False, 0, hold=1, sizing="sign")
         result = intervals(totals, horizon=5, resamples=200, seed=seed)
         covered["skill"] += result["skill_low"] <= truth <= result["skill_high"]
         covered["sharpe"] += result["sharpe_low"] <= 0 <= result["sharpe_high"]
@@ -150,10 +148,16 @@ def test_a_date_of_only_unknown_labels_does_not_hide_the_loss_from_the_block_len
     blanked = panel.copy()
     blanked["label"] = blanked["label"].astype("Int64").mask(unknown)
     blanked["prior_p"] = blanked["prior_p"].mask(unknown)
-    known_block = block_length(daily_totals(panel[~unknown], 0.0, False, 0), horizon=1)
-    blanked_block = block_length(daily_totals(blanked, 0.0, False, 0), horizon=1)
+    known_block = block_length(
+        daily_totals(panel[~unknown], 0.0, False, 0, hold=1, sizing="sign"), horizon=1
+    )
+    blanked_block = block_length(
+        daily_totals(blanked, 0.0, False, 0, hold=1, sizing="sign"), horizon=1
+    )
     strategy_only = block_length(
-        dataclasses.replace(daily_totals(panel, 0.0, False, 0), loss=np.zeros(N_DATES)),
+        dataclasses.replace(
+            daily_totals(panel, 0.0, False, 0, hold=1, sizing="sign"), loss=np.zeros(N_DATES)
+        ),
         horizon=1,
     )
     assert known_block > strategy_only
@@ -194,7 +198,7 @@ def test_daily_totals_sum_the_move_and_direction_losses_by_hand():
     01-02: an up (p 0.2/0.2/0.6, prior 0.3/0.3/0.4) and an unknown; 01-03: unknowns only.
     Move: -log P(not flat) of a move, -log P(flat) of a flat. Direction, of moves only:
     -log of the share of the true direction in P(up) + P(down)."""
-    parts = daily_totals(hand_panel(), 0.05, False, 10).parts
+    parts = daily_totals(hand_panel(), 0.05, False, 10, hold=1, sizing="sign").parts
     expected = {
         "move_loss": [-np.log(0.7) - np.log(0.3), -np.log(0.8), 0.0],
         "move_prior_loss": [-np.log(0.7) - np.log(0.5), -np.log(0.7), 0.0],
@@ -210,7 +214,7 @@ def test_daily_totals_by_hand_with_unknown_labels_and_rows_out_of_date_order():
     """Unknown labels add nothing to the class sums (not even as the flat class they are
     filled with) but are traded. Positions at threshold 0.05: 01-01 both short, 01-02 both
     long (score 0.4 and 0.1), 01-03 a long (0.1), b flat (0)."""
-    totals = daily_totals(hand_panel(), 0.05, False, 10)
+    totals = daily_totals(hand_panel(), 0.05, False, 10, hold=1, sizing="sign")
     expected_dates = pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"]).to_numpy()
     np.testing.assert_array_equal(totals.dates, expected_dates)
     np.testing.assert_allclose(totals.loss, [-np.log(0.5) - np.log(0.3), -np.log(0.6), 0.0])
@@ -228,8 +232,20 @@ def test_daily_totals_by_hand_with_unknown_labels_and_rows_out_of_date_order():
 
 
 def test_daily_totals_long_only_holds_no_shorts():
-    totals = daily_totals(hand_panel(), 0.05, True, 10)
+    totals = daily_totals(hand_panel(), 0.05, True, 10, hold=1, sizing="sign")
     np.testing.assert_allclose(totals.strategy, [0.0, 0.004, 0.0045])
+
+
+def test_daily_totals_by_hand_with_score_sizing_held_two_bars():
+    """Scores a -0.3, 0.4, 0.1 and b -0.5, 0.1, 0 (threshold 0.05) are the positions; held
+    2 bars, the exposures are the means of the last two: a -0.15, 0.05, 0.25 and
+    b -0.25, -0.2, 0.05, half the book each. Gross -0.075 * 0.02 - 0.125 * -0.01,
+    0.025 * 0.03 - 0.1 * -0.02, 0.125 * 0.01 + 0.025 * 0.05; turnover 0.2, 0.1 + 0.025,
+    0.1 + 0.125, at 10 bps."""
+    totals = daily_totals(hand_panel(), 0.05, False, 10, hold=2, sizing="score")
+    gross = np.array([-0.00025, 0.00275, 0.0025])
+    turnover = np.array([0.2, 0.125, 0.225])
+    np.testing.assert_allclose(totals.strategy, gross - 0.001 * turnover)
 
 
 def test_a_probability_of_zero_costs_the_clipped_loss_not_infinity():
@@ -239,14 +255,14 @@ def test_a_probability_of_zero_costs_the_clipped_loss_not_infinity():
     panel["p_down"], panel["p_flat"], panel["p_up"] = [0.0, 0.6], [0.5, 0.0], [0.5, 0.4]
     panel["prior_p"] = [0.0, 0.5]
     panel.loc[panel.index[1], "timestamp"] = "2024-01-02"
-    totals = daily_totals(panel, 0.05, False, 0)
+    totals = daily_totals(panel, 0.05, False, 0, hold=1, sizing="sign")
     clipped = -np.log(1e-12)
     np.testing.assert_allclose(totals.loss, [clipped, clipped])
     np.testing.assert_allclose(totals.prior_loss, [clipped, -np.log(0.5)])
 
 
 def test_take_resamples_every_per_date_array_and_keeps_bars_per_year():
-    totals = daily_totals(hand_panel(), 0.05, False, 10)
+    totals = daily_totals(hand_panel(), 0.05, False, 10, hold=1, sizing="sign")
     index = np.array([2, 0, 0])
     taken = totals.take(index)
     assert set(totals.parts) == set(PART_SUMS)
@@ -527,35 +543,54 @@ def test_change_intervals_refuse_too_few_dates_on_either_side():
 
 def test_out_of_sample_evidence_is_the_backtest_with_the_headline_intervals_added():
     """The backtest's figures with intervals() over daily_totals() added, both with the
-    configured threshold, long-only rule, costs, resamples and seed. The Sharpe ratio and
-    annual return of the two routes (per window, per date) agree."""
+    configured threshold, long-only rule, costs, sizing, hold (`horizon`: the label's),
+    resamples and seed. The Sharpe ratio and annual return of the two routes (per window,
+    per date) agree."""
     predictions = uninformed_panel(4).iloc[: 2 * 200]
-    backtest = BacktestConfig(threshold=0.02, long_only=True, cost_bps=10)
+    backtest = BacktestConfig(
+        threshold=0.02, long_only=True, cost_bps=10, hold="horizon", sizing="score"
+    )
     settings = EvaluateConfig(batch_size=1, resamples=100, bootstrap_seed=3)
     figures, equity = out_of_sample_evidence(predictions, backtest, settings, horizon=40)
-    expected_figures, expected_equity = backtest_metrics(predictions, 0.02, True, 10)
-    bounds = intervals(daily_totals(predictions, 0.02, True, 10), 40, 100, 3)
+    rule = {"hold": 40, "sizing": "score"}
+    expected_figures, expected_equity = backtest_metrics(predictions, 0.02, True, 10, **rule)
+    bounds = intervals(daily_totals(predictions, 0.02, True, 10, **rule), 40, 100, 3)
     assert figures == {**expected_figures, **bounds}
     assert set(figures) == set(expected_figures) | set(bounds)
     assert figures["sharpe"] == pytest.approx(expected_figures["sharpe"])
     assert figures["annual_return"] == pytest.approx(expected_figures["annual_return"])
     assert figures["bootstrap_block"] >= 40
-    assert figures["sharpe"] != backtest_metrics(predictions, 0.02, False, 10)[0]["sharpe"]
+    for other in (
+        {"long_only": False},
+        {"hold": 1},
+        {"hold": 39},
+        {"sizing": "sign"},
+    ):
+        changed = dataclasses.replace(backtest, **other)
+        assert (
+            out_of_sample_evidence(predictions, changed, settings, 40)[0]["sharpe"]
+            != (figures["sharpe"])
+        ), other
     pd.testing.assert_frame_equal(equity, expected_equity)
 
 
+@pytest.mark.parametrize(("hold", "sizing"), [(1, "sign"), (3, "score")])
 def test_windows_without_a_next_return_are_left_out_of_the_portfolio_as_the_backtest_does(
-    monkeypatch,
+    monkeypatch, hold, sizing
 ):
     """Series a's next return unknown on the last three dates, b's on the very last: the
     per-date Sharpe ratio, annual return and bars per year are the backtest's, and the last
-    date, with nothing to trade, is no portfolio date at all, nor in the block length."""
+    date, with nothing to trade, is no portfolio date at all, nor in the block length. So
+    with positions held over several bars and sized by the score."""
     predictions = uninformed_panel(0).iloc[: 2 * 200].copy()
     blank = (predictions["series"] == "a") & (predictions["timestamp"] >= DATES[197])
     blank |= predictions["timestamp"] == DATES[199]
     predictions.loc[blank, "next_return"] = np.nan
-    totals = daily_totals(predictions, 0.0, False, 5)
-    expected, _ = backtest_metrics(predictions, 0.0, False, 5)
+    totals = daily_totals(predictions, 0.0, False, 5, hold=hold, sizing=sizing)
+    expected, _ = backtest_metrics(predictions, 0.0, False, 5, hold=hold, sizing=sizing)
+    if hold > 1:
+        each_bar, _ = backtest_metrics(predictions, 0.0, False, 5, hold=1, sizing=sizing)
+        assert expected["sharpe"] != pytest.approx(each_bar["sharpe"])
     figures = headline_figures(totals)
     assert figures["sharpe"] == pytest.approx(expected["sharpe"])
     assert figures["annual_return"] == pytest.approx(expected["annual_return"])
@@ -598,9 +633,9 @@ def test_figures_of_seed_by_hand_over_two_folds():
         np.log1p(simple),
         np.log1p(simple),
     )
-    params = SimpleNamespace(backtest=BacktestConfig(threshold=0.1, long_only=True, cost_bps=10))
+    backtest = BacktestConfig(threshold=0.1, long_only=True, cost_bps=10, hold=1, sizing="sign")
     _, table = recorded_predictions(predictions_frame(scores, *outcomes))
-    figures = figures_of_seed(table, params)
+    figures = figures_of_seed(table, backtest, horizon=5)
     loss = 7 * np.log(2) / 5
     prior_loss = (6 * np.log(2) + np.log(10 / 3)) / 5
     net = np.array([0.0, 0.5 * 0.03 - 0.0005, -0.0005])
@@ -622,6 +657,17 @@ def test_figures_of_seed_by_hand_over_two_folds():
             "sharpe": sharpe,
         }
     )
+
+
+def test_figures_of_seed_hold_horizon_positions_as_long_as_the_labels_horizon():
+    table = uninformed_panel(5).iloc[: 2 * 100]
+    backtest = BacktestConfig(
+        threshold=0.0, long_only=False, cost_bps=5, hold="horizon", sizing="score"
+    )
+    for horizon in (1, 4):
+        expected, _ = backtest_metrics(table, 0.0, False, 5, hold=horizon, sizing="score")
+        assert figures_of_seed(table, backtest, horizon)["sharpe"] == expected["sharpe"]
+    assert figures_of_seed(table, backtest, 1) != figures_of_seed(table, backtest, 4)
 
 
 def test_seed_spread_lists_each_seed_and_the_sample_deviation_of_each_figure():

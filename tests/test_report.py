@@ -469,7 +469,7 @@ def test_the_experiment_table_ranks_branches_and_experiments_on_val_loss(history
 
 
 def test_a_base_without_predictions_is_said_in_one_line():
-    settings = EvidenceSettings(0.0, False, 5, 3, 100, 0)
+    settings = EvidenceSettings(0.0, False, 5, 1, "sign", 3, 100, 0)
     text, line = verdict_section(None, pd.DataFrame(), settings, "old", "new")
     assert line == "No verdicts: `old` has no metrics/predictions.csv."
     assert "no verdicts" in text
@@ -529,7 +529,14 @@ def graded_predictions(edge: float, seed: int = 0, n_dates: int = 250) -> pd.Dat
 
 
 SETTINGS = EvidenceSettings(
-    threshold=0.0, long_only=False, cost_bps=5, horizon=1, resamples=300, seed=0
+    threshold=0.0,
+    long_only=False,
+    cost_bps=5,
+    hold=1,
+    sizing="sign",
+    horizon=1,
+    resamples=300,
+    seed=0,
 )
 
 

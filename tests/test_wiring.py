@@ -18,10 +18,10 @@ import torch
 from finseq.artifacts import PreparedData, WindowSets
 from finseq.checkpoint import load_checkpoint
 from finseq.evaluate import fold_metrics, read_predictions, table_metrics
-from finseq.evidence import figures_of_seed
 from finseq.fit import VAL_BATCH
 from finseq.models import predict_logits
 from finseq.params import load_params
+from finseq.seeds import figures_of_seed
 
 pytestmark = pytest.mark.slow
 
@@ -123,4 +123,5 @@ def test_every_test_figure_is_the_one_the_recorded_predictions_give(shared_repro
     pooled = table_metrics(table)
     assert {key: metrics["test"][key] for key in pooled} == pooled
     assert params.split.method == "walk_forward" and metrics["folds"] == fold_metrics(table)
-    assert figures_of_seed(table, params)["sharpe"] == metrics["test"]["sharpe"]
+    seed_figures = figures_of_seed(table, params.backtest, params.label.horizon)
+    assert seed_figures["sharpe"] == metrics["test"]["sharpe"]

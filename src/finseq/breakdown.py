@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from finseq.backtest import sharpe_ratio
-from finseq.evidence import daily_totals, skill_intervals
+from finseq.evidence import configured_totals, skill_intervals
 from finseq.params import BacktestConfig, EvaluateConfig
 
 KINDS = ("series", "year", "regime")
@@ -49,14 +49,12 @@ def group_figures(
 ) -> dict[str, float | int]:
     rows = table[members]
     skills = skill_intervals(
-        daily_totals(rows, backtest.threshold, backtest.long_only, backtest.cost_bps),
+        configured_totals(rows, backtest, horizon),
         horizon,
         evaluate.resamples,
         evaluate.bootstrap_seed,
     )
-    book = daily_totals(
-        trading_only(table, members), backtest.threshold, backtest.long_only, backtest.cost_bps
-    )
+    book = configured_totals(trading_only(table, members), backtest, horizon)
     on_group_dates = np.isin(book.dates, pd.to_datetime(rows["timestamp"]).to_numpy())
     returns = book.strategy[on_group_dates & np.isfinite(book.strategy)]
     sharpe = sharpe_ratio(returns, book.per_year) if len(returns) > 1 else np.nan

@@ -25,7 +25,7 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit, log_expit, logsumexp
 
 from finseq.evaluate import softmax
-from finseq.labels import NUM_CLASSES
+from finseq.labels import NUM_CLASSES, to_classes
 
 CALIBRATION_METHODS = ("none", "temperature", "move_direction")
 CLASS_NAMES = ("down", "flat", "up")  # class indices 0, 1, 2: labels -1, 0, 1
@@ -300,7 +300,7 @@ def table_calibration(table: pd.DataFrame, bins: int = 10) -> tuple[dict[str, fl
     metrics/reliability.csv (the reliability diagram's table)."""
     known = table[table["label"].notna()]
     probabilities = known[["p_down", "p_flat", "p_up"]].to_numpy()
-    classes = known["label"].to_numpy().astype(np.int64) + 1
+    classes = to_classes(known["label"].to_numpy().astype(np.int64))
     parts = brier_decomposition(probabilities, classes, bins)
     figures = {
         "brier": parts["brier"],

@@ -25,9 +25,9 @@ from finseq.backtest import (
     annual_return,
     backtest_metrics,
     bars_per_year,
-    portfolio_returns,
-    positions,
     sharpe_ratio,
+    strategy_returns,
+    traded_windows,
 )
 from finseq.errors import ConfigError
 from finseq.evaluate import (
@@ -35,10 +35,9 @@ from finseq.evaluate import (
     PRIOR_COLUMNS,
     direction_losses,
     move_losses,
-    table_metrics,
 )
 from finseq.labels import NUM_CLASSES, to_classes
-from finseq.params import BacktestConfig, EvaluateConfig, Params
+from finseq.params import BacktestConfig, EvaluateConfig
 from finseq.progress import tracked
 
 LEVEL = 0.95
@@ -117,12 +116,21 @@ def skill_part_losses(
     }
 
 
-def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, cost_bps: float):
+def daily_totals(
+    predictions: pd.DataFrame,
+    threshold: float,
+    long_only: bool,
+    cost_bps: float,
+    *,
+    hold: int,
+    sizing: str,
+):
     """Sums per date of a predictions table (metrics/predictions.csv's columns).
 
-    The portfolio is built, as `backtest_metrics` builds it, from the windows with a next-bar
-    return only: a window without one (a series' last bars) neither holds a share of the
-    equal weight nor pays costs."""
+    The portfolio is `backtest_metrics`' own (backtest.traded_windows, strategy_returns):
+    the same sizing and overlapping holds, from the windows with a next-bar return only (a
+    window without one, a series' last bars, neither holds a share of the equal weight nor
+    pays costs)."""
     probabilities = predictions[["p_down", "p_flat", "p_up"]].to_numpy()
     # A window of unknown label (empty `label`) counts in no class figure; it is traded if
     # its next-bar return is known.
@@ -131,17 +139,8 @@ def daily_totals(predictions: pd.DataFrame, threshold: float, long_only: bool, c
     picked = probabilities[np.arange(len(classes)), classes]
     predicted = probabilities.argmax(axis=1)
     dates = pd.to_datetime(predictions["timestamp"]).to_numpy()
-    score = predictions["p_up"].to_numpy() - predictions["p_down"].to_numpy()
-    held = positions(score, threshold, long_only)
-    next_return = predictions["next_return"].to_numpy()
-    traded = np.isfinite(next_return)
-    portfolio = portfolio_returns(
-        dates[traded],
-        predictions["series"].to_numpy()[traded],
-        held[traded],
-        next_return[traded],
-        cost_bps,
-    )
+    windows = traded_windows(predictions, threshold, long_only, hold=hold, sizing=sizing)
+    portfolio = strategy_returns(windows, cost_bps)
     per_window = pd.DataFrame(
         {
             "date": dates,
@@ -357,41 +356,27 @@ def figure_of(name: str) -> Figure:
     return lambda totals: headline_figures(totals)[name]
 
 
+def configured_totals(predictions: pd.DataFrame, backtest: BacktestConfig, horizon: int):
+    """daily_totals with the run's `backtest` params, its hold resolved against `horizon`."""
+    return daily_totals(
+        predictions,
+        backtest.threshold,
+        backtest.long_only,
+        backtest.cost_bps,
+        hold=backtest.hold_bars(horizon),
+        sizing=backtest.sizing,
+    )
+
+
 def out_of_sample_evidence(
     predictions: pd.DataFrame, backtest: BacktestConfig, evaluate: EvaluateConfig, horizon: int
 ) -> tuple[dict[str, float | int], pd.DataFrame]:
     """The `test.*` figures of the backtest, the intervals of every headline figure, and the
-    equity curves, from the out-of-sample predictions."""
-    figures, equity = backtest_metrics(
-        predictions, backtest.threshold, backtest.long_only, backtest.cost_bps
-    )
-    totals = daily_totals(predictions, backtest.threshold, backtest.long_only, backtest.cost_bps)
+    equity curves, from the out-of-sample predictions; `horizon` is the label's (for the
+    block length, and for `backtest.hold: horizon`)."""
+    rule = (backtest.threshold, backtest.long_only, backtest.cost_bps)
+    hold = backtest.hold_bars(horizon)
+    figures, equity = backtest_metrics(predictions, *rule, hold=hold, sizing=backtest.sizing)
+    totals = configured_totals(predictions, backtest, horizon)
     bounds = intervals(totals, horizon, evaluate.resamples, evaluate.bootstrap_seed)
     return {**figures, **bounds}, equity
-
-
-SEED_FIGURES = ("skill", "move_skill", "direction_skill", "loss", "accuracy", "sharpe")
-
-
-def figures_of_seed(predictions: pd.DataFrame, params: Params) -> dict:
-    """The verdict figures of one seed's fold models, from its out-of-sample predictions
-    table (as recorded), as the headline's come from the default seed's."""
-    pooled = table_metrics(predictions)
-    figures, _ = backtest_metrics(
-        predictions, params.backtest.threshold, params.backtest.long_only, params.backtest.cost_bps
-    )
-    return {
-        **{name: pooled[name] for name in SEED_FIGURES if name != "sharpe"},
-        "sharpe": figures["sharpe"],
-    }
-
-
-def seed_spread(per_seed: list[dict], first_seed: int) -> dict:
-    """Each seed's figures (`s<seed>.*`) and their standard deviation across seeds (`*_sd`,
-    ddof = 1): the training noise that the report adds to its intervals."""
-    spread: dict = {"count": len(per_seed)}
-    for offset, figures in enumerate(per_seed):
-        spread[f"s{first_seed + offset}"] = figures
-    for name in [name for name in SEED_FIGURES if all(name in seed for seed in per_seed)]:
-        spread[f"{name}_sd"] = float(np.std([figures[name] for figures in per_seed], ddof=1))
-    return spread

@@ -82,6 +82,9 @@ Threads = _word_or_integer("auto", 1, 1024, "'auto' or an integer from 1 to 1024
 History = _word_or_integer(
     "expanding", 2, LARGEST_INTEGER, "'expanding' or an integer >= 2 (bars of a rolling window)"
 )
+Hold = _word_or_integer(
+    "horizon", 1, LARGEST_INTEGER, "'horizon' (label.horizon) or an integer >= 1 (bars held)"
+)
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -164,6 +167,12 @@ class BacktestConfig:
     threshold: Annotated[Number, Field(ge=0, le=1)]
     long_only: bool
     cost_bps: Annotated[Number, Field(ge=0, le=10_000)]
+    hold: Hold
+    sizing: Literal["sign", "score"]
+
+    def hold_bars(self, label_horizon: int) -> int:
+        """Bars each position is held: `horizon` holds it as long as the label looks ahead."""
+        return label_horizon if self.hold == "horizon" else self.hold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +259,14 @@ def _check_across_sections(params: Params) -> None:
         raise ConfigError(
             f"split.train + split.val = {params.split.train} + {params.split.val} leaves no room "
             "for test: their sum must be < 1"
+        )
+    hold = params.backtest.hold_bars(params.label.horizon)
+    if hold > 1 and params.window.stride > 1:
+        raise ConfigError(
+            f"backtest.hold = {params.backtest.hold} ({hold} bars) with window.stride = "
+            f"{params.window.stride}: overlapping positions need a window at every bar, and "
+            "the bars between strided windows have no return; set backtest.hold to 1 or "
+            "window.stride to 1"
         )
 
 

@@ -155,6 +155,8 @@ def evidence_settings() -> EvidenceSettings:
         threshold=params.backtest.threshold,
         long_only=params.backtest.long_only,
         cost_bps=params.backtest.cost_bps,
+        hold=params.backtest.hold_bars(params.label.horizon),
+        sizing=params.backtest.sizing,
         horizon=params.label.horizon,
         resamples=params.evaluate.resamples,
         seed=params.evaluate.bootstrap_seed,

@@ -38,13 +38,10 @@ from finseq.evaluate import (
     volatility_baseline_table,
 )
 from finseq.evidence import (
-    DailyTotals,
     change_intervals,
-    daily_totals,
+    configured_totals,
     figure_of,
-    figures_of_seed,
     out_of_sample_evidence,
-    seed_spread,
     skill_intervals,
 )
 from finseq.labels import to_classes
@@ -62,6 +59,7 @@ from finseq.paths import (
 )
 from finseq.provenance import file_md5, short
 from finseq.runtime import configure_torch
+from finseq.seeds import figures_of_seed, seed_spread
 from finseq.split import HOLDOUT
 
 
@@ -261,8 +259,11 @@ def evaluate_folds(
             score_every_fold(params, data, windows, device, fold_dir, suffix=f".seed{n}", **where)
             for n in range(1, params.train.seeds)
         ]
-        per_seed = [figures_of_seed(predictions, params)] + [
-            figures_of_seed(recorded_predictions(out_of_sample_frame(seed, data))[1], params)
+        horizon = data.meta["label_horizon"]
+        per_seed = [figures_of_seed(predictions, params.backtest, horizon)] + [
+            figures_of_seed(
+                recorded_predictions(out_of_sample_frame(seed, data))[1], params.backtest, horizon
+            )
             for seed in further_seeds
         ]
         metrics["seeds"] = seed_spread(per_seed, params.train.seed)
@@ -304,15 +305,13 @@ def stale_open_fill_share(predictions: pd.DataFrame, meta: dict) -> float | None
     return share
 
 
-def _totals(table: pd.DataFrame, params: Params) -> DailyTotals:
-    backtest = params.backtest
-    return daily_totals(table, backtest.threshold, backtest.long_only, backtest.cost_bps)
-
-
 def part_skill_intervals(table: pd.DataFrame, params: Params, horizon: int) -> dict:
     """The 95% intervals of skill and its parts over a part of the predictions table."""
     figures = skill_intervals(
-        _totals(table, params), horizon, params.evaluate.resamples, params.evaluate.bootstrap_seed
+        configured_totals(table, params.backtest, horizon),
+        horizon,
+        params.evaluate.resamples,
+        params.evaluate.bootstrap_seed,
     )
     return {key: value for key, value in figures.items() if key.endswith(("_low", "_high"))}
 
@@ -323,7 +322,8 @@ def volatility_baseline(predictions: pd.DataFrame, params: Params, horizon: int)
     the same resampled dates)."""
     baseline = volatility_baseline_table(predictions)
     pooled = table_metrics(baseline)
-    base_totals, model_totals = _totals(baseline, params), _totals(predictions, params)
+    base_totals = configured_totals(baseline, params.backtest, horizon)
+    model_totals = configured_totals(predictions, params.backtest, horizon)
     evaluate = params.evaluate
     figures = skill_intervals(base_totals, horizon, evaluate.resamples, evaluate.bootstrap_seed)
     gains = change_intervals(

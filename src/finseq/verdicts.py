@@ -38,6 +38,8 @@ class EvidenceSettings:
     threshold: float
     long_only: bool
     cost_bps: float
+    hold: int  # bars, backtest.hold resolved
+    sizing: str
     horizon: int
     resamples: int
     seed: int
@@ -72,12 +74,25 @@ def verdict_section(
     target = target.sort_values(WINDOW_KEY, kind="stable").reset_index(drop=True)
     paired = base[WINDOW_KEY].equals(target[WINDOW_KEY])
     totals = [
-        daily_totals(frame, settings.threshold, settings.long_only, settings.cost_bps)
+        daily_totals(
+            frame,
+            settings.threshold,
+            settings.long_only,
+            settings.cost_bps,
+            hold=settings.hold,
+            sizing=settings.sizing,
+        )
         for frame in (base, target)
     ]
+    # A table from before skill was split has no move or direction parts to compare.
+    measured = {
+        name: figure_of(name)
+        for name, _ in VERDICT_ROWS
+        if not any(np.isnan(figure_of(name)(side)) for side in totals)
+    }
     changes = change_intervals(
         *totals,
-        {name: figure_of(name) for name, _ in VERDICT_ROWS},
+        measured,
         settings.horizon,
         settings.resamples,
         settings.seed,
@@ -86,15 +101,14 @@ def verdict_section(
     rows, words = [], []
     for name, higher_is_better in VERDICT_ROWS:
         figure = figure_of(name)
-        change, low, high = changes[name]
-        if np.isnan(change):
-            # A predictions table from before skill was split has no prior columns.
+        if name not in changes:
             words.append(f"{name} not measured in both")
             cells = [
                 MISSING if np.isnan(figure(side)) else format_value(figure(side)) for side in totals
             ]
             rows.append([name, *cells, MISSING, MISSING, "not measured in both"])
             continue
+        change, low, high = changes[name]
         training = training_noise(seed_sd, name)
         if training:
             low = change - float(np.hypot(change - low, training))
@@ -125,7 +139,8 @@ def verdict_section(
         f"{how}; 95% interval of the change from {settings.resamples} block-bootstrap "
         "resamples of dates. `better` / `worse` when the interval excludes 0, else "
         f"`within noise`. Sharpe after {settings.cost_bps:g} bps per unit of turnover, "
-        "with both revisions' positions from the workspace's `backtest` params. "
+        f"positions sized by {settings.sizing} and held {settings.hold} bars, for both "
+        "revisions from the workspace's `backtest` params. "
         + (
             "Training noise is included: the intervals are widened by the measured "
             "seed-to-seed spread (`seeds.*_sd`)."
