@@ -23,7 +23,7 @@ from finseq.report_sections import (
     params_section,
     training_section,
 )
-from finseq.verdicts import EvidenceSettings, verdict_section
+from finseq.verdicts import EvidenceSettings, knowledge_section, verdict_section
 
 EVAL_DIFF = {
     "val.loss": {"old": 1.11015, "new": 1.15107},
@@ -598,3 +598,91 @@ def test_two_revisions_of_different_windows_are_compared_unpaired():
     text, _ = verdict_section(base, target, SETTINGS, "base", "t")
     assert "unpaired" in text
     assert verdicts_of(text)["loss"] == "better"
+
+
+def move_only_predictions(knows_move: bool, n_dates: int = 250) -> pd.DataFrame:
+    """graded_predictions' windows, with the fold's whole prior (1/3 each): a model that
+    knows whether each window moves (P(flat) 0.6 on flat windows, 0.2 on the others) but
+    splits every move evenly between up and down, or one that knows nothing (1/3 each)."""
+    table = graded_predictions(0.0, n_dates=n_dates)
+    flat = (table["label"] == 0).to_numpy()
+    p_flat = np.where(flat, 0.6, 0.2) if knows_move else np.full(len(table), 1 / 3)
+    table["p_flat"] = p_flat
+    table["p_up"] = table["p_down"] = (1 - p_flat) / 2
+    for column in ("prior_down", "prior_flat", "prior_up"):
+        table[column] = 1 / 3
+    return table
+
+
+def test_a_model_that_learns_to_see_moves_reads_better_on_move_skill_and_not_on_direction():
+    text, headline_text = verdict_section(
+        move_only_predictions(False), move_only_predictions(True), SETTINGS, "base", "t"
+    )
+    words = verdicts_of(text)
+    assert words["move_skill"] == "better"
+    assert words["direction_skill"] == "within noise"
+    assert "move_skill better" in headline_text
+    reverse, _ = verdict_section(
+        move_only_predictions(True), move_only_predictions(False), SETTINGS, "base", "t"
+    )
+    assert verdicts_of(reverse)["move_skill"] == "worse"
+
+
+def test_a_revision_from_before_the_skill_split_has_its_parts_not_measured():
+    """A base table without the prior columns: move and direction are `not measured in
+    both`, with the target's value shown; the other figures still get their verdicts."""
+    text, headline_text = verdict_section(
+        graded_predictions(0.0), move_only_predictions(True), SETTINGS, "base", "t"
+    )
+    words = verdicts_of(text)
+    assert words["skill"] in ("better", "worse", "within noise")
+    rows = {
+        cells[0]: cells
+        for cells in (
+            [cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
+        )
+        if len(cells) == 6
+    }
+    assert rows["move_skill"][1] == "—" and rows["move_skill"][5] == "not measured in both"
+    assert float(rows["move_skill"][2]) > 0
+    assert "direction_skill not measured in both" in headline_text
+
+
+KNOWN_EVAL = {
+    "test.skill": {"new": 0.021},
+    "test.skill_low": {"new": 0.011},
+    "test.skill_high": {"new": 0.032},
+    "test.move_skill": {"new": 0.045},
+    "test.move_skill_low": {"new": 0.029},
+    "test.move_skill_high": {"new": 0.061},
+    "test.direction_skill": {"new": -0.006},
+    "test.direction_skill_low": {"new": -0.018},
+    "test.direction_skill_high": {"new": 0.007},
+    "baselines.volatility.skill": {"new": 0.038},
+    "baselines.volatility.move_skill": {"new": 0.070},
+    "baselines.volatility.direction_skill": {"new": 0.0},
+}
+
+
+@pytest.mark.parametrize(
+    ("gain", "words"),
+    [
+        ((-0.025, -0.042, -0.007), "less than volatility alone knows"),
+        ((0.01, -0.005, 0.02), "no more than volatility alone knows"),
+        ((0.03, 0.01, 0.05), "more than volatility alone knows"),
+    ],
+)
+def test_what_the_model_knows_says_whether_its_move_skill_beats_volatilitys(gain, words):
+    eval_diff = dict(KNOWN_EVAL)
+    for end, value in zip(("", "_low", "_high"), gain, strict=True):
+        eval_diff[f"baselines.volatility.move_gain{end}"] = {"new": value}
+    text = knowledge_section(eval_diff, "t")
+    assert f"Its move skill is {words}" in text
+    assert f"({gain[0]:+.4f} [{gain[1]:+.4f}, {gain[2]:+.4f}], paired" in text
+    rows = {cells[0]: cells[1:] for cells in table_rows(text)}
+    assert rows["move: flat or not (volatility)"] == ["+0.0450 [+0.0290, +0.0610]", "+0.0700"]
+    assert rows["direction: up or down, given a move"][1] == "+0.0000"
+
+
+def test_what_the_model_knows_is_left_out_for_a_target_without_the_split():
+    assert knowledge_section({"test.skill": {"new": 0.02}}, "t") == ""
