@@ -290,12 +290,12 @@ def test_finseq_predict_gives_the_pipelines_probabilities_bit_for_bit(trained, t
 
 
 def test_the_train_stage_logs_rounds_as_epochs_and_writes_the_same_bytes_twice(trained, tmp_path):
-    """train_models, DVCLive included, twice: models/model.pth is the final fold's file and
-    the same bytes; metrics.json has the keys a torch run has, in rounds."""
-    params = dataclasses.replace(
-        trained.params, train=dataclasses.replace(trained.params.train, fold_workers=1)
-    )
-    for root in (tmp_path / "a", tmp_path / "b"):
+    """train_models, DVCLive included, in this process and then in two forked fold workers
+    (after this process ran LightGBM): models/model.pth is the final fold's file and the same
+    bytes; metrics.json has the keys a torch run has, in rounds."""
+    for root, workers in ((tmp_path / "a", 1), (tmp_path / "b", 2)):
+        train = dataclasses.replace(trained.params.train, fold_workers=workers)
+        params = dataclasses.replace(trained.params, train=train)
         train_models(params, trained.data, trained.windows, CPU, root=root)
     model = (tmp_path / "a" / MODEL_FILE).read_bytes()
     assert model == (tmp_path / "b" / MODEL_FILE).read_bytes()
