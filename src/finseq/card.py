@@ -27,6 +27,22 @@ def _settings(section: dict) -> str:
     return ", ".join(f"`{key}` {value}" for key, value in section.items())
 
 
+def _model_settings(model: dict) -> str:
+    """The settings that shape this model: a tree model's model.lightgbm, a torch model's
+    others."""
+    if model["type"] == "lightgbm":
+        return _settings({"type": "lightgbm", **model["lightgbm"]})
+    return _settings({key: value for key, value in model.items() if key != "lightgbm"})
+
+
+def _size(state_dict: dict) -> str:
+    """'N weights', or a tree model's 'N trees' (its state is the booster's text)."""
+    booster = state_dict.get("_extra_state")
+    if isinstance(booster, str):
+        return f"{sum(line.startswith('Tree=') for line in booster.splitlines()):,} trees"
+    return f"{sum(value.numel() for value in state_dict.values()):,} weights"
+
+
 def _interval(test: dict, name: str, digits: int = 3) -> str:
     value = test.get(name)
     if value is None:
@@ -87,14 +103,17 @@ def model_card(checkpoint: dict, model_md5: str, metrics: dict | None) -> str:
     model = params["model"]
     label = params["label"]
     split = params["split"]
-    n_weights = sum(value.numel() for value in checkpoint["state_dict"].values())
     seq_len = checkpoint["seq_len"]
+    written_with = f"torch {provenance['torch_version']}"
+    if "lightgbm_version" in provenance:
+        written_with += f" and LightGBM {provenance['lightgbm_version']}"
     lines = [
         f"# Model card: {model['type']} classifier ({short(model_md5)})",
         "",
         "## What it is",
         "",
-        f"A {model['type']} model ({_settings(model)}; {n_weights:,} weights) that gives, for",
+        f"A {model['type']} model ({_model_settings(model)}; {_size(checkpoint['state_dict'])})"
+        " that gives, for",
         "the last bar of a window of technical-indicator features, the probabilities of the",
         f"bar's label: {label['method']} over the next {label['horizon']} bars "
         f"(threshold {label['threshold']}, volatility window {label['vol_window']}):",
@@ -118,7 +137,8 @@ def model_card(checkpoint: dict, model_md5: str, metrics: dict | None) -> str:
         f"{training.get('train_start') or 'the first bar'}, validation from "
         f"{training['val_start']},",
         f"  last bar learned from or early-stopped on: {training['trained_until']}.",
-        f"- Best epoch {training['best_epoch']} ({training['stop_reason']}), seed "
+        f"- Best {'boosting round' if model['type'] == 'lightgbm' else 'epoch'} "
+        f"{training['best_epoch']} ({training['stop_reason']}), seed "
         f"{training['seed']}.",
         f"- label: {_settings(label)}",
         f"- split: {_settings(split)}",
@@ -140,8 +160,8 @@ def model_card(checkpoint: dict, model_md5: str, metrics: dict | None) -> str:
         "## Provenance",
         "",
         f"- Model file md5 {model_md5} (as dvc.lock records `models/model.pth`).",
-        f"- Written by finseq {provenance['finseq_version']} with torch "
-        f"{provenance['torch_version']}; model source sha256 {short(provenance['source_hash'])}.",
+        f"- Written by finseq {provenance['finseq_version']} with {written_with}; model "
+        f"source sha256 {short(provenance['source_hash'])}.",
         f"- Prepared data {short(provenance['prepared_hash'])}, window sets "
         f"{short(provenance['windows_hash'])}.",
         "",

@@ -1,9 +1,10 @@
 """models/model.pth: a dict of tensors and plain values, never a pickled module.
 
-The checkpoint holds everything needed to use the model on new bars: the weights,
-the model config (to rebuild the module through the registry), the window length,
-the feature names and scaler statistics (to compute and scale inputs), and the
-mapping from class index to label. It also says what it was built from (`params`: the
+The checkpoint holds everything needed to use the model on new bars: the weights (for
+gradient-boosted trees, the booster's text model, a str in the state dict), the model
+config (to rebuild the module through the registry), the window length, the feature names
+and scaler statistics (to compute and scale inputs), and the mapping from class index to
+label. It also says what it was built from (`params`: the
 label, split, window, model and train settings; `provenance`: content hashes of the
 prepared data and window sets, a hash of the model's source, the finseq and torch
 versions; `training`: the fold, its cut dates, the last bar it learned from). It loads
@@ -59,7 +60,7 @@ def make_checkpoint(
     """`training`, `params` and `provenance` hold plain values only (see the module doc)."""
     return {
         "format_version": FORMAT_VERSION,
-        "state_dict": {name: value.detach().cpu() for name, value in model.state_dict().items()},
+        "state_dict": {name: _plain(value) for name, value in model.state_dict().items()},
         "model_config": dataclasses.asdict(model_config),
         "n_features": len(feature_names),
         "seq_len": seq_len,
@@ -71,6 +72,11 @@ def make_checkpoint(
         "params": params,
         "provenance": provenance,
     }
+
+
+def _plain(value: object) -> object:
+    """A tensor on the CPU; a module's extra state (a tree model's text) as it is."""
+    return value.detach().cpu() if isinstance(value, torch.Tensor) else value
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> None:

@@ -53,6 +53,10 @@ def train_fold(
 ) -> tuple[nn.Module, FitResult]:
     """A fresh model of `model_config` fit on `fold`'s train windows, early-stopped on its val
     windows, with the seed and settings every fold shares."""
+    if model_config.type == "lightgbm":
+        from finseq.trees import train_trees  # LightGBM is loaded for tree models only
+
+        return train_trees(data, windows, fold, model_config, train_config.seed, on_epoch, ranks)
     training_data = TrainingData.from_arrays(
         data.scaled_features(fold),
         data.labels,
@@ -115,11 +119,21 @@ def fold_checkpoint(
         provenance={
             "finseq_version": finseq.__version__,
             "torch_version": str(torch.__version__),
+            **_trees_version(params.model),
             "source_hash": source_hash(),
             "prepared_hash": data.content_hash,
             "windows_hash": windows.content_hash,
         },
     )
+
+
+def _trees_version(model_config: ModelConfig) -> dict:
+    """The LightGBM release that wrote a tree model's text (nothing for a torch model)."""
+    if model_config.type != "lightgbm":
+        return {}
+    import lightgbm
+
+    return {"lightgbm_version": lightgbm.__version__}
 
 
 # Settings that change how fast a model trains, never its weights: left out of its checkpoint.

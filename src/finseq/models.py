@@ -2,14 +2,16 @@
 inference over window ends (`predict_logits`), shared by training, evaluate and predict.
 
 Every model maps a batch of windows (batch, seq_len, features) to logits over the
-three classes (-1, 0, 1). Training and loading a checkpoint both build models here,
-from the same config, so a saved state_dict always finds the module it fits.
+three classes (-1, 0, 1), the gradient-boosted trees included (LastBarTrees). Training and
+loading a checkpoint both build models here, from the same config, so a saved state_dict
+always finds the module it fits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,10 +52,55 @@ class LastBarLinear(nn.Module):
         return self.head(windows[:, -1])
 
 
+class LastBarTrees(nn.Module):
+    """Gradient-boosted trees (LightGBM) on the last bar's features, behind the forward every
+    model has: windows in, the booster's raw scores out as float32 logits, so that training's
+    validation, evaluate and finseq predict score it by the same predict_logits.
+
+    The booster's text model is the module's extra state: its state_dict, and so its
+    checkpoint, holds one plain str, which loads with weights_only=True. Scores are computed
+    in one thread: a row's score is the same with any number, and a process that has run
+    LightGBM's OpenMP threads can hang in the workers it forks later (LightGBM's FAQ).
+    """
+
+    def __init__(self, n_features: int, config: ModelConfig):
+        super().__init__()
+        self.n_features = n_features
+        self.booster_text = ""
+        self.booster = None
+
+    def get_extra_state(self) -> str:
+        return self.booster_text
+
+    def set_extra_state(self, state: object) -> None:
+        """Loads the booster from its text (LightGBM is imported only for a tree model)."""
+        import lightgbm
+
+        if not isinstance(state, str):
+            raise RuntimeError(f"the booster is a {type(state).__name__}, not LightGBM text")
+        try:
+            booster = lightgbm.Booster(model_str=state)
+        except lightgbm.basic.LightGBMError as exc:
+            raise RuntimeError(f"not a LightGBM model ({exc})") from None
+        if booster.num_feature() != self.n_features:
+            raise RuntimeError(
+                f"the booster reads {booster.num_feature()} features, the model {self.n_features}"
+            )
+        self.booster, self.booster_text = booster, state
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        if self.booster is None:  # an ensemble of no trees: every raw score is 0
+            return torch.zeros(len(windows), NUM_CLASSES, device=windows.device)
+        last_bars = np.ascontiguousarray(windows[:, -1].detach().float().cpu().numpy())
+        scores = self.booster.predict(last_bars, raw_score=True, num_threads=1)
+        return torch.from_numpy(scores).to(device=windows.device, dtype=torch.float32)
+
+
 MODELS: dict[str, Callable[[int, ModelConfig], nn.Module]] = {
     "lstm": lambda n_features, config: RecurrentClassifier(nn.LSTM, n_features, config),
     "gru": lambda n_features, config: RecurrentClassifier(nn.GRU, n_features, config),
     "linear": LastBarLinear,
+    "lightgbm": LastBarTrees,
 }
 
 

@@ -126,11 +126,36 @@ class WindowConfig:
 
 
 @dataclass(frozen=True, config=SECTION)
+class LightGBMConfig:
+    """model.lightgbm: the gradient-boosted trees of `model.type: lightgbm`."""
+
+    num_leaves: Annotated[Integer, Field(ge=2, le=131072)]
+    min_data_in_leaf: Annotated[Integer, Field(ge=1)]
+    learning_rate: Annotated[Number, Field(gt=0, le=1)]
+    max_rounds: Annotated[Integer, Field(ge=1, le=100_000)]
+    early_stopping_rounds: Annotated[Integer, Field(ge=1)]
+    feature_fraction: Annotated[Number, Field(gt=0, le=1)]
+    bagging_fraction: Annotated[Number, Field(gt=0, le=1)]
+
+
+def _lightgbm_section(value: Any) -> Any:
+    """model.lightgbm's mapping, validated as its own section so that an error names the
+    nested key (model.lightgbm.num_leaves): pydantic's strict mode takes no dict for a nested
+    dataclass, and passes the ConfigError of this validator on unchanged."""
+    if value is None or isinstance(value, LightGBMConfig):
+        return value
+    return parse_section(LightGBMConfig, value, "model.lightgbm")
+
+
+@dataclass(frozen=True, config=SECTION)
 class ModelConfig:
-    type: Literal["lstm", "gru", "linear"]
+    type: Literal["lstm", "gru", "linear", "lightgbm"]
     hidden_dim: Annotated[Integer, Field(ge=1, le=8192)]
     num_layers: Annotated[Integer, Field(ge=1, le=32)]
     dropout: Annotated[Number, Field(ge=0, lt=1)]
+    # Optional so that checkpoints written before it existed still load; params.yaml has it,
+    # and model.type lightgbm requires it (_check_across_sections).
+    lightgbm: Annotated[LightGBMConfig | None, BeforeValidator(_lightgbm_section)] = None
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -249,6 +274,8 @@ def parse_section(cls: type, raw: Any, name: str) -> Any:
 
 def _check_across_sections(params: Params) -> None:
     train = params.train
+    if params.model.type == "lightgbm":
+        _check_lightgbm(params.model, train)
     if train.processes > 1 and train.fold_workers not in ("auto", 1):
         raise ConfigError(
             f"train.processes = {train.processes} with train.fold_workers = "
@@ -267,6 +294,32 @@ def _check_across_sections(params: Params) -> None:
             f"{params.window.stride}: overlapping positions need a window at every bar, and "
             "the bars between strided windows have no return; set backtest.hold to 1 or "
             "window.stride to 1"
+        )
+
+
+def _check_lightgbm(model: ModelConfig, train: TrainConfig) -> None:
+    """What trees cannot do: train across processes or on a GPU, or differ by seed without
+    drawing rows or features."""
+    if model.lightgbm is None:
+        raise ConfigError(
+            f"model.lightgbm is missing from {PARAMS_FILE}: model.type = 'lightgbm' reads it"
+        )
+    if train.processes > 1:
+        raise ConfigError(
+            f"train.processes = {train.processes} with model.type = 'lightgbm': trees train "
+            "in one process (no torch.distributed); set train.processes to 1"
+        )
+    if train.device == "cuda":
+        raise ConfigError(
+            "train.device = 'cuda' with model.type = 'lightgbm': LightGBM trains on the CPU "
+            "here; set train.device to 'cpu' or 'auto'"
+        )
+    trees = model.lightgbm
+    if train.seeds > 1 and trees.feature_fraction == 1 and trees.bagging_fraction == 1:
+        raise ConfigError(
+            f"train.seeds = {train.seeds} with model.lightgbm.feature_fraction and "
+            "bagging_fraction both 1: every seed would grow the same trees; set train.seeds "
+            "to 1 or a fraction below 1"
         )
 
 

@@ -30,6 +30,7 @@ MODEL_SOURCES = (
     "stages/train.py",
     "folds.py",
     "fit.py",
+    "trees.py",
     "models.py",
     "runtime.py",
     "distributed.py",
