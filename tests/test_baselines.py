@@ -83,9 +83,10 @@ def test_the_regime_terciles_are_cut_on_the_training_windows():
         "high",
         "high",
     ]
-    assert regimes(cuts, features, NAMES, np.arange(9)).tolist() == ["low"] * 3 + ["mid"] * 3 + [
-        "high"
-    ] * 3
+    assert (
+        regimes(cuts, features, NAMES, np.arange(9)).tolist()
+        == ["low"] * 3 + ["mid"] * 3 + ["high"] * 3
+    )
 
 
 def test_the_baseline_table_splits_the_move_by_the_prior_and_so_knows_no_direction():

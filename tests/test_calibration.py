@@ -13,8 +13,8 @@ from finseq.calibration import (
     expected_calibration_error,
     fit_calibration,
     reliability_frame,
+    softmax,
 )
-from finseq.evaluate import softmax
 
 DOWN, FLAT, UP = 0, 1, 2
 

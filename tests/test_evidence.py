@@ -550,7 +550,7 @@ def test_out_of_sample_evidence_is_the_backtest_with_the_headline_intervals_adde
     backtest = BacktestConfig(
         threshold=0.02, long_only=True, cost_bps=10, hold="horizon", sizing="score"
     )
-    settings = EvaluateConfig(batch_size=1, resamples=100, bootstrap_seed=3)
+    settings = EvaluateConfig(batch_size=1, resamples=100, bootstrap_seed=3, calibration="none")
     figures, equity = out_of_sample_evidence(predictions, backtest, settings, horizon=40)
     rule = {"hold": 40, "sizing": "score"}
     expected_figures, expected_equity = backtest_metrics(predictions, 0.02, True, 10, **rule)

@@ -22,15 +22,21 @@ from conftest import tiny_params_dict
 from finseq import pipeline
 from finseq import predict as predict_module
 from finseq.artifacts import PreparedData, WindowSets
+from finseq.calibration import (
+    DEFAULT_CALIBRATION,
+    calibrated_probabilities,
+    checkpoint_calibration,
+)
 from finseq.card import model_card
 from finseq.checkpoint import load_checkpoint, save_checkpoint
 from finseq.distributed import Ranks
 from finseq.errors import ConfigError
-from finseq.folds import fold_checkpoint, train_models
+from finseq.folds import train_models
 from finseq.models import LastBarTrees, build_model, predict_logits
 from finseq.params import LightGBMConfig, Params, parse_params
 from finseq.paths import FOLD_MODELS_DIR, MODEL_FILE, TRAIN_LIVE_DIR
 from finseq.runtime import set_numerics
+from finseq.saving import fold_checkpoint
 from finseq.split import TEST
 from finseq.synthetic import write_panel
 from finseq.trees import fit_trees, train_trees
@@ -269,10 +275,12 @@ def test_finseq_predict_gives_the_pipelines_probabilities_bit_for_bit(trained, t
         ["--model", str(model_file), "--all", "--out", str(out), *map(str, trained.raw)]
     )
     predicted = pd.read_csv(out, parse_dates=["timestamp"])
-    loaded, _ = load_checkpoint(model_file)
+    loaded, saved = load_checkpoint(model_file)
     scores = pipeline.score_fold(trained.params, loaded, data, trained.windows, fold, CPU)
+    # Both calibrated by the checkpoint's own fit of finseq predict's default method.
+    calibration = checkpoint_calibration(saved, model_file, DEFAULT_CALIBRATION)
     for part in ("val", "test"):
-        expected = torch.softmax(torch.from_numpy(scores.logits[part]), dim=1).numpy()
+        expected = calibrated_probabilities(calibration, scores.logits[part]).astype(np.float32)
         ends = scores.ends[part]
         keys = pd.DataFrame(
             {

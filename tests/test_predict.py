@@ -25,6 +25,12 @@ from test_checkpoint_safety import write_malicious
 import finseq
 from finseq import predict as predict_module
 from finseq.artifacts import PreparedData, WindowSets
+from finseq.calibration import (
+    DEFAULT_CALIBRATION,
+    calibrated_probabilities,
+    checkpoint_calibration,
+    softmax,
+)
 from finseq.card import model_card
 from finseq.checkpoint import load_checkpoint, save_checkpoint
 from finseq.errors import DataError
@@ -92,12 +98,12 @@ def in_prepared_order(predicted: pd.DataFrame, data: PreparedData, ends: np.ndar
     return matched
 
 
-def pipeline_probabilities(model_file: Path, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
+def pipeline_logits(model_file: Path, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
     """The pipeline's data scored by a path that shares no code with finseq predict's: the
     prepared matrix scaled by the model fold's scaler, each window a NumPy slice of it, the
     module's forward in batches of PREDICT_BATCH (the last padded with its last window, as
     predict pads), under torch's own bf16 autocast when the checkpoint trained in bf16.
-    Returns (end rows, float32 probabilities)."""
+    Returns (end rows, float32 logits)."""
     set_numerics(torch.device("cpu"))
     model, checkpoint = load_checkpoint(model_file)
     seq_len = checkpoint["seq_len"]
@@ -123,7 +129,16 @@ def pipeline_probabilities(model_file: Path, data: PreparedData) -> tuple[np.nda
             else:
                 logits = model(inputs)
             chunks.append(logits.float()[:count])
-    return ends, torch.softmax(torch.cat(chunks), dim=1).numpy()
+    return ends, torch.cat(chunks).numpy()
+
+
+def pipeline_probabilities(model_file: Path, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
+    """pipeline_logits calibrated as evaluate calibrates them (the checkpoint's own fit of
+    the default method), in float32 as predict writes them."""
+    ends, logits = pipeline_logits(model_file, data)
+    checkpoint = torch.load(model_file, weights_only=True)
+    calibration = checkpoint_calibration(checkpoint, model_file, DEFAULT_CALIBRATION)
+    return ends, calibrated_probabilities(calibration, logits).astype(np.float32)
 
 
 # --- no train/serve skew ------------------------------------------------------------------
@@ -226,7 +241,10 @@ def test_the_default_is_the_last_bar_of_each_series_as_a_table(trained, capsys):
     status, out, err = run_cli(capsys, "--model", trained.model_file, *trained.raw)
     assert status == 0 and err == ""
     lines = out.splitlines()
-    assert lines[0] == f"model {trained.model_file} (md5 {file_md5(trained.model_file)})"
+    assert lines[0] == (
+        f"model {trained.model_file} (md5 {file_md5(trained.model_file)}), "
+        "calibration move_direction"
+    )
     assert lines[1].split() == ["timestamp", "series", *PROBABILITIES, "label"]
     assert [line.split()[:2] for line in lines[2:]] == [
         ["2018-12-31", "sp500"],
@@ -728,3 +746,33 @@ def test_predict_and_info_load_no_training_machinery(trained, tmp_path, command)
     assert result.stdout.strip().splitlines()[-1] == "[]"
     if command == "predict":
         assert len(pd.read_csv(tmp_path / "p.csv")) == 1
+
+
+def test_each_calibration_is_the_checkpoints_own_fit_and_none_is_the_softmax(trained, tmp_path):
+    """--calibration none writes softmax of the logits; each other method the fit the
+    checkpoint holds (made on the model's val windows when it was saved), and the default
+    is params.yaml's evaluate.calibration."""
+    _, logits = pipeline_logits(trained.model_file, trained.data)
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    assert set(checkpoint["calibrations"]) == {"none", "temperature", "move_direction"}
+    for method in ("none", "temperature", "move_direction"):
+        out = tmp_path / f"{method}.csv"
+        predict_module.run(
+            [
+                "--model",
+                str(trained.model_file),
+                "--all",
+                "--calibration",
+                method,
+                "--out",
+                str(out),
+                *map(str, trained.raw),
+            ]
+        )
+        fitted = checkpoint_calibration(checkpoint, trained.model_file, method)
+        expected = calibrated_probabilities(fitted, logits).astype(np.float32)
+        assert np.array_equal(as_float32(read_predictions(out)), expected), method
+        if method == "none":
+            assert np.array_equal(expected, softmax(logits).astype(np.float32))
+    defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert defaults["evaluate"]["calibration"] == DEFAULT_CALIBRATION

@@ -24,10 +24,12 @@ import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit, log_expit, logsumexp
 
-from finseq.evaluate import softmax
+from finseq.errors import DataError
 from finseq.labels import NUM_CLASSES, to_classes
 
 CALIBRATION_METHODS = ("none", "temperature", "move_direction")
+# params.yaml's evaluate.calibration, and finseq predict's default (a test keeps them equal).
+DEFAULT_CALIBRATION = "move_direction"
 CLASS_NAMES = ("down", "flat", "up")  # class indices 0, 1, 2: labels -1, 0, 1
 DOWN, FLAT, UP = 0, 1, 2
 # Bounds of log T: T from e^-5 to e^5 (about 1/148 to 148), far beyond any temperature a
@@ -66,11 +68,35 @@ class Calibration:
         )
 
 
+# Probabilities as softmax gives them: what `none` fits, and what a model is scored with
+# when no calibration is asked for.
+IDENTITY = Calibration()
+
+
+def checkpoint_calibration(checkpoint: dict, model_file: object, method: str) -> Calibration:
+    """The calibration `method` fit on the model's own val windows when it was saved."""
+    if method == "none":
+        return IDENTITY
+    if "calibrations" not in checkpoint:
+        raise DataError(
+            f"{model_file} holds no calibration (saved by an older finseq): run `dvc repro`, "
+            "or set evaluate.calibration to none"
+        )
+    return Calibration.from_dict(checkpoint["calibrations"][method])
+
+
 def _check(logits: np.ndarray, classes: np.ndarray) -> None:
     if logits.ndim != 2 or logits.shape[1] != NUM_CLASSES or classes.shape != logits.shape[:1]:
         raise ValueError(f"logits {logits.shape} and classes {classes.shape} do not pair up")
     if len(classes) and (classes.min() < 0 or classes.max() >= NUM_CLASSES):
         raise ValueError("classes must be 0..2: leave windows of unknown label out")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities of logits (float64), each row shifted by its own maximum."""
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def shifted_logits(logits: np.ndarray) -> np.ndarray:
@@ -91,7 +117,7 @@ def move_and_direction_logits(logits: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def calibrated_probabilities(calibration: Calibration, logits: np.ndarray) -> np.ndarray:
     """(windows, 3) float64 probabilities, each row summing to 1, finite for any finite
-    logits. The identity returns evaluate.softmax's probabilities bit for bit."""
+    logits. The identity returns softmax's probabilities bit for bit."""
     logits = np.asarray(logits, dtype=np.float64)
     if calibration == Calibration():
         with np.errstate(over="ignore"):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from finseq.calibration import softmax
 from finseq.labels import CLASS_LABELS, NUM_CLASSES, UNKNOWN_LABEL, to_classes
 
 
@@ -38,12 +39,6 @@ def class_prior(train_classes: np.ndarray) -> np.ndarray:
 def cross_entropy(probabilities: np.ndarray, classes: np.ndarray) -> float:
     picked = probabilities[np.arange(len(classes)), classes]
     return float(-np.mean(np.log(np.clip(picked, 1e-12, None))))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def confusion_matrix(classes: np.ndarray, predicted: np.ndarray) -> np.ndarray:

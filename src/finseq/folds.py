@@ -14,29 +14,25 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 from dvclive import Live
 from torch import nn
 
-import finseq
 from finseq.artifacts import PreparedData, WindowSets, load_windowed
 from finseq.atomic import atomic_path, write_json, write_text
-from finseq.checkpoint import make_checkpoint, save_checkpoint
+from finseq.checkpoint import save_checkpoint
 from finseq.distributed import Ranks
 from finseq.fit import VAL_BATCH, EpochResult, FitResult, TrainingData, fit
 from finseq.models import build_model
 from finseq.params import ModelConfig, Params, TrainConfig
 from finseq.paths import FOLD_MODELS_DIR, MODEL_FILE, PREPARED_DIR, TRAIN_LIVE_DIR, WINDOWS_DIR
-from finseq.provenance import source_hash
 from finseq.runtime import (
     configure_torch,
     fold_worker_threads,
     resolve_fold_workers,
     set_numerics,
 )
-from finseq.split import TRAIN, VAL
+from finseq.saving import fold_checkpoint
 
 
 def train_fold(
@@ -69,89 +65,6 @@ def train_fold(
     model = build_model(model_config, data.features.shape[1])
     result = fit(model, training_data, train_config, on_epoch, eval_batch_size, ranks)
     return model, result
-
-
-def fold_checkpoint(
-    model: nn.Module,
-    result: FitResult,
-    data: PreparedData,
-    windows: WindowSets,
-    fold: str,
-    params: Params,
-    world_size: int = 1,
-) -> dict:
-    """The checkpoint of one fold's model: its scaler, its cut dates and how it was trained
-    (`world_size`: the processes that trained it together)."""
-    scaler = data.scaler(fold)
-    cuts = {key: value for key, value in data.meta["folds"][fold].items() if "scaler" not in key}
-    train_settings = {
-        key: value
-        for key, value in dataclasses.asdict(params.train).items()
-        if key not in EXECUTION_ONLY
-    }
-    return make_checkpoint(
-        model,
-        params.model,
-        seq_len=windows.seq_len,
-        feature_names=data.meta["feature_names"],
-        scaler_mean=scaler.mean.tolist(),
-        scaler_std=scaler.std.tolist(),
-        training={
-            "fold": fold,
-            **cuts,
-            "trained_until": trained_until(data, fold),
-            "best_epoch": result.best_epoch,
-            "stop_reason": result.stop_reason,
-            "seed": params.train.seed,
-            "world_size": world_size,
-            "label_horizon": data.meta["label_horizon"],
-            "warmup_bars": data.meta["warmup_bars"],
-            "series": list(data.meta["series_names"]),
-            "bar_interval": bar_interval(data),
-        },
-        params={
-            "label": data.meta["label"],
-            "split": data.meta["split"],
-            "window": {"seq_len": windows.seq_len, "stride": windows.stride},
-            "model": dataclasses.asdict(params.model),
-            "train": train_settings,
-        },
-        provenance={
-            "finseq_version": finseq.__version__,
-            "torch_version": str(torch.__version__),
-            **_trees_version(params.model),
-            "source_hash": source_hash(),
-            "prepared_hash": data.content_hash,
-            "windows_hash": windows.content_hash,
-        },
-    )
-
-
-def _trees_version(model_config: ModelConfig) -> dict:
-    """The LightGBM release that wrote a tree model's text (nothing for a torch model)."""
-    if model_config.type != "lightgbm":
-        return {}
-    import lightgbm
-
-    return {"lightgbm_version": lightgbm.__version__}
-
-
-# Settings that change how fast a model trains, never its weights: left out of its checkpoint.
-EXECUTION_ONLY = ("threads", "fold_workers")
-
-
-def bar_interval(data: PreparedData) -> str:
-    """The median spacing of consecutive bars of a series, as a pandas Timedelta string."""
-    steps = np.diff(data.timestamps.astype("datetime64[ns]").astype(np.int64))
-    same_series = data.series[1:] == data.series[:-1]
-    return str(pd.Timedelta(int(np.median(steps[same_series])), unit="ns"))
-
-
-def trained_until(data: PreparedData, fold: str) -> str:
-    """The last bar a fold's model learned from or was early-stopped on (ISO timestamp)."""
-    parts = data.parts[data.fold_index(fold)]
-    seen = (parts == TRAIN) | (parts == VAL)
-    return pd.Timestamp(data.timestamps[seen].max()).isoformat()
 
 
 def log_epoch(live, result: EpochResult, fold: str | None = None) -> None:

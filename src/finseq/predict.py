@@ -31,6 +31,14 @@ import pandas as pd
 import torch
 
 from finseq.atomic import atomic_path
+from finseq.calibration import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION,
+    IDENTITY,
+    Calibration,
+    calibrated_probabilities,
+    checkpoint_calibration,
+)
 from finseq.checkpoint import load_checkpoint
 from finseq.command import run_stage
 from finseq.errors import DataError, note
@@ -158,10 +166,15 @@ def note_short_history(series: SeriesInputs, inputs: ModelInputs) -> None:
 
 
 def predict_series(
-    model: torch.nn.Module, checkpoint: dict, model_md5: str, series: list[SeriesInputs]
+    model: torch.nn.Module,
+    checkpoint: dict,
+    model_md5: str,
+    series: list[SeriesInputs],
+    calibration: Calibration = IDENTITY,
 ) -> pd.DataFrame:
     """Probabilities of every predicted bar: the rows stacked as the pipeline stacks series,
-    windows gathered by end index, batches padded to PREDICT_BATCH."""
+    windows gathered by end index, batches padded to PREDICT_BATCH; calibrated as evaluate
+    calibrates its test windows, in float32."""
     seq_len = checkpoint["seq_len"]
     offsets = np.cumsum([0] + [len(one.rows) for one in series])
     ends = np.concatenate(
@@ -175,7 +188,7 @@ def predict_series(
     logits = predict_logits(
         model, features, torch.as_tensor(ends), seq_len, PREDICT_BATCH, precision, pad=True
     )
-    probabilities = torch.softmax(logits, dim=1).numpy()
+    probabilities = calibrated_probabilities(calibration, logits.numpy()).astype(np.float32)
     frame = pd.DataFrame(
         {
             "timestamp": np.concatenate([one.timestamps for one in series]),
@@ -212,8 +225,14 @@ def read_model(path: Path) -> tuple[torch.nn.Module, dict]:
     return model, checkpoint
 
 
-def predict(csv_paths: Sequence[str], model_file: Path, selection: Selection) -> pd.DataFrame:
-    """The whole command as a function: checkpoint + CSVs -> one row per predicted bar."""
+def predict(
+    csv_paths: Sequence[str],
+    model_file: Path,
+    selection: Selection,
+    calibration: str = DEFAULT_CALIBRATION,
+) -> pd.DataFrame:
+    """The whole command as a function: checkpoint + CSVs -> one row per predicted bar,
+    with the model's own `calibration` (fit on its val windows when it was saved)."""
     check_distinct_names(csv_paths, "the command line")
     set_numerics(torch.device("cpu"))
     model, checkpoint = read_model(model_file)
@@ -226,7 +245,8 @@ def predict(csv_paths: Sequence[str], model_file: Path, selection: Selection) ->
     series = map_files(partial(series_inputs, inputs=inputs, selection=selection), csv_paths)
     for one in series:
         note_short_history(one, inputs)
-    return predict_series(model, checkpoint, file_md5(model_file), series)
+    fitted = checkpoint_calibration(checkpoint, model_file, calibration)
+    return predict_series(model, checkpoint, file_md5(model_file), series, fitted)
 
 
 def parse_since(text: str) -> pd.Timestamp:
@@ -256,6 +276,12 @@ def build_parser(prog: str = "finseq predict") -> argparse.ArgumentParser:
     which.add_argument("--since", type=parse_since, help="every bar from DATE on")
     which.add_argument("--all", action="store_true", help="every bar with a full window")
     parser.add_argument("--out", type=Path, help="write CSV here (default: a table on stdout)")
+    parser.add_argument(
+        "--calibration",
+        choices=CALIBRATION_METHODS,
+        default=DEFAULT_CALIBRATION,
+        help=f"as evaluate.calibration (default: {DEFAULT_CALIBRATION}, params.yaml's default)",
+    )
     return parser
 
 
@@ -277,9 +303,9 @@ def run(argv: Sequence[str] | None = None, prog: str = "finseq predict") -> None
         selection = Selection(last=args.last or 1)
     if args.out is not None:
         check_output(args.out)
-    frame = predict(args.csv, args.model, selection)
+    frame = predict(args.csv, args.model, selection, args.calibration)
     if args.out is None:
-        print(f"model {args.model} (md5 {frame['model'].iloc[0]})")
+        print(f"model {args.model} (md5 {frame['model'].iloc[0]}), calibration {args.calibration}")
         print(table(frame))
         return
     with atomic_path(args.out) as temporary:

@@ -32,6 +32,7 @@ MODEL_SOURCES = (
     "fit.py",
     "trees.py",
     "models.py",
+    "calibration.py",
     "runtime.py",
     "distributed.py",
     "checkpoint.py",

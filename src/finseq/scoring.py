@@ -23,7 +23,13 @@ from finseq.artifacts import PreparedData, WindowSets, load_windowed
 from finseq.atomic import write_json, write_text
 from finseq.baselines import fit_volatility_baseline, regime_cuts, regimes, volatility_p_flat
 from finseq.breakdown import breakdowns
-from finseq.calibration import table_calibration
+from finseq.calibration import (
+    IDENTITY,
+    Calibration,
+    calibrated_probabilities,
+    checkpoint_calibration,
+    table_calibration,
+)
 from finseq.checkpoint import load_checkpoint
 from finseq.errors import DataError, note
 from finseq.evaluate import (
@@ -72,10 +78,12 @@ def score_fold(
     *,
     batch_size: int,
     precision: str,
+    calibration: Calibration = IDENTITY,
 ) -> FoldScores:
     """`fold`'s model on its own val and test windows, beside the class prior and the
     volatility baseline of its own training windows (the baselines of every window it
-    scores), with each test window's volatility regime."""
+    scores), with each test window's volatility regime; its test probabilities calibrated
+    by `calibration` (fit on its val windows when the model was saved)."""
     features = torch.as_tensor(data.scaled_features(fold), device=device)
     ends = {part: windows.ends[fold][part] for part in ("val", "test")}
     logits = {
@@ -103,6 +111,7 @@ def score_fold(
         ends=ends,
         logits=logits,
         prior=prior,
+        test_probabilities=calibrated_probabilities(calibration, logits["test"]),
         volatility_p_flat=volatility_p_flat(coefficients, scaled, names, ends["test"]),
         regime=regimes(cuts, data.features, names, ends["test"]),
     )
@@ -178,7 +187,10 @@ def score_every_fold(
             prepared_dir=prepared_dir,
             windows_dir=windows_dir,
         )
-        scores.append(score_fold_as_configured(params, model, data, windows, fold, device))
+        calibration = checkpoint_calibration(checkpoint, model_file, params.evaluate.calibration)
+        scores.append(
+            score_fold_as_configured(params, model, data, windows, fold, device, calibration)
+        )
     return scores
 
 
@@ -189,6 +201,7 @@ def score_fold_as_configured(
     windows: WindowSets,
     fold: str,
     device: torch.device,
+    calibration: Calibration = IDENTITY,
 ) -> FoldScores:
     """score_fold with the run's evaluate.batch_size and train.precision."""
     return score_fold(
@@ -199,6 +212,7 @@ def score_fold_as_configured(
         device,
         batch_size=params.evaluate.batch_size,
         precision=params.train.precision,
+        calibration=calibration,
     )
 
 
