@@ -175,7 +175,7 @@ def train_tiny_model(raw: Sequence[Path], model_file: Path):
 
     from finseq import pipeline
     from finseq.checkpoint import save_checkpoint
-    from finseq.folds import fold_checkpoint
+    from finseq.saving import fold_checkpoint
 
     params = tiny_params(data={"files": [str(path) for path in raw], "workers": 1})
     data = pipeline.prepare(params)

@@ -353,3 +353,64 @@ def test_reliability_frame_by_hand():
         }
     )
     pd.testing.assert_frame_equal(frame, expected, check_exact=False, rtol=1e-14)
+
+
+# --- the stage: each model's calibrations fit on its own val windows, never its test ones ----
+
+
+@pytest.mark.slow
+def test_each_saved_model_holds_every_method_fit_on_its_val_windows_and_never_its_test_ones(
+    tmp_path,
+):
+    """fold_calibrations on a tiny trained fold: every method, fit on the val windows' logits
+    and labels (recomputed here); relabelling or rewriting the fold's test windows changes
+    none of them, relabelling its val windows does. A calibration fit on test windows
+    (a planted leak) fails the second check."""
+    import dataclasses
+
+    import torch
+    from conftest import tiny_params
+
+    from finseq import pipeline
+    from finseq.models import predict_logits
+    from finseq.saving import fold_calibrations
+    from finseq.synthetic import synthetic_ohlcv
+
+    files = []
+    for index in range(2):
+        files.append(str(tmp_path / f"s{index}.csv"))
+        synthetic_ohlcv(900, 40 + index, volatility_ratio=3.0).to_csv(files[-1], index=False)
+    params = tiny_params(
+        data={"files": files, "workers": 1}, split={"method": "holdout", "train": 0.6, "val": 0.2}
+    )
+    data = pipeline.prepare(params)
+    windows = pipeline.window(params, data)
+    model, _ = pipeline.train_fold(params, data, windows, "holdout", torch.device("cpu"))
+    fitted = fold_calibrations(model, data, windows, "holdout", params.train)
+    assert set(fitted) == set(CALIBRATION_METHODS)
+    val = windows.ends["holdout"]["val"]
+    logits = predict_logits(
+        model,
+        torch.as_tensor(data.scaled_features("holdout")),
+        torch.as_tensor(val),
+        windows.seq_len,
+        len(val),
+        params.train.precision,
+    ).numpy()
+    classes = data.labels[val].astype(np.int64) + 1
+    for method in CALIBRATION_METHODS:
+        expected = fit_calibration(method, logits.astype(np.float64), classes).as_dict()
+        assert fitted[method] == pytest.approx(expected, rel=1e-6), method
+
+    test = windows.ends["holdout"]["test"]
+    labels, features = data.labels.copy(), data.features.copy()
+    labels[test] = np.where(labels[test] == 0, 1, 0)
+    features[test] *= 3.0
+    other_test = dataclasses.replace(data, labels=labels, features=features)
+    assert fold_calibrations(model, other_test, windows, "holdout", params.train) == fitted
+    labels = data.labels.copy()
+    labels[val] = np.where(labels[val] == 0, 1, 0)
+    other_val = dataclasses.replace(data, labels=labels)
+    refit = fold_calibrations(model, other_val, windows, "holdout", params.train)
+    assert refit["move_direction"] != fitted["move_direction"]
+    assert refit["temperature"] != fitted["temperature"]
