@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import lightgbm
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_params_dict
+from conftest import reproduced_project, tiny_params_dict
 
 from finseq import pipeline
 from finseq import predict as predict_module
@@ -422,3 +423,42 @@ def test_trees_refuse_to_train_under_torchrun(trained):
     ranks = Ranks(rank=0, world_size=2, local_rank=0, local_world_size=2)
     with pytest.raises(ConfigError, match=r"^model.type = 'lightgbm' under torchrun \(2 ranks\)"):
         train_trees(trained.data, trained.windows, "f1", trained.params.model, 42, ranks=ranks)
+
+
+# --- end to end: a DVC experiment, finseq predict on its model, the report's verdicts ------
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_lightgbm_runs_end_to_end_and_the_report_gives_its_verdicts(
+    reproduced_template, tmp_path
+):
+    """`dvc exp run -S model.type=lightgbm` on the tiny project: its model.pth is scored by
+    finseq predict, and the report compares it to the committed LSTM with a verdict for
+    every figure, the move and direction parts included."""
+    project = reproduced_project(reproduced_template, tmp_path / "repo")
+    output = project.run("dvc", "exp", "run", "-n", "trees", "-S", "model.type=lightgbm").stdout
+    assert "Running stage 'train'" in output
+    checkpoint = torch.load(project.path / MODEL_FILE, weights_only=True)
+    assert checkpoint["model_config"]["type"] == "lightgbm"
+    raw = sorted(str(path) for path in (project.path / "data" / "raw").glob("*.csv"))
+    predicted = project.run(sys.executable, "-m", "finseq.predict", *raw).stdout
+    assert "calibration move_direction" in predicted.splitlines()[0]
+    report = project.run(
+        sys.executable, "-m", "finseq.report", "--base", "main", "--target", "trees"
+    ).stdout
+    verdicts = {
+        cells[0]: cells[5]
+        for cells in (
+            [cell.strip() for cell in line.strip("|").split("|")] for line in report.splitlines()
+        )
+        if len(cells) == 6 and cells[5].startswith("**")
+    }
+    assert set(verdicts) == {
+        "skill",
+        "move_skill",
+        "direction_skill",
+        "loss",
+        "accuracy",
+        "sharpe",
+    }
+    assert "## What the model knows" in report

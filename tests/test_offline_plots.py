@@ -141,6 +141,7 @@ def test_plots_diff_page_renders_every_chart_without_network(browser, plotted, t
         "Learning_rate",
         "metrics_equity_csv",
         "metrics_confusion_test_csv",
+        "metrics_reliability_csv",
     ]
     segments = plot_segments(rendered_dom(browser, page, tmp_path / "profile"), plot_ids)
     for plot_id, segment in segments.items():
@@ -154,6 +155,12 @@ def test_plots_diff_page_renders_every_chart_without_network(browser, plotted, t
     last_fold = f"f{TINY_OVERRIDES['split']['folds']}"
     assert {"fold", "f1", last_fold, "final"} <= by_fold_texts
     assert {"strategy", "buy_hold"} <= drawn_texts(segments["metrics_equity_csv"])
+    # The reliability diagram (.dvc/plots/reliability.json): one line per class, its axes.
+    reliability_texts = drawn_texts(segments["metrics_reliability_csv"])
+    assert {"Test reliability (calibration) by class", "class", "down", "flat", "up"} <= (
+        reliability_texts
+    )
+    assert {"predicted probability", "realised frequency"} <= reliability_texts
     # The learning rate's axis (.dvc/plots/learning_rate.json) labels the constant 0.001 as
     # 1.0e-3, not as a row of zeros.
     rate_texts = drawn_texts(segments["Learning_rate"])
