@@ -100,6 +100,22 @@ def test_move_direction_falls_back_to_the_base_rate_when_the_direction_is_noise(
     assert direction_loss(softmax(test_logits), test_classes) > prior_loss + 0.5
 
 
+def test_direction_recalibrates_which_way_and_leaves_will_it_move_as_the_model_gives_it():
+    """`direction`: move_direction's direction fit, the move part the identity: P(flat) is
+    the softmax's, and P(up | move) falls back to the base rate where the logits are noise."""
+    logits, classes = move_direction_windows(20_000, direction_truth=0.0, seed=1)
+    both = fit_calibration("move_direction", logits, classes)
+    calibration = fit_calibration("direction", logits, classes)
+    assert calibration == Calibration(
+        direction_slope=both.direction_slope, direction_intercept=both.direction_intercept
+    )
+    probabilities = calibrated_probabilities(calibration, logits)
+    np.testing.assert_allclose(probabilities[:, FLAT], softmax(logits)[:, FLAT], rtol=1e-12)
+    moved = classes != FLAT
+    base_rate = np.mean(classes[moved] == UP)
+    assert direction_loss(probabilities, classes) <= rate_loss(base_rate, classes) + 1e-6
+
+
 def test_move_direction_keeps_a_direction_the_model_knows():
     logits, classes = move_direction_windows(20_000, direction_truth=0.5, seed=3)
     calibration = fit_calibration("move_direction", logits, classes)

@@ -442,7 +442,7 @@ def test_dvc_exp_run_lightgbm_runs_end_to_end_and_the_report_gives_its_verdicts(
     assert checkpoint["model_config"]["type"] == "lightgbm"
     raw = sorted(str(path) for path in (project.path / "data" / "raw").glob("*.csv"))
     predicted = project.run(sys.executable, "-m", "finseq.predict", *raw).stdout
-    assert "calibration move_direction" in predicted.splitlines()[0]
+    assert "calibration direction" in predicted.splitlines()[0]
     report = project.run(
         sys.executable, "-m", "finseq.report", "--base", "main", "--target", "trees"
     ).stdout

@@ -242,8 +242,7 @@ def test_the_default_is_the_last_bar_of_each_series_as_a_table(trained, capsys):
     assert status == 0 and err == ""
     lines = out.splitlines()
     assert lines[0] == (
-        f"model {trained.model_file} (md5 {file_md5(trained.model_file)}), "
-        "calibration move_direction"
+        f"model {trained.model_file} (md5 {file_md5(trained.model_file)}), calibration direction"
     )
     assert lines[1].split() == ["timestamp", "series", *PROBABILITIES, "label"]
     assert [line.split()[:2] for line in lines[2:]] == [
@@ -754,8 +753,8 @@ def test_each_calibration_is_the_checkpoints_own_fit_and_none_is_the_softmax(tra
     is params.yaml's evaluate.calibration."""
     _, logits = pipeline_logits(trained.model_file, trained.data)
     checkpoint = torch.load(trained.model_file, weights_only=True)
-    assert set(checkpoint["calibrations"]) == {"none", "temperature", "move_direction"}
-    for method in ("none", "temperature", "move_direction"):
+    assert set(checkpoint["calibrations"]) == {"none", "temperature", "move_direction", "direction"}
+    for method in ("none", "temperature", "move_direction", "direction"):
         out = tmp_path / f"{method}.csv"
         predict_module.run(
             [

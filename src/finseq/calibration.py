@@ -27,9 +27,9 @@ from scipy.special import expit, log_expit, logsumexp
 from finseq.errors import DataError
 from finseq.labels import NUM_CLASSES, to_classes
 
-CALIBRATION_METHODS = ("none", "temperature", "move_direction")
+CALIBRATION_METHODS = ("none", "temperature", "move_direction", "direction")
 # params.yaml's evaluate.calibration, and finseq predict's default (a test keeps them equal).
-DEFAULT_CALIBRATION = "move_direction"
+DEFAULT_CALIBRATION = "direction"
 CLASS_NAMES = ("down", "flat", "up")  # class indices 0, 1, 2: labels -1, 0, 1
 DOWN, FLAT, UP = 0, 1, 2
 # Bounds of log T: T from e^-5 to e^5 (about 1/148 to 148), far beyond any temperature a
@@ -227,6 +227,12 @@ def fit_calibration(method: str, logits: np.ndarray, classes: np.ndarray) -> Cal
         return Calibration(temperature=fit_temperature(logits, classes))
     if method == "move_direction":
         return fit_move_direction(logits, classes)
+    if method == "direction":
+        fitted = fit_move_direction(logits, classes)
+        return Calibration(
+            direction_slope=fitted.direction_slope,
+            direction_intercept=fitted.direction_intercept,
+        )
     raise ValueError(f"calibration method {method!r} is not one of {CALIBRATION_METHODS}")
 
 

@@ -183,7 +183,7 @@ class EvaluateConfig:
     batch_size: Annotated[Integer, Field(ge=1)]
     resamples: Annotated[Integer, Field(ge=100, le=100_000)]
     bootstrap_seed: Annotated[Integer, Field(ge=0)]
-    calibration: Literal["none", "temperature", "move_direction"]
+    calibration: Literal["none", "temperature", "move_direction", "direction"]
 
 
 @dataclass(frozen=True, config=SECTION)
