@@ -23,20 +23,16 @@ from finseq.errors import ConfigError
 from finseq.evaluate import class_prior
 from finseq.fit import EpochResult, FitResult
 from finseq.folds import (
-    EXECUTION_ONLY,
     FoldRun,
     _FoldContext,
     _start_fold_worker,
     _train_and_save,
     _train_in_worker,
-    bar_interval,
-    fold_checkpoint,
     fold_curves_tsv,
     log_epoch,
     run_summary,
     train_fold,
     train_folds,
-    trained_until,
     training_summary,
 )
 from finseq.load import load_series
@@ -44,6 +40,7 @@ from finseq.models import build_model, predict_logits
 from finseq.panel import prepare_dataset
 from finseq.params import ModelConfig
 from finseq.provenance import source_hash
+from finseq.saving import EXECUTION_ONLY, bar_interval, fold_checkpoint, trained_until
 from finseq.scoring import score_fold
 from finseq.split import OUTSIDE, TEST, TRAIN, VAL
 from finseq.synthetic import write_panel
