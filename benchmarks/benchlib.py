@@ -40,10 +40,12 @@ PROJECT_FILES = (
     ".dvc/.gitignore",
     # The offline plots page that .dvc/config names as plots.html_template.
     ".dvc/plots/offline.html",
-    # The vega-lite template of the by-fold validation loss chart (dvc.yaml's plots).
+    # The vega-lite templates of dvc.yaml's plots (by fold, by date, the learning rate's log
+    # axis, the reliability diagram).
     ".dvc/plots/by_fold.json",
     ".dvc/plots/by_date.json",
     ".dvc/plots/learning_rate.json",
+    ".dvc/plots/reliability.json",
 )
 
 
