@@ -385,22 +385,28 @@ def test_an_unknown_revision_is_one_line_and_exit_2(history):
     )
 
 
+VERDICT_FIGURES = {"skill", "move_skill", "direction_skill", "loss", "accuracy", "sharpe"}
+
+
 def verdict_rows(report: str) -> dict[str, list[str]]:
     """The verdict table's rows by figure name."""
     section = report[report.index("## Verdicts") :]
     rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
     cells = [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
-    return {row[0]: row for row in cells[:4]}
+    return {row[0]: row for row in cells[: len(VERDICT_FIGURES)]}
 
 
 @pytest.mark.slow
 def test_a_branch_against_itself_reads_within_noise_with_zero_change(history):
     report = report_command(history, "--base", "main", "--target", "main").stdout
     rows = verdict_rows(report)
-    assert set(rows) == {"skill", "loss", "accuracy", "sharpe"}
+    assert set(rows) == VERDICT_FIGURES
     for row in rows.values():
         assert row[3] == "0" and row[5] == "**within noise**", row
-    assert "**Verdict: skill within noise, loss within noise, accuracy within noise, " in report
+    assert (
+        "**Verdict: skill within noise, move_skill within noise, direction_skill within noise, "
+        "loss within noise, accuracy within noise, " in report
+    )
     assert "Paired window by window" in report
 
 
@@ -408,7 +414,7 @@ def test_a_branch_against_itself_reads_within_noise_with_zero_change(history):
 def test_a_branch_gets_a_paired_interval_and_a_verdict_for_every_row(history):
     report = report_command(history, "--base", "main", "--target", "gru").stdout
     rows = verdict_rows(report)
-    assert set(rows) == {"skill", "loss", "accuracy", "sharpe"}
+    assert set(rows) == VERDICT_FIGURES
     for row in rows.values():
         low, high = (float(x) for x in row[4].strip("[]").split(", "))
         assert low <= float(row[3]) <= high, row
@@ -424,7 +430,7 @@ def test_a_dvc_experiment_name_is_a_target(history):
     assert ["params.yaml", "model.type", "lstm", "linear"] in table_rows(
         report[report.index("## Parameters") :]
     )
-    assert set(verdict_rows(report)) == {"skill", "loss", "accuracy", "sharpe"}
+    assert set(verdict_rows(report)) == VERDICT_FIGURES
 
 
 @pytest.mark.slow
