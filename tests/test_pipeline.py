@@ -19,8 +19,23 @@ EVAL_KEYS = {
     "prior_loss",
     "majority_accuracy",
     "skill",
+    "move_loss",
+    "move_prior_loss",
+    "move_skill",
+    "direction_samples",
+    "direction_loss",
+    "direction_prior_loss",
+    "direction_skill",
 }
-HEADLINE = ("skill", "accuracy_gain", "balanced_accuracy", "sharpe", "annual_return")
+HEADLINE = (
+    "skill",
+    "move_skill",
+    "direction_skill",
+    "accuracy_gain",
+    "balanced_accuracy",
+    "sharpe",
+    "annual_return",
+)
 EVIDENCE_KEYS = {
     *(f"{name}{end}" for name in HEADLINE for end in ("", "_low", "_high")),
     "skill_p",
@@ -107,6 +122,7 @@ def test_plots_are_the_hand_written_ones_without_duplicates(reproduced):
             "Validation loss per epoch, by fold",
             "metrics/confusion_test.csv",
             "metrics/equity.csv",
+            "metrics/reliability.csv",
         ]
     ), plot_ids
     by_fold = shown["Validation loss per epoch, by fold"][0]

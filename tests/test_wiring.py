@@ -16,11 +16,14 @@ import pytest
 import torch
 
 from finseq.artifacts import PreparedData, WindowSets
+from finseq.breakdown import breakdowns
+from finseq.calibration import table_calibration
 from finseq.checkpoint import load_checkpoint
 from finseq.evaluate import fold_metrics, read_predictions, table_metrics
 from finseq.fit import VAL_BATCH
 from finseq.models import predict_logits
 from finseq.params import load_params
+from finseq.scoring import part_skill_intervals, volatility_baseline
 from finseq.seeds import figures_of_seed
 
 pytestmark = pytest.mark.slow
@@ -122,6 +125,17 @@ def test_every_test_figure_is_the_one_the_recorded_predictions_give(shared_repro
     table = read_predictions((root / "metrics" / "predictions.csv").read_text())
     pooled = table_metrics(table)
     assert {key: metrics["test"][key] for key in pooled} == pooled
-    assert params.split.method == "walk_forward" and metrics["folds"] == fold_metrics(table)
+    horizon = params.label.horizon
+    folds = fold_metrics(table)
+    for fold, figures in folds.items():
+        figures.update(part_skill_intervals(table[table["fold"] == fold], params, horizon))
+    assert params.split.method == "walk_forward" and metrics["folds"] == folds
+    assert metrics["baselines"]["volatility"] == volatility_baseline(table, params, horizon)
+    # As text, so that a group too short for an interval (NaN) compares equal too.
+    assert json.dumps(metrics["breakdown"], sort_keys=True) == json.dumps(
+        breakdowns(table, params.backtest, params.evaluate, horizon), sort_keys=True
+    )
+    calibration, _ = table_calibration(table)
+    assert {key: metrics["test"][key] for key in calibration} == calibration
     seed_figures = figures_of_seed(table, params.backtest, params.label.horizon)
     assert seed_figures["sharpe"] == metrics["test"]["sharpe"]
