@@ -3,7 +3,6 @@ bars (a vendor's fill) are found, noted per file and recorded in meta and metric
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -226,24 +225,6 @@ def test_prepare_notes_each_file_and_period_and_records_them(prepared_with_a_sta
         "opens): the gap feature is about 0 there, and the backtest's next-open fill is the "
         "signal bar's close"
     ]
-
-
-def test_the_share_of_a_test_period_in_a_stale_period_counts_its_rows(prepared_with_a_stale_year):
-    _, data, _ = prepared_with_a_stale_year
-    rows = pd.DatetimeIndex(data.timestamps[data.series == 0])  # stale.csv, after warm-up
-    in_range = (rows >= "2000-07-01") & (rows < "2001-03-01")
-    expected = (in_range & (rows.year == 2000)).sum() / in_range.sum()
-    assert 0.5 < expected < 0.9
-    assert data.stale_open_share("stale", "2000-07-01", "2001-03-01") == pytest.approx(expected)
-    assert data.stale_open_share("stale", "2000-07-01") == pytest.approx(
-        (rows[rows >= "2000-07-01"].year == 2000).mean()
-    )
-    assert data.stale_open_share("stale", np.datetime64("2001-01-01")) == 0.0
-    assert data.stale_open_share("fresh", "2000-01-01", "2001-01-01") == 0.0
-    assert data.stale_open_share("stale", "1990-01-01", "1991-01-01") == 0.0
-    meta = {key: value for key, value in data.meta.items() if key != "stale_opens"}
-    older = dataclasses.replace(data, meta=meta)
-    assert older.stale_open_share("stale", "2000-01-01") is None
 
 
 def test_the_evaluate_stage_counts_the_traded_windows_in_stale_open_periods(capsys):

@@ -78,32 +78,6 @@ class PreparedData:
         """float32 features z-scored with the scaler of `fold`, fit on its training rows only."""
         return self.scaler(fold).transform(self.features)
 
-    def stale_open_share(
-        self, series: str, start: np.datetime64 | str, end: np.datetime64 | str | None = None
-    ) -> float | None:
-        """Share of `series`' rows dated in [start, end) (end None: to its last row) that lie
-        in one of its stale-open periods (meta["stale_opens"], found by
-        prepare.stale_open_periods), where the gap feature is about 0 and a next-open fill
-        is the signal bar's close: for a test period, how much of it that holds for.
-
-        None for prepared data of an older finseq, which did not look; 0.0 when the series
-        has no row in the range.
-        """
-        if "stale_opens" not in self.meta:
-            return None
-        stamps = self.timestamps[self.series == self.meta["series_names"].index(series)]
-        in_range = stamps >= np.datetime64(start)
-        if end is not None:
-            in_range &= stamps < np.datetime64(end)
-        if not in_range.any():
-            return 0.0
-        stale = np.zeros(len(stamps), dtype=bool)
-        for period in self.meta["stale_opens"][series]:
-            stale |= (stamps >= np.datetime64(period["first"])) & (
-                stamps <= np.datetime64(period["last"])
-            )
-        return float((stale & in_range).sum() / in_range.sum())
-
     def save(self, directory: str | Path) -> None:
         with atomic_path(directory, directory=True) as temporary:
             for name in ARRAYS:

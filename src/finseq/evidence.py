@@ -368,15 +368,25 @@ def configured_totals(predictions: pd.DataFrame, backtest: BacktestConfig, horiz
     )
 
 
+def configured_backtest(predictions: pd.DataFrame, backtest: BacktestConfig, horizon: int):
+    """backtest_metrics with the run's `backtest` params, its hold resolved against `horizon`."""
+    return backtest_metrics(
+        predictions,
+        backtest.threshold,
+        backtest.long_only,
+        backtest.cost_bps,
+        hold=backtest.hold_bars(horizon),
+        sizing=backtest.sizing,
+    )
+
+
 def out_of_sample_evidence(
     predictions: pd.DataFrame, backtest: BacktestConfig, evaluate: EvaluateConfig, horizon: int
 ) -> tuple[dict[str, float | int], pd.DataFrame]:
     """The `test.*` figures of the backtest, the intervals of every headline figure, and the
     equity curves, from the out-of-sample predictions; `horizon` is the label's (for the
     block length, and for `backtest.hold: horizon`)."""
-    rule = (backtest.threshold, backtest.long_only, backtest.cost_bps)
-    hold = backtest.hold_bars(horizon)
-    figures, equity = backtest_metrics(predictions, *rule, hold=hold, sizing=backtest.sizing)
+    figures, equity = configured_backtest(predictions, backtest, horizon)
     totals = configured_totals(predictions, backtest, horizon)
     bounds = intervals(totals, horizon, evaluate.resamples, evaluate.bootstrap_seed)
     return {**figures, **bounds}, equity

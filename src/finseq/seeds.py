@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from finseq.backtest import backtest_metrics
 from finseq.evaluate import table_metrics
+from finseq.evidence import configured_backtest
 from finseq.params import BacktestConfig
 
 SEED_FIGURES = ("skill", "move_skill", "direction_skill", "loss", "accuracy", "sharpe")
@@ -22,14 +22,7 @@ def figures_of_seed(predictions: pd.DataFrame, backtest: BacktestConfig, horizon
     """The verdict figures of one seed's fold models, from its out-of-sample predictions
     table (as recorded), as the headline's come from the default seed's."""
     pooled = table_metrics(predictions)
-    figures, _ = backtest_metrics(
-        predictions,
-        backtest.threshold,
-        backtest.long_only,
-        backtest.cost_bps,
-        hold=backtest.hold_bars(horizon),
-        sizing=backtest.sizing,
-    )
+    figures, _ = configured_backtest(predictions, backtest, horizon)
     return {
         **{name: pooled[name] for name in SEED_FIGURES if name in pooled and name != "sharpe"},
         "sharpe": figures["sharpe"],
