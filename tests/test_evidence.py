@@ -687,5 +687,10 @@ def test_seed_spread_lists_each_seed_and_the_sample_deviation_of_each_figure():
             "loss_sd": 0.1,
             "accuracy_sd": 0.1,
             "sharpe_sd": 1.0,
+            # The ensemble of the three: sd / sqrt(3).
+            "skill_ensemble_sd": 0.1 / 3**0.5,
+            "loss_ensemble_sd": 0.1 / 3**0.5,
+            "accuracy_ensemble_sd": 0.1 / 3**0.5,
+            "sharpe_ensemble_sd": 1.0 / 3**0.5,
         }
     )

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import Project, make_project, reproduced_project
+from scipy import stats
 
 from finseq.markdown import format_change, format_value, markdown_table
 from finseq.report import in_path_order, paired_metrics, parse_curve
@@ -23,7 +24,12 @@ from finseq.report_sections import (
     params_section,
     training_section,
 )
-from finseq.verdicts import EvidenceSettings, knowledge_section, verdict_section
+from finseq.verdicts import (
+    EvidenceSettings,
+    knowledge_section,
+    training_noise,
+    verdict_section,
+)
 
 EVAL_DIFF = {
     "val.loss": {"old": 1.11015, "new": 1.15107},
@@ -404,8 +410,8 @@ def test_a_branch_against_itself_reads_within_noise_with_zero_change(history):
     for row in rows.values():
         assert row[3] == "0" and row[5] == "**within noise**", row
     assert (
-        "**Verdict: skill within noise, move_skill within noise, direction_skill within noise, "
-        "loss within noise, accuracy within noise, " in report
+        "**Verdict: skill within noise (primary); also move_skill within noise, "
+        "direction_skill within noise, loss within noise, accuracy within noise, " in report
     )
     assert "Paired window by window" in report
 
@@ -574,26 +580,66 @@ def test_verdicts_point_the_right_way(base_edge, target_edge, expected):
 
 
 def test_the_seed_spread_widens_each_side_of_the_interval_in_quadrature():
-    """With seeds.*_sd measured in both revisions, each side of the change's interval grows
-    to hypot(side, 1.96 x sqrt(sd_base^2 + sd_target^2)): worked out here from the
-    unwidened interval."""
+    """With seeds.*_sd measured in both revisions (3 seeds each), each side of the change's
+    interval grows to hypot(side, t x sd of the difference of two 3-seed ensembles), the t
+    quantile at the Welch-Satterthwaite degrees of freedom: worked out here by hand from the
+    unwidened interval (variances 0.003^2 / 3 and 0.004^2 / 3, 3.709 degrees of freedom)."""
     base, target = graded_predictions(0.02), graded_predictions(0.03)
     plain, _ = verdict_section(base, target, SETTINGS, "base", "t")
-    sd = ({"skill_sd": 0.003}, {"skill_sd": 0.004})
+    sd = ({"count": 3, "skill_sd": 0.003}, {"count": 3, "skill_sd": 0.004})
     widened, _ = verdict_section(base, target, SETTINGS, "base", "t", sd)
 
-    def interval(text: str) -> tuple[float, float, float]:
-        row = next(line for line in text.splitlines() if line.startswith("| skill"))
-        cells = [cell.strip() for cell in row.strip("|").split("|")]
-        low, high = (float(x) for x in cells[4].strip("[]").split(","))
-        return float(cells[3]), low, high
-
-    change, low, high = interval(plain)
-    _, wide_low, wide_high = interval(widened)
-    training = 1.96 * np.hypot(0.003, 0.004)
+    change, low, high = skill_interval(plain)
+    _, wide_low, wide_high = skill_interval(widened)
+    variances = (0.003**2 / 3, 0.004**2 / 3)
+    freedom = sum(variances) ** 2 / sum(v**2 / 2 for v in variances)
+    assert freedom == pytest.approx(3.709, abs=1e-3)
+    training = stats.t.ppf(0.975, freedom) * np.sqrt(sum(variances))
     assert wide_low == pytest.approx(change - np.hypot(change - low, training), abs=2e-4)
     assert wide_high == pytest.approx(change + np.hypot(high - change, training), abs=2e-4)
     assert wide_high - wide_low > high - low
+
+
+def skill_interval(text: str) -> tuple[float, float, float]:
+    """The skill row's change and 95% interval from a verdict table."""
+    row = next(line for line in text.splitlines() if line.startswith("| skill"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    low, high = (float(x) for x in cells[4].strip("[]").split(","))
+    return float(cells[3]), low, high
+
+
+def test_training_noise_uses_the_t_quantile_of_its_few_seeds_and_the_ensembles_sd():
+    """Three seeds on each side: the noise of the difference of two 3-seed ensembles. One
+    side measured: that one estimate (2 degrees of freedom, t = 4.303) for both sides.
+    Two seeds per side: Student's t at 1 to 2 degrees of freedom, never 1.96."""
+    both = ({"count": 3, "skill_sd": 0.01}, {"count": 3, "skill_sd": 0.01})
+    assert training_noise(both, "skill") == pytest.approx(
+        stats.t.ppf(0.975, 4) * 0.01 * np.sqrt(2 / 3)
+    )
+    one = (None, {"count": 3, "skill_sd": 0.01})
+    assert training_noise(one, "skill") == pytest.approx(4.3027 * 0.01 * np.sqrt(2 / 3), rel=1e-4)
+    pairs = ({"count": 2, "skill_sd": 0.01}, {"count": 2, "skill_sd": 0.01})
+    assert training_noise(pairs, "skill") == pytest.approx(4.3027 * 0.01, rel=1e-4)
+    assert training_noise((None, None), "skill") == 0.0
+    assert training_noise(both, "sharpe") == 0.0  # not measured for that figure
+
+
+def test_a_change_inside_the_old_1_96_rule_but_not_the_t_rule_reads_within_noise():
+    """The old rule (1.96 x the single seeds' spread) called a change `better` that the
+    honest rule (two 3-seed ensembles, a t quantile) calls `within noise` when the spread
+    was measured on 2 seeds only."""
+    base, target = graded_predictions(0.02), graded_predictions(0.03)
+    plain, _ = verdict_section(base, target, SETTINGS, "base", "t")
+    change, low, _ = skill_interval(plain)
+    assert low > 0
+    # A spread for which 1.96 x hypot(sd, sd) leaves the lower bound above 0 ...
+    sd = 0.9 * float(np.sqrt(max(change**2 - (change - low) ** 2, 0.0))) / (1.96 * np.sqrt(2))
+    assert change - np.hypot(change - low, 1.96 * np.hypot(sd, sd)) > 0
+    # ... but that two seeds per side cannot rule out.
+    measured = ({"count": 2, "skill_sd": sd}, {"count": 2, "skill_sd": sd})
+    text, headline_text = verdict_section(base, target, SETTINGS, "base", "t", measured)
+    assert verdicts_of(text)["skill"] == "within noise"
+    assert headline_text.startswith("Verdict: skill within noise (primary)")
 
 
 def test_two_revisions_of_different_windows_are_compared_unpaired():

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from conftest import ROOT, tiny_params
 
+from finseq.backtest import stale_open_fill_share
 from finseq.load import load_series
 from finseq.panel import run_prepare
 from finseq.paths import DATA_METRICS, PREPARED_DIR
 from finseq.prepare import STALE_OPEN_MIN_BARS, STALE_OPEN_SHARE, stale_open_periods
-from finseq.scoring import stale_open_fill_share
 from finseq.synthetic import synthetic_ohlcv
 
 SP500 = ROOT / "data" / "raw" / "sp500.csv"

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from finseq.errors import note
+
 DAYS_PER_YEAR = 365.25
 SIZINGS = ("sign", "score")
 
@@ -242,3 +244,29 @@ def backtest_metrics(
         }
     )
     return metrics, equity
+
+
+def stale_open_fill_share(predictions: pd.DataFrame, meta: dict) -> float | None:
+    """Share of the traded out-of-sample windows whose series opened at the previous close
+    in that period (prepare's stale-open periods): there the backtest's "next open" fill is
+    in fact the signal bar's close. Noted when above 0; None for prepared data of an older
+    finseq, which did not look."""
+    if "stale_opens" not in meta:
+        return None
+    traded = predictions[np.isfinite(predictions["next_return"])]
+    stamps = pd.to_datetime(traded["timestamp"])
+    stale = np.zeros(len(traded), dtype=bool)
+    periods = []
+    for series, spans in meta["stale_opens"].items():
+        for span in spans:
+            within = (traded["series"] == series) & stamps.between(span["first"], span["last"])
+            stale |= within.to_numpy()
+            if within.any():
+                periods.append(f"{series} {span['first'][:4]}-{span['last'][:4]}")
+    share = float(stale.mean()) if len(traded) else 0.0
+    if share > 0:
+        note(
+            f"backtest: {share:.0%} of the traded out-of-sample windows lie in stale-open "
+            f"periods ({', '.join(periods)}): there the next-open fill is the signal bar's close"
+        )
+    return share

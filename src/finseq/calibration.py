@@ -141,6 +141,15 @@ def calibrated_probabilities(calibration: Calibration, logits: np.ndarray) -> np
     return probabilities / probabilities.sum(axis=1, keepdims=True)
 
 
+def ensemble_probabilities(members: list[np.ndarray]) -> np.ndarray:
+    """The probabilities of an ensemble: the mean of its members' (each calibrated by its
+    own fit), summed in member order, so that every path that scores it gets the same bits."""
+    total = np.array(members[0], dtype=np.float64)
+    for probabilities in members[1:]:
+        total += probabilities
+    return total / len(members)
+
+
 def fit_temperature(logits: np.ndarray, classes: np.ndarray) -> float:
     """The T > 0 that minimises the cross-entropy of softmax(logits / T): bounded search
     on log T. With no window there is nothing to fit, and T is 1."""

@@ -87,10 +87,22 @@ def metrics_section(metrics: dict | None, split_method: str) -> list[str]:
     ]
     if "skill_sd" in seeds:
         lines.append(
-            f"| seed-to-seed sd of skill, Sharpe ({seeds['count']} seeds) | "
+            f"| seed-to-seed sd of one seed's skill, Sharpe ({seeds['count']} seeds) | "
             f"{seeds['skill_sd']:.3f}, {seeds['sharpe_sd']:.2f} |"
         )
     return [*lines, ""]
+
+
+def _further_seeds(checkpoint: dict) -> str:
+    """The ensemble's other members, whose probabilities are averaged with the first's."""
+    members = checkpoint.get("ensemble", [])
+    if not members:
+        return ""
+    seeds = ", ".join(str(member["seed"]) for member in members)
+    return (
+        f"; with seeds {seeds} (best {', '.join(str(m['best_epoch']) for m in members)}), "
+        f"an ensemble of {len(members) + 1} whose probabilities are averaged"
+    )
 
 
 def model_card(checkpoint: dict, model_md5: str, metrics: dict | None) -> str:
@@ -139,7 +151,7 @@ def model_card(checkpoint: dict, model_md5: str, metrics: dict | None) -> str:
         f"  last bar learned from or early-stopped on: {training['trained_until']}.",
         f"- Best {'boosting round' if model['type'] == 'lightgbm' else 'epoch'} "
         f"{training['best_epoch']} ({training['stop_reason']}), seed "
-        f"{training['seed']}.",
+        f"{training['seed']}{_further_seeds(checkpoint)}.",
         f"- label: {_settings(label)}",
         f"- split: {_settings(split)}",
         f"- window: {_settings(params['window'])}",

@@ -4,7 +4,10 @@ The checkpoint holds everything needed to use the model on new bars: the weights
 gradient-boosted trees, the booster's text model, a str in the state dict), the model
 config (to rebuild the module through the registry), the window length, the feature names
 and scaler statistics (to compute and scale inputs), and the mapping from class index to
-label. It also says what it was built from (`params`: the
+label. With `train.seeds` above 1 it holds every seed's model of its fold: the first
+seed's at the top, the further seeds' under `ensemble` (weights, calibrations, best epoch),
+sharing its scaler and windows; the model's probabilities are their average. It also says
+what it was built from (`params`: the
 label, split, window, model and train settings; `provenance`: content hashes of the
 prepared data and window sets, a hash of the model's source, the finseq and torch
 versions; `training`: the fold, its cut dates, the last bar it learned from). It loads
@@ -18,6 +21,7 @@ import dataclasses
 import pickle
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +33,8 @@ from finseq.labels import CLASS_LABELS
 from finseq.models import build_model
 from finseq.params import ModelConfig, parse_section
 
-FORMAT_VERSION = 2
+# 3: the further seeds' models under "ensemble" (format 2 held one model).
+FORMAT_VERSION = 3
 REQUIRED_KEYS = (
     "format_version",
     "state_dict",
@@ -42,6 +47,7 @@ REQUIRED_KEYS = (
     "class_labels",
     "params",
     "provenance",
+    "ensemble",
 )
 
 
@@ -71,6 +77,25 @@ def make_checkpoint(
         "training": training,
         "params": params,
         "provenance": provenance,
+        "ensemble": [],
+    }
+
+
+def with_further_seeds(checkpoint: dict, further: list[dict]) -> dict:
+    """`checkpoint` (its fold's first seed) holding the models of the `further` seeds'
+    checkpoints of the same fold, in seed order, as its ensemble members."""
+    return {
+        **checkpoint,
+        "ensemble": [
+            {
+                "seed": other["training"]["seed"],
+                "best_epoch": other["training"]["best_epoch"],
+                "stop_reason": other["training"]["stop_reason"],
+                "state_dict": other["state_dict"],
+                "calibrations": other["calibrations"],
+            }
+            for other in further
+        ],
     }
 
 
@@ -127,10 +152,42 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         model_config = parse_section(ModelConfig, checkpoint["model_config"], "model")
     except ConfigError as exc:
         raise DataError(f"{path}: invalid model config in checkpoint: {exc}") from None
+    model = _built(model_config, checkpoint, checkpoint["state_dict"], path, device)
+    return model, checkpoint
+
+
+def _built(
+    model_config: ModelConfig,
+    checkpoint: dict,
+    state_dict: dict,
+    path: Path,
+    device: torch.device | str,
+) -> nn.Module:
     model = build_model(model_config, checkpoint["n_features"])
     try:
-        model.load_state_dict(checkpoint["state_dict"])
+        model.load_state_dict(state_dict)
     except RuntimeError as exc:
         raise DataError(f"{path}: weights do not fit the model config: {str(exc)[:200]}") from None
-    model.to(device).eval()
-    return model, checkpoint
+    return model.to(device).eval()
+
+
+@dataclass(frozen=True)
+class Member:
+    """One seed's model of a checkpoint, with the record that holds its `calibrations`."""
+
+    seed: int
+    model: nn.Module
+    record: dict
+
+
+def load_ensemble(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[list[Member], dict]:
+    """Every seed's model of a checkpoint (load_checkpoint's checks), first seed first."""
+    model, checkpoint = load_checkpoint(path, device)
+    model_config = parse_section(ModelConfig, checkpoint["model_config"], "model")
+    members = [Member(checkpoint["training"]["seed"], model, checkpoint)]
+    for record in checkpoint["ensemble"]:
+        model = _built(model_config, checkpoint, record["state_dict"], Path(path), device)
+        members.append(Member(record["seed"], model, record))
+    return members, checkpoint

@@ -20,7 +20,7 @@ from torch import nn
 
 from finseq.artifacts import PreparedData, WindowSets, load_windowed
 from finseq.atomic import atomic_path, write_json, write_text
-from finseq.checkpoint import save_checkpoint
+from finseq.checkpoint import save_checkpoint, with_further_seeds
 from finseq.distributed import Ranks
 from finseq.fit import VAL_BATCH, EpochResult, FitResult, TrainingData, fit
 from finseq.models import build_model
@@ -138,8 +138,8 @@ class FoldRun:
 
 
 def fold_runs(data: PreparedData, params: Params, live_root: Path | None, fold_dir: Path | None):
-    """Every model to train: each fold at train.seed, then further seeds of the scored folds
-    (train.seeds), which measure training noise. Without directories (ranks but rank 0),
+    """Every model to train: each fold at train.seed, then each fold at the further seeds
+    (train.seeds), the members of its ensemble. Without directories (ranks but rank 0),
     nothing is logged or saved."""
 
     def place(directory: Path | None, name: str) -> Path | None:
@@ -155,11 +155,30 @@ def fold_runs(data: PreparedData, params: Params, live_root: Path | None, fold_d
         for fold in data.fold_names
     ]
     runs += [
-        FoldRun(fold, None, place(fold_dir, f"{fold}.seed{offset}.pth"), offset)
+        FoldRun(fold, None, place(fold_dir, seed_file_name(fold, offset)), offset)
         for offset in range(1, params.train.seeds)
-        for fold in data.meta["evaluated_folds"]
+        for fold in data.fold_names
     ]
     return runs
+
+
+def seed_file_name(fold: str, offset: int) -> str:
+    """Where a further seed's checkpoint waits until its fold's ensemble is assembled."""
+    return f"{fold}.seed{offset}.pth"
+
+
+def assemble_ensembles(fold_dir: Path, fold_names: list[str], seeds: int) -> None:
+    """Each fold's further seeds' checkpoints moved into its first seed's, as its ensemble
+    members: one file per fold, the model that evaluate scores and finseq predict loads."""
+    if seeds == 1:
+        return
+    for fold in fold_names:
+        further = [fold_dir / seed_file_name(fold, offset) for offset in range(1, seeds)]
+        first = torch.load(fold_dir / f"{fold}.pth", weights_only=True)
+        others = [torch.load(path, weights_only=True) for path in further]
+        save_checkpoint(with_further_seeds(first, others), fold_dir / f"{fold}.pth")
+        for path in further:
+            path.unlink()
 
 
 @dataclass(frozen=True)
@@ -295,6 +314,7 @@ def train_models(
         (live_root / "folds").mkdir()
         runs = fold_runs(data, params, live_root, Path(fold_dir))
         trained = train_folds(data, windows, params, device, runs, ranks)
+        assemble_ensembles(Path(fold_dir), data.fold_names, params.train.seeds)
         results = {fold: trained[fold] for fold in data.fold_names}
         write_json(live_root / "metrics.json", training_summary(results, model_fold))
         write_text(live_root / "folds" / "curves.tsv", fold_curves_tsv(results))

@@ -4,9 +4,11 @@
 
 Each CSV goes through prepare's own load and validation (finseq.load) and feature code
 (finseq.features); scaling and windows come only from the checkpoint (its scaler
-statistics, feature names and seq_len). Nothing else is read: no params.yaml, no
-data/prepared, so a model file fetched alone works in any directory. The model reads
-features, not series names, so series it never saw in training are allowed.
+statistics, feature names and seq_len). A checkpoint of several seeds' models
+(train.seeds) predicts their average, each calibrated by its own fit. Nothing else is
+read: no params.yaml, no data/prepared, so a model file fetched alone works in any
+directory. The model reads features, not series names, so series it never saw in training
+are allowed.
 
 Windows are causal, so a bar's prediction does not change when later bars are appended.
 It does depend on where the file starts: the EMA and Wilder features carry the first bars'
@@ -34,12 +36,12 @@ from finseq.atomic import atomic_path
 from finseq.calibration import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION,
-    IDENTITY,
     Calibration,
     calibrated_probabilities,
     checkpoint_calibration,
+    ensemble_probabilities,
 )
-from finseq.checkpoint import load_checkpoint
+from finseq.checkpoint import Member, load_ensemble
 from finseq.command import run_stage
 from finseq.errors import DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
@@ -166,15 +168,15 @@ def note_short_history(series: SeriesInputs, inputs: ModelInputs) -> None:
 
 
 def predict_series(
-    model: torch.nn.Module,
+    members: list[tuple[torch.nn.Module, Calibration]],
     checkpoint: dict,
     model_md5: str,
     series: list[SeriesInputs],
-    calibration: Calibration = IDENTITY,
 ) -> pd.DataFrame:
     """Probabilities of every predicted bar: the rows stacked as the pipeline stacks series,
-    windows gathered by end index, batches padded to PREDICT_BATCH; calibrated as evaluate
-    calibrates its test windows, in float32."""
+    windows gathered by end index, batches padded to PREDICT_BATCH; each seed's model
+    calibrated by its own fit and their probabilities averaged, as evaluate scores its test
+    windows, then written in float32."""
     seq_len = checkpoint["seq_len"]
     offsets = np.cumsum([0] + [len(one.rows) for one in series])
     ends = np.concatenate(
@@ -185,10 +187,13 @@ def predict_series(
     )
     features = torch.as_tensor(np.concatenate([one.rows for one in series]))
     precision = checkpoint["params"]["train"]["precision"]
-    logits = predict_logits(
-        model, features, torch.as_tensor(ends), seq_len, PREDICT_BATCH, precision, pad=True
-    )
-    probabilities = calibrated_probabilities(calibration, logits.numpy()).astype(np.float32)
+    each_seed = []
+    for model, calibration in members:
+        logits = predict_logits(
+            model, features, torch.as_tensor(ends), seq_len, PREDICT_BATCH, precision, pad=True
+        )
+        each_seed.append(calibrated_probabilities(calibration, logits.numpy()))
+    probabilities = ensemble_probabilities(each_seed).astype(np.float32)
     frame = pd.DataFrame(
         {
             "timestamp": np.concatenate([one.timestamps for one in series]),
@@ -214,15 +219,16 @@ def check_output(out: Path) -> None:
         raise DataError(f"--out {out}: not writable")
 
 
-def read_model(path: Path) -> tuple[torch.nn.Module, dict]:
-    model, checkpoint = load_checkpoint(path)
+def read_model(path: Path) -> tuple[list[Member], dict]:
+    """Every seed's model of a checkpoint this finseq can use, and the checkpoint."""
+    members, checkpoint = load_ensemble(path)
     check_finseq_version(checkpoint, path)
     if list(checkpoint["feature_names"]) != list(FEATURE_NAMES):
         raise DataError(
             f"{path} was trained on other features than this finseq computes "
             f"({len(checkpoint['feature_names'])} named features); retrain it"
         )
-    return model, checkpoint
+    return members, checkpoint
 
 
 def predict(
@@ -232,10 +238,11 @@ def predict(
     calibration: str = DEFAULT_CALIBRATION,
 ) -> pd.DataFrame:
     """The whole command as a function: checkpoint + CSVs -> one row per predicted bar,
-    with the model's own `calibration` (fit on its val windows when it was saved)."""
+    each seed's model with its own `calibration` (fit on its val windows when it was
+    saved), their probabilities averaged."""
     check_distinct_names(csv_paths, "the command line")
     set_numerics(torch.device("cpu"))
-    model, checkpoint = read_model(model_file)
+    members, checkpoint = read_model(model_file)
     inputs = ModelInputs(
         seq_len=checkpoint["seq_len"],
         scaler=StandardScaler(
@@ -245,8 +252,11 @@ def predict(
     series = map_files(partial(series_inputs, inputs=inputs, selection=selection), csv_paths)
     for one in series:
         note_short_history(one, inputs)
-    fitted = checkpoint_calibration(checkpoint, model_file, calibration)
-    return predict_series(model, checkpoint, file_md5(model_file), series, fitted)
+    fitted = [
+        (member.model, checkpoint_calibration(member.record, model_file, calibration))
+        for member in members
+    ]
+    return predict_series(fitted, checkpoint, file_md5(model_file), series)
 
 
 def parse_since(text: str) -> pd.Timestamp:

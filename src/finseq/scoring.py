@@ -2,10 +2,11 @@
 windows it was trained on, on its own val and test windows, and every figure and output the
 stage writes.
 
-Every test figure (pooled, per fold, the backtest, every interval) comes from the
+Each fold's model is its seed ensemble (train.seeds models, their calibrated probabilities
+averaged). Every test figure (pooled, per fold, the backtest, every interval) comes from the
 out-of-sample predictions table as metrics/predictions.csv records it (8 significant
-digits), and each further seed's figures from its own such table: the report, which reads
-that file at each revision through the same functions, computes the same numbers to the
+digits), and each seed's own figures from its own such table: the report, which reads that
+file at each revision through the same functions, computes the same numbers to the
 last bit.
 """
 
@@ -14,13 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from finseq.artifacts import PreparedData, WindowSets, load_windowed
 from finseq.atomic import write_json, write_text
+from finseq.backtest import stale_open_fill_share
 from finseq.baselines import fit_volatility_baseline, regime_cuts, regimes, volatility_p_flat
 from finseq.breakdown import breakdowns
 from finseq.calibration import (
@@ -30,8 +31,8 @@ from finseq.calibration import (
     checkpoint_calibration,
     table_calibration,
 )
-from finseq.checkpoint import load_checkpoint
-from finseq.errors import DataError, note
+from finseq.checkpoint import load_ensemble
+from finseq.errors import DataError
 from finseq.evaluate import (
     FoldScores,
     class_prior,
@@ -65,7 +66,7 @@ from finseq.paths import (
 )
 from finseq.provenance import file_md5, short
 from finseq.runtime import configure_torch
-from finseq.seeds import figures_of_seed, seed_spread
+from finseq.seeds import ensemble_scores, figures_of_seed, seed_spread
 from finseq.split import HOLDOUT
 
 
@@ -162,23 +163,23 @@ def check_model(
         )
 
 
-def score_every_fold(
+def score_every_seed(
     params: Params,
     data: PreparedData,
     windows: WindowSets,
     device: torch.device,
     fold_dir: Path,
     *,
-    suffix: str = "",
     prepared_dir: str | Path,
     windows_dir: str | Path,
-) -> list[FoldScores]:
-    """Each scored fold's model (`fold_dir`/<fold><suffix>.pth) on its own val and test,
-    refused if it was trained on other data or windows."""
-    scores = []
+) -> list[list[FoldScores]]:
+    """Each seed's model of each scored fold (`fold_dir`/<fold>.pth holds them all) on the
+    fold's own val and test, as [seed][fold]; refused if a model was trained on other data
+    or windows, or if a fold holds other than `train.seeds` models."""
+    per_fold = []
     for fold in data.meta["evaluated_folds"]:
-        model_file = Path(fold_dir) / f"{fold}{suffix}.pth"
-        model, checkpoint = load_checkpoint(model_file, device)
+        model_file = Path(fold_dir) / f"{fold}.pth"
+        members, checkpoint = load_ensemble(model_file, device)
         check_model(
             checkpoint,
             model_file,
@@ -187,11 +188,26 @@ def score_every_fold(
             prepared_dir=prepared_dir,
             windows_dir=windows_dir,
         )
-        calibration = checkpoint_calibration(checkpoint, model_file, params.evaluate.calibration)
-        scores.append(
-            score_fold_as_configured(params, model, data, windows, fold, device, calibration)
+        if len(members) != params.train.seeds:
+            raise DataError(
+                f"{model_file} holds {len(members)} seed(s)' models, train.seeds is "
+                f"{params.train.seeds}; run `dvc repro`"
+            )
+        per_fold.append(
+            [
+                score_fold_as_configured(
+                    params,
+                    member.model,
+                    data,
+                    windows,
+                    fold,
+                    device,
+                    checkpoint_calibration(member.record, model_file, params.evaluate.calibration),
+                )
+                for member in members
+            ]
         )
-    return scores
+    return [list(seed) for seed in zip(*per_fold, strict=True)]
 
 
 def score_fold_as_configured(
@@ -238,11 +254,13 @@ def evaluate_folds(
     windows_dir: str | Path,
 ) -> Evaluation:
     """val.* pooled over the scored folds' validation windows; every test.* and folds.*
-    figure, the backtest and every interval from one out-of-sample predictions table; the
-    seed-to-seed spread (train.seeds) from each seed's table; and model_md5."""
+    figure, the backtest and every interval from one out-of-sample predictions table, all
+    of the seed ensemble (each fold's train.seeds models averaged); each seed's own figures
+    and their spread (training noise) from each seed's own table; and model_md5."""
     fold_dir = Path(fold_dir)
     where = {"prepared_dir": prepared_dir, "windows_dir": windows_dir}
-    scores = score_every_fold(params, data, windows, device, fold_dir, **where)
+    per_seed = score_every_seed(params, data, windows, device, fold_dir, **where)
+    scores = [ensemble_scores(list(members)) for members in zip(*per_seed, strict=True)]
     predictions_text, predictions = recorded_predictions(out_of_sample_frame(scores, data))
     metrics = {
         "val": pooled_metrics(scores, to_classes(data.labels), "val"),
@@ -269,18 +287,13 @@ def evaluate_folds(
         metrics["test"]["stale_open_fill_share"] = stale
     metrics["breakdown"] = breakdowns(predictions, params.backtest, params.evaluate, horizon)
     if params.train.seeds > 1:
-        further_seeds = [
-            score_every_fold(params, data, windows, device, fold_dir, suffix=f".seed{n}", **where)
-            for n in range(1, params.train.seeds)
-        ]
-        horizon = data.meta["label_horizon"]
-        per_seed = [figures_of_seed(predictions, params.backtest, horizon)] + [
+        per_seed_figures = [
             figures_of_seed(
                 recorded_predictions(out_of_sample_frame(seed, data))[1], params.backtest, horizon
             )
-            for seed in further_seeds
+            for seed in per_seed
         ]
-        metrics["seeds"] = seed_spread(per_seed, params.train.seed)
+        metrics["seeds"] = seed_spread(per_seed_figures, params.train.seed)
     # The model users take away (models/model.pth holds the same bytes), named as dvc.lock
     # names it: finseq info shows these metrics only beside the model they belong to.
     metrics["model_md5"] = file_md5(fold_dir / f"{data.meta['model_fold']}.pth")
@@ -291,32 +304,6 @@ def evaluate_folds(
         confusion_csv=table_confusion_csv(predictions),
         reliability_csv=reliability_csv,
     )
-
-
-def stale_open_fill_share(predictions: pd.DataFrame, meta: dict) -> float | None:
-    """Share of the traded out-of-sample windows whose series opened at the previous close
-    in that period (prepare's stale-open periods): there the backtest's "next open" fill is
-    in fact the signal bar's close. Noted when above 0; None for prepared data of an older
-    finseq, which did not look."""
-    if "stale_opens" not in meta:
-        return None
-    traded = predictions[np.isfinite(predictions["next_return"])]
-    stamps = pd.to_datetime(traded["timestamp"])
-    stale = np.zeros(len(traded), dtype=bool)
-    periods = []
-    for series, spans in meta["stale_opens"].items():
-        for span in spans:
-            within = (traded["series"] == series) & stamps.between(span["first"], span["last"])
-            stale |= within.to_numpy()
-            if within.any():
-                periods.append(f"{series} {span['first'][:4]}-{span['last'][:4]}")
-    share = float(stale.mean()) if len(traded) else 0.0
-    if share > 0:
-        note(
-            f"backtest: {share:.0%} of the traded out-of-sample windows lie in stale-open "
-            f"periods ({', '.join(periods)}): there the next-open fill is the signal bar's close"
-        )
-    return share
 
 
 def part_skill_intervals(table: pd.DataFrame, params: Params, horizon: int) -> dict:

@@ -2,7 +2,8 @@
 predictions tables and of the target's metrics.
 
 A verdict compares one figure of two revisions by a paired block bootstrap over dates
-(finseq.evidence), widened by the seed-to-seed spread where one was measured. What the model
+(finseq.evidence), widened by the training noise of two seed ensembles where it was
+measured. Skill is the primary figure; the other rows describe the change. What the model
 knows splits the target's skill into its move and direction parts, beside the volatility
 baseline on the same windows.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from finseq.evidence import change_intervals, daily_totals, figure_of, verdict
 from finseq.markdown import MISSING, format_change, format_value, markdown_table
@@ -29,6 +31,8 @@ VERDICT_ROWS = (
     ("sharpe", True),
 )
 WINDOW_KEY = ["timestamp", "series"]
+# The figure a verdict is decided on; the other rows describe the change (see verdict_section).
+PRIMARY_FIGURE = VERDICT_ROWS[0][0]
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,9 @@ def verdict_section(
     Window by window (a paired block bootstrap) when both scored the same windows; else
     each revision's own dates are resampled (unpaired), and the section says so. Where a
     revision measured its seed-to-seed spread (train.seeds > 1, `seeds.*_sd` in its
-    eval.json), 1.96 x the spread of the difference, sqrt(sd_base^2 + sd_target^2), is added
-    in quadrature to each side of the interval; a revision that did not measure it borrows
-    the other's.
+    eval.json), the training noise of the difference of the two seed ensembles
+    (training_noise: a t quantile times its sd) is added in quadrature to each side of the
+    interval.
     """
     if base is None or target is None:
         missing = base_name if base is None else target_name
@@ -142,26 +146,63 @@ def verdict_section(
         f"positions sized by {settings.sizing} and held {settings.hold} bars, for both "
         "revisions from the workspace's `backtest` params. "
         + (
-            "Training noise is included: the intervals are widened by the measured "
-            "seed-to-seed spread (`seeds.*_sd`)."
+            "Training noise is included: each revision is its seed ensemble, and each "
+            "interval is widened by the noise of the difference of two ensembles (the "
+            "seeds' spread `seeds.*_sd` over the square root of their number, with a t "
+            "quantile at the Welch degrees of freedom; docs/reviewing.md)."
             if any(seed_sd)
             else "The intervals measure test-sample noise only (neither revision measured its "
             "seed-to-seed spread: `train.seeds` = 1): a change of seed alone can read "
             "`better` or `worse`."
         )
     )
+    rule = (
+        f"**{PRIMARY_FIGURE} is the primary figure: the change is judged on it alone.** The "
+        "other rows describe the change, each with a 95% interval of its own, not corrected "
+        "for the number of rows: together they read `better` or `worse` by chance more "
+        "often than one time in twenty."
+    )
     header = ["figure", base_name, target_name, "change", "95% interval", "verdict"]
-    text = f"## Verdicts\n\n{note_text}\n\n" + markdown_table(header, rows)
-    return text, "Verdict: " + ", ".join(words) + "."
+    text = f"## Verdicts\n\n{rule}\n\n{note_text}\n\n" + markdown_table(header, rows)
+    primary, *secondary = words
+    headline = f"Verdict: {primary} (primary)"
+    if secondary:
+        headline += "; also " + ", ".join(secondary)
+    return text, headline + "."
 
 
 def training_noise(seed_sd: tuple[Mapping | None, Mapping | None], name: str) -> float:
-    """1.96 x the seed-to-seed spread of the difference of `name`, or 0 if not measured."""
-    spreads = [sd[f"{name}_sd"] for sd in seed_sd if sd and f"{name}_sd" in sd]
-    if not spreads:
+    """The half-width that training noise adds to the 95% interval of the change of `name`,
+    or 0 if neither revision measured it.
+
+    Each revision is judged on its ensemble of S seeds, whose figure varies with variance
+    sd^2 / S (sd: its seeds' spread, ddof = 1; see finseq.seeds). The difference of two
+    ensembles has the sum of their variances, and its quantile is Student's t at the
+    Welch-Satterthwaite degrees of freedom: 2 seeds per side give 1-2 degrees of freedom
+    and a quantile of 4.3 to 12.7, not 1.96. A revision that did not measure its spread
+    borrows the other's; the one estimate then counts once (S - 1 degrees of freedom).
+    """
+    measured = [
+        (float(sd[f"{name}_sd"]), int(sd["count"]))
+        for sd in seed_sd
+        if sd and f"{name}_sd" in sd and int(sd.get("count", 0)) > 1
+    ]
+    if not measured:
         return 0.0
-    base, target = (spreads * 2)[:2]
-    return 1.96 * float(np.hypot(base, target))
+    if len(measured) == 1:
+        sd, count = measured[0]
+        variance, freedom = 2 * sd**2 / count, float(count - 1)
+    else:
+        parts = [sd**2 / count for sd, count in measured]
+        variance = sum(parts)
+        if variance == 0:
+            return 0.0
+        freedom = variance**2 / sum(
+            part**2 / (count - 1) for part, (_, count) in zip(parts, measured, strict=True)
+        )
+    if variance == 0:
+        return 0.0
+    return float(stats.t.ppf(0.975, freedom) * np.sqrt(variance))
 
 
 KNOWLEDGE_ROWS = (
