@@ -168,21 +168,30 @@ def project(tmp_path: Path) -> Project:
     return make_project(tmp_path / "repo")
 
 
-def train_tiny_model(raw: Sequence[Path], model_file: Path):
+def train_tiny_model(raw: Sequence[Path], model_file: Path, seeds: int = 1):
     """Prepares, windows and trains the final fold of `raw` in process with the tiny params,
-    and saves its checkpoint to `model_file`; returns the prepared data and window sets."""
+    once per seed (train.seed, train.seed + 1, ...), and saves its checkpoint (the seeds'
+    ensemble, as the train stage assembles it) to `model_file`; returns the prepared data
+    and window sets."""
+    import dataclasses
+
     import torch
 
     from finseq import pipeline
-    from finseq.checkpoint import save_checkpoint
+    from finseq.checkpoint import save_checkpoint, with_further_seeds
     from finseq.saving import fold_checkpoint
 
     params = tiny_params(data={"files": [str(path) for path in raw], "workers": 1})
     data = pipeline.prepare(params)
     windows = pipeline.window(params, data)
     fold = data.meta["model_fold"]
-    model, result = pipeline.train_fold(params, data, windows, fold, torch.device("cpu"))
-    save_checkpoint(fold_checkpoint(model, result, data, windows, fold, params), model_file)
+    checkpoints = []
+    for offset in range(seeds):
+        train = dataclasses.replace(params.train, seed=params.train.seed + offset)
+        seeded = dataclasses.replace(params, train=train)
+        model, result = pipeline.train_fold(seeded, data, windows, fold, torch.device("cpu"))
+        checkpoints.append(fold_checkpoint(model, result, data, windows, fold, seeded))
+    save_checkpoint(with_further_seeds(checkpoints[0], checkpoints[1:]), model_file)
     return data, windows
 
 

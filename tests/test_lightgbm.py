@@ -9,6 +9,7 @@ a fit takes well under a second.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import sys
 from pathlib import Path
@@ -38,6 +39,7 @@ from finseq.params import LightGBMConfig, Params, parse_params
 from finseq.paths import FOLD_MODELS_DIR, MODEL_FILE, TRAIN_LIVE_DIR
 from finseq.runtime import set_numerics
 from finseq.saving import fold_checkpoint
+from finseq.scoring import evaluate_folds
 from finseq.split import TEST
 from finseq.synthetic import write_panel
 from finseq.trees import fit_trees, train_trees
@@ -293,6 +295,52 @@ def test_finseq_predict_gives_the_pipelines_probabilities_bit_for_bit(trained, t
         probabilities = matched[["p_down", "p_flat", "p_up"]].to_numpy().astype(np.float32)
         assert len(ends) > 100
         assert np.array_equal(probabilities, expected), part
+
+
+# --- the seed ensemble: what evaluate scores and finseq predict loads -------------------------
+
+
+def test_each_fold_is_its_seed_ensemble_in_evaluate_and_in_finseq_predict(trained, tmp_path):
+    """train.seeds = 2: every fold's file holds both seeds' models (no per-seed file is left)
+    and models/model.pth is the final fold's; evaluate's predictions are the ensemble's
+    (finseq predict on a fold's file gives them again), and each seed's own figures differ
+    from them, the ensemble's loss no higher than the mean of the seeds' (log loss is
+    convex)."""
+    train = dataclasses.replace(trained.params.train, seeds=2, fold_workers=1)
+    params = dataclasses.replace(trained.params, train=train)
+    train_models(params, trained.data, trained.windows, CPU, root=tmp_path)
+    folds = tmp_path / FOLD_MODELS_DIR
+    assert sorted(path.name for path in folds.iterdir()) == [
+        f"{fold}.pth" for fold in sorted(trained.data.fold_names)
+    ]
+    for path in folds.iterdir():
+        checkpoint = torch.load(path, weights_only=True)
+        assert [member["seed"] for member in checkpoint["ensemble"]] == [train.seed + 1]
+        assert checkpoint["ensemble"][0]["state_dict"] != checkpoint["state_dict"]
+    assert (tmp_path / MODEL_FILE).read_bytes() == (folds / "final.pth").read_bytes()
+
+    evaluation = evaluate_folds(
+        params, trained.data, trained.windows, CPU, folds, prepared_dir="p", windows_dir="w"
+    )
+    recorded = pd.read_csv(io.StringIO(evaluation.predictions_csv), parse_dates=["timestamp"])
+    out = tmp_path / "f3.csv"
+    predict_module.run(
+        ["--model", str(folds / "f3.pth"), "--all", "--out", str(out), *map(str, trained.raw)]
+    )
+    predicted = pd.read_csv(out, parse_dates=["timestamp"])
+    f3 = recorded[recorded["fold"] == "f3"]
+    matched = f3.merge(predicted, on=["series", "timestamp"], suffixes=("", "_predict"))
+    assert len(matched) == len(f3) > 100
+    for column in ("p_down", "p_flat", "p_up"):  # recorded in 8 significant digits
+        np.testing.assert_allclose(matched[column], matched[f"{column}_predict"], rtol=1e-7)
+
+    metrics = evaluation.metrics
+    seeds = [metrics["seeds"][f"s{train.seed}"], metrics["seeds"][f"s{train.seed + 1}"]]
+    assert all(seed["loss"] != metrics["test"]["loss"] for seed in seeds)
+    assert metrics["test"]["loss"] <= np.mean([seed["loss"] for seed in seeds]) + 1e-7
+    assert metrics["seeds"]["loss_ensemble_sd"] == pytest.approx(
+        metrics["seeds"]["loss_sd"] / np.sqrt(2)
+    )
 
 
 # --- the train stage: curves, summary, bytes ------------------------------------------------

@@ -55,11 +55,12 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """A tiny model of the final fold, trained on copies of the repository's raw CSVs."""
+    """A tiny model of the final fold, an ensemble of two seeds, trained on copies of the
+    repository's raw CSVs."""
     directory = tmp_path_factory.mktemp("trained")
     raw = tuple(Path(shutil.copy(ROOT / name, directory / Path(name).name)) for name in RAW_FILES)
     model_file = directory / "model.pth"
-    data, windows = train_tiny_model(raw, model_file)
+    data, windows = train_tiny_model(raw, model_file, seeds=2)
     return Trained(model_file=model_file, data=data, windows=windows, raw=raw)
 
 
@@ -98,14 +99,19 @@ def in_prepared_order(predicted: pd.DataFrame, data: PreparedData, ends: np.ndar
     return matched
 
 
-def pipeline_logits(model_file: Path, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
+def pipeline_logits(
+    model_file: Path, data: PreparedData, member: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The pipeline's data scored by a path that shares no code with finseq predict's: the
     prepared matrix scaled by the model fold's scaler, each window a NumPy slice of it, the
-    module's forward in batches of PREDICT_BATCH (the last padded with its last window, as
-    predict pads), under torch's own bf16 autocast when the checkpoint trained in bf16.
+    forward of the checkpoint's `member`-th seed's module (0: the first, whose weights are at
+    the top) in batches of PREDICT_BATCH (the last padded with its last window, as predict
+    pads), under torch's own bf16 autocast when the checkpoint trained in bf16.
     Returns (end rows, float32 logits)."""
     set_numerics(torch.device("cpu"))
     model, checkpoint = load_checkpoint(model_file)
+    if member:
+        model.load_state_dict(checkpoint["ensemble"][member - 1]["state_dict"])
     seq_len = checkpoint["seq_len"]
     series = np.asarray(data.series)
     first_of_series = np.r_[True, series[1:] != series[:-1]]
@@ -132,13 +138,20 @@ def pipeline_logits(model_file: Path, data: PreparedData) -> tuple[np.ndarray, n
     return ends, torch.cat(chunks).numpy()
 
 
-def pipeline_probabilities(model_file: Path, data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
-    """pipeline_logits calibrated as evaluate calibrates them (the checkpoint's own fit of
-    the default method), in float32 as predict writes them."""
-    ends, logits = pipeline_logits(model_file, data)
+def pipeline_probabilities(
+    model_file: Path, data: PreparedData, members: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """pipeline_logits of each seed's model (the first `members`; default all), each
+    calibrated by its own fit of the default method as evaluate calibrates them, their
+    mean (NumPy's), in float32 as predict writes them."""
     checkpoint = torch.load(model_file, weights_only=True)
-    calibration = checkpoint_calibration(checkpoint, model_file, DEFAULT_CALIBRATION)
-    return ends, calibrated_probabilities(calibration, logits).astype(np.float32)
+    records = [checkpoint, *checkpoint["ensemble"]][:members]
+    each = []
+    for member, record in enumerate(records):
+        ends, logits = pipeline_logits(model_file, data, member)
+        calibration = checkpoint_calibration(record, model_file, DEFAULT_CALIBRATION)
+        each.append(calibrated_probabilities(calibration, logits))
+    return ends, np.mean(np.stack(each), axis=0).astype(np.float32)
 
 
 # --- no train/serve skew ------------------------------------------------------------------
@@ -156,8 +169,11 @@ def test_predict_all_agrees_bitwise_with_the_pipelines_own_path(trained, tmp_pat
     np.testing.assert_array_equal(predicted["timestamp"].to_numpy(), trained.data.timestamps[ends])
     names = np.asarray(trained.data.meta["series_names"])[trained.data.series[ends]]
     assert predicted["series"].tolist() == names.tolist()
-    # Bit for bit in float32, the checkpoint's precision (bf16 autocast, fp32 outputs).
+    # Bit for bit in float32, the checkpoint's precision (bf16 autocast, fp32 outputs): the
+    # mean of both seeds' calibrated probabilities, not the first seed's alone.
     assert np.array_equal(as_float32(predicted), expected)
+    _, first_seed_only = pipeline_probabilities(trained.model_file, trained.data, members=1)
+    assert not np.allclose(as_float32(predicted), first_seed_only, atol=1e-4)
     assert predicted["label"].tolist() == (expected.argmax(axis=1) - 1).tolist()
     assert set(predicted["model"]) == {file_md5(trained.model_file)}
 
@@ -748,12 +764,15 @@ def test_predict_and_info_load_no_training_machinery(trained, tmp_path, command)
 
 
 def test_each_calibration_is_the_checkpoints_own_fit_and_none_is_the_softmax(trained, tmp_path):
-    """--calibration none writes softmax of the logits; each other method the fit the
-    checkpoint holds (made on the model's val windows when it was saved), and the default
-    is params.yaml's evaluate.calibration."""
-    _, logits = pipeline_logits(trained.model_file, trained.data)
+    """--calibration none writes the mean of the seeds' softmax; each other method the mean
+    of each seed's own fit (made on its val windows when it was saved), and the default is
+    params.yaml's evaluate.calibration."""
     checkpoint = torch.load(trained.model_file, weights_only=True)
-    assert set(checkpoint["calibrations"]) == {"none", "temperature", "move_direction", "direction"}
+    records = [checkpoint, *checkpoint["ensemble"]]
+    assert len(records) == 2
+    logits = [pipeline_logits(trained.model_file, trained.data, m)[1] for m in range(2)]
+    for record in records:
+        assert set(record["calibrations"]) == {"none", "temperature", "move_direction", "direction"}
     for method in ("none", "temperature", "move_direction", "direction"):
         out = tmp_path / f"{method}.csv"
         predict_module.run(
@@ -768,10 +787,16 @@ def test_each_calibration_is_the_checkpoints_own_fit_and_none_is_the_softmax(tra
                 *map(str, trained.raw),
             ]
         )
-        fitted = checkpoint_calibration(checkpoint, trained.model_file, method)
-        expected = calibrated_probabilities(fitted, logits).astype(np.float32)
+        each = [
+            calibrated_probabilities(
+                checkpoint_calibration(record, trained.model_file, method), member_logits
+            )
+            for record, member_logits in zip(records, logits, strict=True)
+        ]
+        expected = np.mean(np.stack(each), axis=0).astype(np.float32)
         assert np.array_equal(as_float32(read_predictions(out)), expected), method
         if method == "none":
-            assert np.array_equal(expected, softmax(logits).astype(np.float32))
+            softmaxes = np.mean(np.stack([softmax(x) for x in logits]), axis=0)
+            assert np.array_equal(expected, softmaxes.astype(np.float32))
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert defaults["evaluate"]["calibration"] == DEFAULT_CALIBRATION
