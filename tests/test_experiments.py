@@ -15,11 +15,13 @@ import pandas as pd
 import pytest
 
 from finseq.experiments import (
+    Experiment,
     differing_params,
     markdown_ranking,
     out_of_sample,
     parse_exp_show,
     ranked,
+    summary_lines,
     text_table,
 )
 from finseq.selection import (
@@ -198,6 +200,13 @@ def test_experiments_that_scored_different_windows_are_compared_on_the_common_da
     result = model_confidence_set(tables, SETTINGS)
     assert (result.dates, result.all_dates) == (250, 300)
     assert result.members is not None and result.members <= {"a", "b", "c"}
+    experiments = [Experiment(name, {}, {}) for name in tables]
+    lines = summary_lines(experiments, out_of_sample(experiments, tables, SETTINGS))
+    assert lines[0] == (
+        "3 experiments ranked; 3 with predictions in the MCS comparison over 250 common dates "
+        "(of 300 dates scored by any: they scored different windows, and only the dates "
+        "common to all are compared)"
+    )
     few = model_confidence_set({k: v.iloc[:40] for k, v in tables.items()}, SETTINGS)
     assert few.members is None  # 20 dates: too few for a block bootstrap
 

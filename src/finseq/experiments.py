@@ -181,10 +181,14 @@ def out_of_sample(
     best = best_by_sharpe(experiments)
     if best is None or best.name not in totals:
         return OutOfSample(confidence, getattr(best, "name", None), None, settings)
-    per_year = totals[best.name].per_year
+
+    def per_period(experiment: Experiment) -> float:
+        per_year = _number(experiment.metrics.get("test.bars_per_year"))
+        per_year = per_year if per_year > 0 else totals[best.name].per_year
+        return _number(experiment.metrics.get("test.sharpe")) / math.sqrt(per_year)
+
     trials = {
-        e.name: _number(e.metrics.get("test.sharpe"))
-        / math.sqrt(_number(e.metrics.get("test.bars_per_year", per_year)))
+        e.name: per_period(e)
         for e in experiments
         if not math.isnan(_number(e.metrics.get("test.sharpe")))
     }
@@ -212,8 +216,8 @@ def summary_lines(experiments: Sequence[Experiment], evidence: OutOfSample) -> l
         )
         if confidence.dates < confidence.all_dates:
             count += (
-                f" (they scored different windows: the dates all of them scored, of "
-                f"{confidence.all_dates:,})"
+                f" (of {confidence.all_dates:,} dates scored by any: they scored different "
+                "windows, and only the dates common to all are compared)"
             )
         lines = [count]
         if confidence.members is None:
