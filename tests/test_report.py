@@ -442,7 +442,8 @@ def test_a_dvc_experiment_name_is_a_target(history):
 @pytest.mark.slow
 def test_the_experiment_table_ranks_branches_and_experiments_on_val_loss(history):
     """main, the gru branch and two dvc exp runs, each from main's params: ranked by pooled
-    validation loss, the differing params only, within 100 columns."""
+    validation loss, the differing params only, within 100 columns; each one's predictions
+    read at its commit for the MCS column, and the lines under the table."""
     named_experiment(history, "linear-exp", "model.type=linear")
     named_experiment(history, "wider-exp", "model.hidden_dim=16")
     table = history.run(sys.executable, "-m", "finseq.experiments").stdout
@@ -450,9 +451,20 @@ def test_the_experiment_table_ranks_branches_and_experiments_on_val_loss(history
     lines = table.splitlines()
     assert max(len(line) for line in lines) <= 100
     assert lines[0].split()[:3] == ["#", "experiment", "params"]
+    under = lines.index("move = test.move_skill; dir = test.direction_skill")
+    lines, below = lines[:under], " ".join(lines[under + 1 :])
     rows = {line.split()[1]: line for line in lines[1:]}
     assert {"workspace", "main", "gru", "linear-exp", "wider-exp"} <= set(rows)
-    assert "type=gru" in rows["gru"] and "hidden_dim=16" in rows["wider-exp"]
+    assert "type=gru" in rows["gru"]
+    # Every one has its predictions file in git: each is in the MCS or out of it.
+    assert {row.split()[-1] for row in rows.values()} <= {"in", "out"}
+    assert "in" in {row.split()[-1] for row in rows.values()}
+    ranked = f"{len(rows)} experiments ranked; {len(rows)} with predictions in the MCS comparison"
+    assert below.startswith(ranked)
+    assert "deflated Sharpe of the best (" in below and f"after N={len(rows)} trials" in below
+    assert ranked in markdown and "deflated Sharpe of the best (" in markdown
+    full = {row[1]: row for row in table_rows(markdown)}
+    assert "hidden_dim=16" in full["wider-exp"][2]
     # Only params that differ: the untouched ones (e.g. epochs) are not shown.
     assert "epochs" not in table
     losses = []
@@ -477,6 +489,7 @@ def test_the_experiment_table_ranks_branches_and_experiments_on_val_loss(history
         "move_skill",
         "direction_skill",
         "Sharpe",
+        "MCS 90%",
     ]
 
 

@@ -1,6 +1,8 @@
 """The experiments of a repository in one table that fits a terminal: ranked by validation
 loss, with only the params that differ between them, test skill with its interval, its move
-and direction parts, Sharpe.
+and direction parts, Sharpe, and whether each is in the 90% Model Confidence Set of
+out-of-sample loss; under the table, how many experiments it covers and the deflated Sharpe
+ratio of the one of highest test Sharpe.
 
     python -m finseq.experiments [--markdown] [--width 100]
 
@@ -8,6 +10,14 @@ Built on `dvc exp show --json --all-branches`: the workspace, every branch tip a
 `dvc exp` run on top of them. Validation loss is the pooled one of metrics/eval.json (every
 scored fold's model on its own validation windows), the one selection may use; the test
 columns are shown beside it, never ranked on.
+
+Each experiment's metrics/predictions.csv is read at its commit (`git show <rev>:...`; the
+workspace's from disk) and judged with the workspace's `backtest` and `evaluate` params, as
+the report does. The MCS column (finseq.selection) says which experiments the out-of-sample
+windows cannot tell from the best on per-date log loss (`in`), which are beyond noise worse
+(`out`), and `-` for an experiment without a predictions file. The deflated Sharpe ratio
+(Bailey and López de Prado) of the experiment of highest `test.sharpe` is the probability
+that its true Sharpe ratio is above 0 once the luck of picking the best of N is taken off.
 """
 
 from __future__ import annotations
@@ -17,18 +27,32 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
 
 from finseq.errors import DataError, UserError
 from finseq.markdown import markdown_table
-from finseq.paths import EVAL_METRICS, PARAMS_FILE
+from finseq.paths import EVAL_METRICS, PARAMS_FILE, PREDICTIONS_FILE
+from finseq.revisions import evidence_settings, read_predictions
+from finseq.selection import (
+    MCS_SIZE,
+    ConfidenceSet,
+    DeflatedSharpe,
+    confidence_set,
+    deflated_sharpe_of_best,
+    settled_totals,
+)
+from finseq.verdicts import EvidenceSettings
 
 DEFAULT_WIDTH = 100
 NAME_WIDTH = 16
 # The terminal table's shorter headers for the columns named as metrics/eval.json names them
 # (the Markdown table keeps the full names); a legend line under the table says which is which.
-TERMINAL_HEADERS = {"move_skill": "move", "direction_skill": "direction"}
+TERMINAL_HEADERS = {"move_skill": "move", "direction_skill": "dir"}
+MCS_HEADER = f"MCS {1 - MCS_SIZE:.0%}"  # "MCS" in the terminal, its line under the table says it
 
 
 @dataclass(frozen=True)
@@ -36,6 +60,7 @@ class Experiment:
     name: str
     params: dict[str, object]  # dotted key -> value
     metrics: dict[str, object]  # dotted key -> value, from metrics/eval.json
+    rev: str | None = None  # the commit (full sha); None: the workspace
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -54,10 +79,12 @@ def _file_data(data: dict, kind: str, path: str) -> dict:
 
 def _revision(entry: dict, name: str) -> Experiment:
     data = entry.get("data") or {}
+    rev = entry.get("rev")
     return Experiment(
         name=name,
         params=flatten(_file_data(data, "params", PARAMS_FILE)),
         metrics=flatten(_file_data(data, "metrics", EVAL_METRICS)),
+        rev=None if rev in (None, "workspace") else rev,
     )
 
 
@@ -120,7 +147,109 @@ def short_key(key: str, keys: Sequence[str]) -> str:
     return last if sum(k.rsplit(".", 1)[-1] == last for k in keys) == 1 else key
 
 
-def table_rows(experiments: Sequence[Experiment]) -> tuple[list[str], list[list[str]]]:
+@dataclass(frozen=True)
+class OutOfSample:
+    """What the experiments' predictions files say beside the ranking: the Model Confidence
+    Set of those with one, and the deflated Sharpe ratio of the best (None: nothing to
+    deflate, `best` without a predictions file, or no experiment with a test Sharpe)."""
+
+    confidence: ConfidenceSet = field(default_factory=lambda: confidence_set({}, 1, 1, 0))
+    best: str | None = None  # the experiment of highest test.sharpe
+    deflated: DeflatedSharpe | None = None
+    settings: EvidenceSettings | None = None
+
+
+def best_by_sharpe(experiments: Sequence[Experiment]) -> Experiment | None:
+    """The experiment of highest test.sharpe (the first of equals); None if none has one."""
+    scored = [e for e in experiments if not math.isnan(_number(e.metrics.get("test.sharpe")))]
+    return max(scored, key=lambda e: _number(e.metrics["test.sharpe"]), default=None)
+
+
+def out_of_sample(
+    experiments: Sequence[Experiment],
+    predictions: Mapping[str, pd.DataFrame],
+    settings: EvidenceSettings | None,
+) -> OutOfSample:
+    """The MCS of the experiments given {name: predictions table}, and the deflated Sharpe
+    ratio of the one of highest test.sharpe: its per-period returns from its predictions, N
+    the experiments with a test.sharpe, each trial's per-period Sharpe ratio test.sharpe /
+    sqrt(test.bars_per_year) (the best's bars per year where a trial lacks its own)."""
+    if not predictions or settings is None:
+        return OutOfSample(best=getattr(best_by_sharpe(experiments), "name", None))
+    totals = {name: settled_totals(frame, settings) for name, frame in predictions.items()}
+    confidence = confidence_set(totals, settings.horizon, settings.resamples, settings.seed)
+    best = best_by_sharpe(experiments)
+    if best is None or best.name not in totals:
+        return OutOfSample(confidence, getattr(best, "name", None), None, settings)
+
+    def per_period(experiment: Experiment) -> float:
+        per_year = _number(experiment.metrics.get("test.bars_per_year"))
+        per_year = per_year if per_year > 0 else totals[best.name].per_year
+        return _number(experiment.metrics.get("test.sharpe")) / math.sqrt(per_year)
+
+    trials = {
+        e.name: per_period(e)
+        for e in experiments
+        if not math.isnan(_number(e.metrics.get("test.sharpe")))
+    }
+    deflated = deflated_sharpe_of_best(best.name, totals[best.name].traded_returns(), trials)
+    return OutOfSample(confidence, best.name, deflated, settings)
+
+
+def _membership(name: str, confidence: ConfidenceSet) -> str:
+    if name not in confidence.compared or confidence.members is None:
+        return "-"
+    return "in" if name in confidence.members else "out"
+
+
+def summary_lines(experiments: Sequence[Experiment], evidence: OutOfSample) -> list[str]:
+    """The lines under the table: what the ranking and the MCS cover, the MCS's settings,
+    and the deflated Sharpe ratio of the best."""
+    confidence = evidence.confidence
+    count = f"{len(experiments)} experiments ranked; "
+    if not confidence.compared:
+        lines = [count + f"none with {PREDICTIONS_FILE}: no MCS comparison"]
+    else:
+        count += (
+            f"{len(confidence.compared)} with predictions in the MCS comparison over "
+            f"{confidence.dates:,} common dates"
+        )
+        if confidence.dates < confidence.all_dates:
+            count += (
+                f" (of {confidence.all_dates:,} dates scored by any: they scored different "
+                "windows, and only the dates common to all are compared)"
+            )
+        lines = [count]
+        if confidence.members is None:
+            lines.append(
+                f"no MCS: {confidence.dates} common dates are too few for a block bootstrap"
+            )
+        elif evidence.settings is not None:
+            lines.append(
+                f"{MCS_HEADER}: in the {1 - MCS_SIZE:.0%} Model Confidence Set of out-of-sample "
+                f"log loss per date (arch MCS, stationary bootstrap, block {confidence.block}, "
+                f"{evidence.settings.resamples} resamples, seed {evidence.settings.seed}); "
+                f"- = no {PREDICTIONS_FILE}"
+            )
+    if evidence.deflated is not None:
+        deflated = evidence.deflated
+        value = "-" if math.isnan(deflated.value) else f"{deflated.value:.2f}"
+        lines.append(
+            f"deflated Sharpe of the best ({deflated.name}): {value} (probability its true "
+            f"Sharpe > 0 after N={deflated.trials} trials; {deflated.periods:,} periods)"
+        )
+    elif evidence.best is not None:
+        lines.append(
+            f"deflated Sharpe of the best ({evidence.best}): - (no {PREDICTIONS_FILE} to "
+            "take its returns from)"
+        )
+    return lines
+
+
+def table_rows(
+    experiments: Sequence[Experiment], evidence: OutOfSample | None = None
+) -> tuple[list[str], list[list[str]]]:
+    confidence = (evidence or OutOfSample()).confidence
     keys = differing_params(experiments)
     headers = [
         "#",
@@ -131,6 +260,7 @@ def table_rows(experiments: Sequence[Experiment]) -> tuple[list[str], list[list[
         "move_skill",
         "direction_skill",
         "Sharpe",
+        MCS_HEADER,
     ]
     rows = []
     for rank, experiment in enumerate(ranked(experiments), start=1):
@@ -147,6 +277,7 @@ def table_rows(experiments: Sequence[Experiment]) -> tuple[list[str], list[list[
                 _fixed(_number(experiment.metrics.get("test.move_skill")), "+.3f"),
                 _fixed(_number(experiment.metrics.get("test.direction_skill")), "+.3f"),
                 _fixed(_number(experiment.metrics.get("test.sharpe")), "+.2f"),
+                _membership(experiment.name, confidence),
             ]
         )
     return headers, rows
@@ -156,10 +287,16 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
-def text_table(experiments: Sequence[Experiment], width: int = DEFAULT_WIDTH) -> str:
-    """Columns padded to fit `width`; the names and the params column are cut with … to fit."""
-    headers, rows = table_rows(experiments)
-    headers = [TERMINAL_HEADERS.get(header, header) for header in headers]
+def text_table(
+    experiments: Sequence[Experiment],
+    width: int = DEFAULT_WIDTH,
+    evidence: OutOfSample | None = None,
+) -> str:
+    """Columns padded to fit `width`; the names and the params column are cut with … to fit;
+    the lines under it wrapped to `width`."""
+    evidence = evidence or OutOfSample()
+    headers, rows = table_rows(experiments, evidence)
+    headers = [TERMINAL_HEADERS.get(header, header) for header in headers[:-1]] + ["MCS"]
     for row in rows:
         row[1] = _clip(row[1], NAME_WIDTH)
     widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(len(headers))]
@@ -175,12 +312,27 @@ def text_table(experiments: Sequence[Experiment], width: int = DEFAULT_WIDTH) ->
         ]
         lines.append("  ".join(padded).rstrip())
     legend = "; ".join(f"{short} = test.{full}" for full, short in TERMINAL_HEADERS.items())
-    return "\n".join([*lines, _clip(legend, width)])
+    under = [textwrap.fill(line, width) for line in summary_lines(experiments, evidence)]
+    return "\n".join([*lines, _clip(legend, width), *under])
 
 
-def markdown_ranking(experiments: Sequence[Experiment]) -> str:
-    """The same ranking as a Markdown table for a PR comment, names and params in full."""
-    return markdown_table(*table_rows(experiments))
+def markdown_ranking(experiments: Sequence[Experiment], evidence: OutOfSample | None = None) -> str:
+    """The same ranking as a Markdown table for a PR comment, names and params in full, and
+    the same lines under it."""
+    evidence = evidence or OutOfSample()
+    table = markdown_table(*table_rows(experiments, evidence))
+    return "\n\n".join([table, *summary_lines(experiments, evidence)]) + "\n"
+
+
+def read_out_of_sample(experiments: Sequence[Experiment]) -> OutOfSample:
+    """Each experiment's predictions file at its commit (the workspace's from disk), judged
+    with the workspace's backtest and evaluate params."""
+    predictions = {}
+    for experiment in experiments:
+        frame = read_predictions(experiment.rev)
+        if frame is not None:
+            predictions[experiment.name] = frame
+    return out_of_sample(experiments, predictions, evidence_settings() if predictions else None)
 
 
 def exp_show() -> list[dict]:
@@ -205,10 +357,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         experiments = parse_exp_show(exp_show())
+        evidence = read_out_of_sample(experiments)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(markdown_ranking(experiments) if args.markdown else text_table(experiments, args.width))
+    if args.markdown:
+        sys.stdout.write(markdown_ranking(experiments, evidence))
+    else:
+        print(text_table(experiments, args.width, evidence))
 
 
 if __name__ == "__main__":

@@ -25,17 +25,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import pandas as pd
-
-from finseq import evaluate
 from finseq.atomic import write_text
 from finseq.command import run_stage
 from finseq.errors import ConfigError
 from finseq.experiments import flatten
-from finseq.params import load_params
-from finseq.paths import EVAL_METRICS, PREDICTIONS_FILE, TRAIN_LIVE_DIR
+from finseq.paths import EVAL_METRICS, TRAIN_LIVE_DIR
 from finseq.report_sections import TRAIN_SUMMARY, LossCurves, ReportInputs, build_report
-from finseq.verdicts import EvidenceSettings, verdict_section
+from finseq.revisions import evidence_settings, read_at_revision, read_predictions
+from finseq.verdicts import verdict_section
 
 WORKSPACE = "workspace"
 LOSS_CURVES = {
@@ -68,17 +65,6 @@ def run_dvc(*args: str) -> subprocess.CompletedProcess:
         message = result.stderr.strip().removeprefix("ERROR: ") or f"exit {result.returncode}"
         raise ConfigError(f"dvc {args[0]} {args[1]}: {message}")
     return result
-
-
-def read_at_revision(path: str, revision: str | None) -> str | None:
-    """A file's text in `revision` (git show), or in the workspace if None; None if absent."""
-    if revision is None:
-        file = Path(path)
-        return file.read_text() if file.is_file() else None
-    result = subprocess.run(
-        ["git", "show", f"{revision}:{path}"], capture_output=True, text=True, check=False
-    )
-    return result.stdout if result.returncode == 0 else None
 
 
 def resolve_revision(name: str | None) -> str | None:
@@ -137,29 +123,10 @@ def read_metrics(revision: str | None) -> dict[str, dict]:
     return found
 
 
-def read_predictions(revision: str | None) -> pd.DataFrame | None:
-    text = read_at_revision(PREDICTIONS_FILE, revision)
-    return None if text is None else evaluate.read_predictions(text)
-
-
 def read_curves(revision: str | None) -> LossCurves:
     return LossCurves(
         train=parse_curve(read_at_revision(LOSS_CURVES["train"], revision)),
         val=parse_curve(read_at_revision(LOSS_CURVES["val"], revision)),
-    )
-
-
-def evidence_settings() -> EvidenceSettings:
-    params = load_params()
-    return EvidenceSettings(
-        threshold=params.backtest.threshold,
-        long_only=params.backtest.long_only,
-        cost_bps=params.backtest.cost_bps,
-        hold=params.backtest.hold_bars(params.label.horizon),
-        sizing=params.backtest.sizing,
-        horizon=params.label.horizon,
-        resamples=params.evaluate.resamples,
-        seed=params.evaluate.bootstrap_seed,
     )
 
 
