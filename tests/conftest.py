@@ -34,7 +34,9 @@ from finseq.synthetic import write_panel  # noqa: E402
 TINY_OVERRIDES = {
     "label": {"horizon": 3, "vol_window": 10},
     # Three walk-forward folds, not eight: every fold path runs, in half the training time.
-    "split": {"embargo": 2, "folds": 3},
+    # Generated series start in 2000 and end long before the default data's lockbox date
+    # (which would seal nothing, an error): tiny runs have no lockbox unless a test sets one.
+    "split": {"embargo": 2, "folds": 3, "lockbox": None},
     "window": {"seq_len": 8},
     "model": {"hidden_dim": 8, "num_layers": 1},
     "train": {"epochs": 2, "batch_size": 64, "patience": 2, "threads": 1, "seeds": 1},
@@ -60,6 +62,7 @@ PIPELINE_OUTPUTS = (
     "metrics/train/plots/metrics/val/loss.tsv",
     "metrics/train/folds/curves.tsv",
     "metrics/train/folds/f1/plots/metrics/val/loss.tsv",
+    "metrics/lockbox.json",
 )
 
 
@@ -73,8 +76,9 @@ def tiny_params(**overrides: dict) -> Params:
 
 
 def split_config(**overrides: object) -> SplitConfig:
-    """params.yaml's split section with `overrides` (e.g. method="holdout", train=0.6)."""
-    values = {**default_params_dict()["split"], **overrides}
+    """params.yaml's split section with `overrides` (e.g. method="holdout", train=0.6), and no
+    lockbox unless `overrides` sets one (as tiny_params)."""
+    values = {**default_params_dict()["split"], "lockbox": None, **overrides}
     return parse_section(SplitConfig, values, "split")
 
 

@@ -51,7 +51,7 @@ EVIDENCE_KEYS = {
     *(f"buy_hold_{name}" for name in ("annual_return", "annual_volatility", "sharpe")),
     "buy_hold_max_drawdown",
 }
-STAGES = ("prepare", "window", "train", "evaluate")
+STAGES = ("prepare", "window", "train", "evaluate", "lockbox")
 
 
 @pytest.fixture(scope="module")

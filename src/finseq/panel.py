@@ -6,8 +6,9 @@ over frames, so tests run it without DVC.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from finseq.prepare import (
     check_finite_features,
     featurise,
     read_series,
+    seal_lockbox,
+    sealed_bars,
     series_name,
     stale_open_periods,
 )
@@ -57,7 +60,7 @@ def prepare_panel(params: Params, frames: dict[str, pd.DataFrame] | None = None)
     if frames is None:
         files = params.data.files
         workers = resolve_data_workers(params.data.workers, len(files))
-        frames, featurised = read_series(files, params.label, workers)
+        frames, featurised = read_series(files, params.label, workers, params.split.lockbox)
     return prepare_dataset(frames, params.label, params.split, featurised)
 
 
@@ -79,11 +82,14 @@ def prepare_dataset(
     train-only scaler statistics.
 
     `frames` maps each source file to its validated OHLCV frame (see load.load_series);
-    `featurised`, if given, holds featurise's result for each of them (read_series computes
-    them side by side), else they are computed here.
+    each is cut at split.lockbox first (prepare.seal_lockbox; a frame read_series cut
+    already loses nothing more). `featurised`, if given, holds featurise's result for each
+    of the cut frames (read_series computes them side by side), else they are computed here.
     """
     files = tuple(frames)
     check_distinct_names(files)
+    frames = {path: seal_lockbox(frame, split_config.lockbox) for path, frame in frames.items()}
+    _check_lockbox(frames, label_config, split_config)
     minimum_bars = WARMUP_BARS + label_config.horizon + 1
     for path, frame in frames.items():
         if len(frame) < minimum_bars:
@@ -91,7 +97,8 @@ def prepare_dataset(
                 f"{path}: only {len(frame)} bars; at least {minimum_bars} are needed "
                 f"(warm-up {WARMUP_BARS} + label.horizon {label_config.horizon} + 1)"
             )
-    plan = fold_plan([frame.index.to_numpy() for frame in frames.values()], split_config)
+    with _naming_the_lockbox(split_config):
+        plan = fold_plan([frame.index.to_numpy() for frame in frames.values()], split_config)
 
     parts = []
     path_of = list(frames)
@@ -142,10 +149,11 @@ def prepare_dataset(
         name: np.concatenate([part[name] for part in parts], axis=-1 if name in FOLD_ARRAYS else 0)
         for name in parts[0]
     }
-    for index, fold in enumerate(plan.folds):
-        _check_every_part_has_samples(
-            fold, stacked["parts"][index], stacked["samples"][index], label_config, split_config
-        )
+    with _naming_the_lockbox(split_config):
+        for index, fold in enumerate(plan.folds):
+            _check_every_part_has_samples(
+                fold, stacked["parts"][index], stacked["samples"][index], label_config, split_config
+            )
     fold_meta = {}
     for index, fold in enumerate(plan.folds):
         scaler = StandardScaler.fit(
@@ -163,6 +171,7 @@ def prepare_dataset(
         "files": list(files),
         "series_names": [series_name(path) for path in files],
         "series_bars": [len(frame) for frame in frames.values()],
+        "sealed_bars": {series_name(path): sealed_bars(frame) for path, frame in frames.items()},
         "stale_opens": {
             series_name(path): stale_open_periods(frame) for path, frame in frames.items()
         },
@@ -176,7 +185,7 @@ def prepare_dataset(
         "folds": fold_meta,
         "both_touch": tie_counts,
         "label": dataclasses.asdict(label_config),
-        "split": dataclasses.asdict(split_config),
+        "split": split_config.prepared_view(),
     }
     meta["content_hash"] = array_hash(((name, stacked[name]) for name in ARRAYS), meta)
     data = PreparedData(meta=meta, **stacked)
@@ -186,6 +195,44 @@ def prepare_dataset(
 
 
 FOLD_ARRAYS = ("parts", "samples")
+
+
+def _check_lockbox(
+    frames: dict[str, pd.DataFrame], label_config: LabelConfig, split_config: SplitConfig
+) -> None:
+    """A lockbox that seals nothing, or leaves a series too short to prepare, is a mistake
+    in split.lockbox: one line naming it."""
+    lockbox = split_config.lockbox
+    if lockbox is None:
+        return
+    if not any(sealed_bars(frame) for frame in frames.values()):
+        raise ConfigError(
+            f"split.lockbox = {lockbox!r} is after the last bar of every series: it seals "
+            "nothing; choose a date inside the data, or null for no lockbox"
+        )
+    minimum_bars = WARMUP_BARS + label_config.horizon + 1
+    for path, frame in frames.items():
+        if len(frame) < minimum_bars:
+            raise ConfigError(
+                f"split.lockbox = {lockbox!r} leaves {path} only {len(frame)} bars before it; "
+                f"at least {minimum_bars} are needed (warm-up {WARMUP_BARS} + label.horizon "
+                f"{label_config.horizon} + 1); choose a later date"
+            )
+
+
+@contextlib.contextmanager
+def _naming_the_lockbox(split_config: SplitConfig) -> Iterator[None]:
+    """A split the bars before the lockbox leave impossible names the lockbox too, since
+    moving it may be the fix."""
+    try:
+        yield
+    except ConfigError as exc:
+        if split_config.lockbox is None:
+            raise
+        raise ConfigError(
+            f"{exc} (over the bars before split.lockbox = {split_config.lockbox!r})"
+        ) from None
+
 
 # metrics/data.json's both_touch keys, and the tie codes they count.
 TIE_KINDS = {"decided_by_open": TIE_DECIDED_BY_OPEN, "undecided": TIE_UNDECIDED}

@@ -9,6 +9,7 @@ these dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import re
 from collections.abc import Mapping
@@ -78,6 +79,20 @@ def _each_file_once(files: tuple[str, ...]) -> tuple[str, ...]:
     return files
 
 
+def _lockbox_date(value: Any) -> Any:
+    """split.lockbox: an ISO date string or null (YAML reads an unquoted date as a date)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    try:
+        datetime.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise _not_allowed("an ISO date such as '2018-01-01', or null (no lockbox)") from None
+    return value
+
+
+LockboxDate = Annotated[str | None, BeforeValidator(_lockbox_date)]
 Threads = _word_or_integer("auto", 1, 1024, "'auto' or an integer from 1 to 1024")
 History = _word_or_integer(
     "expanding", 2, LARGEST_INTEGER, "'expanding' or an integer >= 2 (bars of a rolling window)"
@@ -117,6 +132,13 @@ class SplitConfig:
     folds: Annotated[Integer, Field(ge=1, le=100)]
     history: History
     val_share: Annotated[Number, Field(gt=0, lt=1)]
+    lockbox: LockboxDate  # bars from this date on are sealed (finseq.lockbox)
+    lockbox_open: bool
+
+    def prepared_view(self) -> dict:
+        """Every key but lockbox_open (the prepared meta and checkpoints record these), so
+        that opening the lockbox changes no prepared byte."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "lockbox_open"}
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -282,6 +304,11 @@ def _check_across_sections(params: Params) -> None:
             f"train.processes = {train.processes} with train.fold_workers = "
             f"{train.fold_workers}: train the folds side by side or each across processes, "
             "not both; set one of them to 1"
+        )
+    if params.split.lockbox_open and params.split.lockbox is None:
+        raise ConfigError(
+            "split.lockbox_open = True with split.lockbox = None: there is no lockbox to open; "
+            "set split.lockbox to a date or split.lockbox_open to false"
         )
     if params.split.method == "holdout" and params.split.train + params.split.val >= 1:
         raise ConfigError(

@@ -1,5 +1,5 @@
-"""prepare · window · train · evaluate as plain in-process calls on Params: what the tests'
-tiny runs, the control experiments and the benchmarks call.
+"""prepare · window · train · evaluate · lockbox as plain in-process calls on Params: what the
+tests' tiny runs, the control experiments and the benchmarks call.
 
 `run_<stage>` is the very function `python -m finseq.stages.<stage>` runs, on a project root:
 it lives in its stage's module (panel, window_sets, folds, scoring), so that dvc.yaml can
@@ -84,3 +84,9 @@ def run_evaluate(params: Params, root: Path = Path()) -> Evaluation:
     from finseq.scoring import run_evaluate
 
     return run_evaluate(params, root)
+
+
+def run_lockbox(params: Params, root: Path = Path()) -> dict:
+    from finseq.lockbox import run_lockbox
+
+    return run_lockbox(params, root)

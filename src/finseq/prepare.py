@@ -29,6 +29,7 @@ from finseq.labels import ahead, label_outcome
 from finseq.load import PRICE_COLUMNS, line_of, load_series, one_bar_moves
 from finseq.params import LabelConfig
 from finseq.progress import tracked
+from finseq.split import before_lockbox
 
 
 def series_name(path: str) -> str:
@@ -60,6 +61,22 @@ def outcome_returns(frame: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.n
     forward = ahead(log_close, horizon) - log_close
     next_bar = ahead(log_open, 2) - ahead(log_open, 1)
     return forward, next_bar
+
+
+def seal_lockbox(frame: pd.DataFrame, lockbox: str | None) -> pd.DataFrame:
+    """The series as if its file ended before split.lockbox: every later bar cut off before
+    any feature, label or return is computed, so the labels and returns of the last bars
+    before the cut are unknown exactly as at the end of a file, and no number prepare
+    writes can depend on a sealed bar. attrs["sealed_bars"] counts the bars cut (cutting
+    again cuts none and keeps the count)."""
+    kept = before_lockbox(frame.index.to_numpy(), lockbox)
+    sealed = frame[kept].copy()
+    sealed.attrs = {**frame.attrs, "sealed_bars": sealed_bars(frame) + int((~kept).sum())}
+    return sealed
+
+
+def sealed_bars(frame: pd.DataFrame) -> int:
+    return int(frame.attrs.get("sealed_bars", 0))
 
 
 @dataclass(frozen=True)
@@ -98,17 +115,21 @@ def _unspill(paths: dict[str, Path]) -> FeaturisedSeries:
 
 
 def _read_and_featurise(
-    numbered_path: tuple[int, str], label_config: LabelConfig, spill_dir: Path | None = None
+    numbered_path: tuple[int, str],
+    label_config: LabelConfig,
+    lockbox: str | None,
+    spill_dir: Path | None = None,
 ) -> tuple[pd.DataFrame | None, FeaturisedSeries | dict | None, str, UserError | None]:
-    """One file read, validated and featurised, with the notes it printed and the error that
-    stopped it; with `spill_dir`, the arrays are left there and their paths returned. A
-    series too short to featurise is left to prepare_dataset, which names what it lacks."""
+    """One file read, validated, cut at the lockbox and featurised, with the notes it
+    printed and the error that stopped it; with `spill_dir`, the arrays are left there and
+    their paths returned. A series too short to featurise is left to prepare_dataset, which
+    names what it lacks."""
     number, path = numbered_path
     notes = io.StringIO()
     frame = series = error = None
     with contextlib.redirect_stderr(notes):
         try:
-            frame = load_series(path)
+            frame = seal_lockbox(load_series(path), lockbox)
             minimum_bars = WARMUP_BARS + label_config.horizon + 1
             series = featurise(frame, label_config) if len(frame) >= minimum_bars else None
         except UserError as exc:
@@ -125,9 +146,10 @@ def _start_data_worker() -> None:
 
 
 def read_series(
-    files: Sequence[str], label_config: LabelConfig, workers: int = 1
+    files: Sequence[str], label_config: LabelConfig, workers: int = 1, lockbox: str | None = None
 ) -> tuple[dict[str, pd.DataFrame], list[FeaturisedSeries | None]]:
-    """Every file loaded and featurised, in `workers` forked processes when above 1.
+    """Every file loaded, cut at `lockbox` (seal_lockbox) and featurised, in `workers` forked
+    processes when above 1.
 
     Results, notes and the first failure come back in file order, so the output and any
     error are those of one worker. The per-file work is pure, so the prepared bytes are too.
@@ -136,13 +158,18 @@ def read_series(
     with contextlib.ExitStack() as stack:
         if workers > 1:
             spill_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="finseq-")))
-            work = partial(_read_and_featurise, label_config=label_config, spill_dir=spill_dir)
+            work = partial(
+                _read_and_featurise,
+                label_config=label_config,
+                lockbox=lockbox,
+                spill_dir=spill_dir,
+            )
             pool = multiprocessing.get_context("fork").Pool(workers, _start_data_worker)
             stack.callback(pool.join)
             stack.callback(pool.terminate)
             results = pool.imap(work, enumerate(files))
         else:
-            work = partial(_read_and_featurise, label_config=label_config)
+            work = partial(_read_and_featurise, label_config=label_config, lockbox=lockbox)
             results = map(work, enumerate(files))
         for path, (frame, series, notes, error) in zip(
             files, tracked(results, len(files), "prepare", "files read"), strict=True

@@ -176,6 +176,28 @@ def bar_length(timestamps: np.ndarray) -> np.timedelta64:
     return np.timedelta64(int(np.median(steps)), "ns")
 
 
+def lockbox_instant(lockbox: str) -> np.datetime64:
+    """split.lockbox as the naive UTC instant the loaded timestamps are in."""
+    stamp = pd.Timestamp(lockbox)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return np.datetime64(stamp.to_datetime64(), "ns")
+
+
+def before_lockbox(timestamps: np.ndarray, lockbox: str | None) -> np.ndarray:
+    """True for each bar of one series that ends before the lockbox date: the bars any
+    default stage may read. As in assign_parts, a bar ends one bar length after its
+    timestamp (the length measured on the bars that start before the date), so a weekly
+    bar that starts before the date and closes after it is sealed with the bars after it."""
+    stamps = np.asarray(timestamps).astype("datetime64[ns]")
+    if lockbox is None:
+        return np.ones(len(stamps), dtype=bool)
+    cut = lockbox_instant(lockbox)
+    one_ns = np.timedelta64(1, "ns")
+    length = max(bar_length(stamps[stamps < cut]), one_ns)
+    return stamps + length - one_ns < cut
+
+
 def assign_parts(timestamps: np.ndarray, fold: Fold) -> np.ndarray:
     """TRAIN, VAL, TEST or OUTSIDE (int8) for each bar of one series, in this fold.
 

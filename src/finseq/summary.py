@@ -88,9 +88,14 @@ def _part_summary(data: PreparedData, fold: str) -> dict:
     return summary
 
 
+def lockbox_summary(meta: dict) -> dict:
+    """The lockbox date and how many bars of each series it sealed (none read by prepare)."""
+    return {"date": meta["split"].get("lockbox"), "sealed_bars": meta.get("sealed_bars", {})}
+
+
 def data_summary(data: PreparedData) -> dict:
-    """Sample counts and class balance per part of each fold, and each series' stale-open
-    periods, for metrics/data.json."""
+    """Sample counts and class balance per part of each fold, each series' stale-open
+    periods and the lockbox, for metrics/data.json."""
     if data.meta["split_method"] == "holdout":
         dates = data.meta["folds"][HOLDOUT]
         return {
@@ -98,10 +103,12 @@ def data_summary(data: PreparedData) -> dict:
             "test_start": dates["test_start"],
             **_part_summary(data, HOLDOUT),
             "stale_opens": data.meta["stale_opens"],
+            "lockbox": lockbox_summary(data.meta),
         }
     return {
         "method": data.meta["split_method"],
         "stale_opens": data.meta["stale_opens"],
+        "lockbox": lockbox_summary(data.meta),
         "folds": {
             fold: {
                 **{

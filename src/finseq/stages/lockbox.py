@@ -1,0 +1,15 @@
+"""lockbox: metrics/lockbox.json. Sealed (split.lockbox_open false), it reads no bar from
+split.lockbox on; opened (`dvc exp run -S split.lockbox_open=true`), it scores
+models/model.pth on those bars and counts the opening."""
+
+from finseq.command import run_stage
+from finseq.lockbox import run_lockbox
+from finseq.params import load_params
+
+
+def main() -> None:
+    run_lockbox(load_params())
+
+
+if __name__ == "__main__":
+    run_stage(main)
