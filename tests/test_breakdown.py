@@ -86,6 +86,18 @@ def test_a_group_of_too_few_dates_has_no_interval():
     assert np.isfinite(figures["skill"])
 
 
+def test_a_year_of_one_date_is_counted_and_left_unmeasured():
+    """A test period that touches a year on one date only (it starts on 31 December): that
+    year's windows are counted, its figures NaN (one date makes no daily series), and the
+    other years are measured as before."""
+    dates = pd.bdate_range("2019-12-31", periods=41).strftime("%Y-%m-%dT00:00:00")
+    table = panel().iloc[: 2 * len(dates)].assign(timestamp=np.repeat(dates, 2))
+    years = breakdowns(table, BACKTEST, EVALUATE, horizon=1)["year"]
+    assert years["2019"]["samples"] == 2
+    assert all(np.isnan(value) for key, value in years["2019"].items() if key != "samples")
+    assert np.isfinite(years["2020"]["skill"]) and np.isfinite(years["2020"]["sharpe"])
+
+
 def test_a_table_without_regimes_has_no_regime_breakdown():
     table = panel().drop(columns="regime")
     assert list(breakdowns(table, BACKTEST, EVALUATE, horizon=1)) == ["series", "year"]

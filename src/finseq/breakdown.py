@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from finseq.backtest import sharpe_ratio
-from finseq.evidence import configured_totals, skill_intervals
+from finseq.evidence import SKILLS, configured_totals, skill_intervals
 from finseq.params import BacktestConfig, EvaluateConfig
 
 KINDS = ("series", "year", "regime")
@@ -48,6 +48,11 @@ def group_figures(
     horizon: int,
 ) -> dict[str, float | int]:
     rows = table[members]
+    samples = int(rows["label"].notna().sum())
+    if rows["timestamp"].nunique() < 2:
+        # One date (a year the test period only touches) makes no daily series to judge.
+        unmeasured = [f"{name}{end}" for name in SKILLS for end in ("", "_low", "_high")]
+        return {"samples": samples, **dict.fromkeys(unmeasured, np.nan), "sharpe": np.nan}
     skills = skill_intervals(
         configured_totals(rows, backtest, horizon),
         horizon,
@@ -58,7 +63,7 @@ def group_figures(
     on_group_dates = np.isin(book.dates, pd.to_datetime(rows["timestamp"]).to_numpy())
     returns = book.strategy[on_group_dates & np.isfinite(book.strategy)]
     sharpe = sharpe_ratio(returns, book.per_year) if len(returns) > 1 else np.nan
-    return {"samples": int(rows["label"].notna().sum()), **skills, "sharpe": sharpe}
+    return {"samples": samples, **skills, "sharpe": sharpe}
 
 
 def breakdowns(
