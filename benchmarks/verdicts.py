@@ -1,7 +1,7 @@
 """How often the report's verdicts are wrong: its false-positive rate on pairs of runs that
 differ only in their seeds, and its power on a change with a real effect.
 
-    python benchmarks/verdicts.py                        # 20 pairs of each kind (~15 min)
+    python benchmarks/verdicts.py                        # 20 pairs of each kind (about 7 min)
     python benchmarks/verdicts.py --pairs 2 --bars 1500  # smoke run
 
 The panel is generated (finseq.synthetic): series whose volatility switches between two
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20, help="pairs of each kind")
     parser.add_argument("--series", type=int, default=2)
-    parser.add_argument("--bars", type=int, default=3000, help="bars per series")
+    parser.add_argument("--bars", type=int, default=4000, help="bars per series")
     parser.add_argument("--seeds", type=int, default=3, help="train.seeds of every run")
     parser.add_argument("--seq-len", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2)
