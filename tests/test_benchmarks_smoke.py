@@ -4,6 +4,7 @@ No timing is asserted here; the benchmarks themselves are run by hand (benchmark
 """
 
 import dataclasses
+import json
 import sys
 
 import numpy as np
@@ -23,6 +24,7 @@ import benchlib
 import predict as predict_benchmark
 import scaling
 import train_throughput
+import verdicts as verdicts_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +204,27 @@ def test_predict_timings_and_history_gaps_run_on_a_tiny_model(tmp_path, monkeypa
     gaps = predict_benchmark.history_gaps(model_file, [70, 400], tmp_path)
     # Too little history moves the probabilities; enough leaves them within 1e-6.
     assert gaps[70] > 1e-6 >= gaps[400]
+
+
+@pytest.mark.slow
+def test_the_verdicts_benchmark_counts_each_figures_verdicts_over_its_pairs(tmp_path, capsys):
+    """One pair of each kind on a short panel: every figure's count is between 0 and the
+    pairs, and each run's seeds.* spread is kept (three runs: two seeds and one shuffled)."""
+    out = tmp_path / "verdicts.json"
+    verdicts_benchmark.main(
+        ["--pairs", "1", "--bars", "1500", "--seeds", "2", "--workers", "1", "--json", str(out)]
+    )
+    result = json.loads(out.read_text())
+    for kind in ("false_positives", "power"):
+        assert set(result[kind]) == {
+            "skill",
+            "move_skill",
+            "direction_skill",
+            "loss",
+            "accuracy",
+            "sharpe",
+        }
+        assert all(0 <= count <= 1 for count in result[kind].values())
+    assert sorted(result["seeds"]) == ["1000", "1000-shuffled", "1005"]
+    assert all(spread["count"] == 2 for spread in result["seeds"].values())
+    assert "False positives over 1 seed-only pairs" in capsys.readouterr().out

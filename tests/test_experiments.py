@@ -8,14 +8,17 @@ in tests/test_report.py.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from finseq.backtest import sharpe_ratio
 from finseq.experiments import (
     Experiment,
+    OutOfSample,
     differing_params,
     markdown_ranking,
     out_of_sample,
@@ -29,6 +32,7 @@ from finseq.selection import (
     deflated_sharpe_of_best,
     expected_max_sharpe,
     model_confidence_set,
+    settled_totals,
 )
 from finseq.verdicts import EvidenceSettings
 
@@ -140,17 +144,22 @@ SETTINGS = EvidenceSettings(
 
 
 def sweep_predictions(
-    edges: dict[str, float], n_dates: int = 1500, noise: float = 0.05, seed: int = 0
+    edges: dict[str, float],
+    n_dates: int = 1500,
+    noise: float = 0.05,
+    seed: int = 0,
+    label_return: float = 0.0,
 ) -> dict[str, pd.DataFrame]:
     """One predictions table per experiment, over the same windows of two series: one model
     (random logits that know nothing of the labels) plus each experiment's own seed-like
     noise on its logits, plus `edge` on the logit of the true label: an experiment of edge
-    > 0 puts more mass on the true label, a real edge."""
+    > 0 puts more mass on the true label, a real edge. With `label_return`, each window's
+    next return moves that much in its label's direction, so an edge is also a Sharpe."""
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range("2015-01-01", periods=n_dates).strftime("%Y-%m-%dT%H:%M:%S")
     labels = rng.integers(-1, 2, size=(n_dates, 2))
     model = rng.normal(0, 0.3, size=(n_dates, 2, 3))
-    next_return = rng.normal(0, 0.01, size=(n_dates, 2))
+    next_return = rng.normal(0, 0.01, size=(n_dates, 2)) + label_return * labels
     tables = {}
     for number, (name, edge) in enumerate(edges.items()):
         own = np.random.default_rng([seed, number])
@@ -192,6 +201,37 @@ def test_a_sweep_of_seeds_alone_keeps_every_experiment_in_the_set():
     edges = {f"seed-{n}": 0.0 for n in range(6)}
     result = model_confidence_set(sweep_predictions(edges), SETTINGS)
     assert result.members == set(edges)
+
+
+def sweep_with_sharpes(edges: dict[str, float]) -> tuple[list[Experiment], OutOfSample]:
+    """Experiments of `sweep_predictions` whose returns follow their labels, each with the
+    test.sharpe its own predictions give (no costs), judged as the table judges them."""
+    settings = dataclasses.replace(SETTINGS, cost_bps=0)
+    tables = sweep_predictions(edges, label_return=0.01)
+    experiments = []
+    for number, (name, table) in enumerate(tables.items()):
+        totals = settled_totals(table, settings)
+        metrics = {
+            "val.loss": 1.0 + number / 100,
+            "test.sharpe": sharpe_ratio(totals.traded_returns(), totals.per_year),
+            "test.bars_per_year": totals.per_year,
+        }
+        experiments.append(Experiment(name, {"train.seed": number}, metrics))
+    return experiments, out_of_sample(experiments, tables, settings)
+
+
+def test_a_planted_edge_alone_is_in_the_set_and_its_sharpe_survives_deflation():
+    _, evidence = sweep_with_sharpes({"planted": 0.15, **{f"seed-{n}": 0.0 for n in range(5)}})
+    assert evidence.confidence.members == {"planted"}
+    assert evidence.deflated.name == "planted" and evidence.deflated.trials == 6
+    assert evidence.deflated.value > 0.95
+
+
+def test_in_a_sweep_of_seeds_the_best_sharpe_does_not_survive_deflation():
+    experiments, evidence = sweep_with_sharpes({f"seed-{n}": 0.0 for n in range(6)})
+    assert evidence.confidence.members == {e.name for e in experiments}
+    assert evidence.deflated.trials == 6
+    assert evidence.deflated.value < 0.95
 
 
 def test_experiments_that_scored_different_windows_are_compared_on_the_common_dates():
