@@ -159,16 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         params = run_params(files, args.seeds, args.seq_len)
         data = pipeline.prepare(params)
     windows = pipeline.window(params, data)
-    settings = EvidenceSettings(
-        threshold=params.backtest.threshold,
-        long_only=params.backtest.long_only,
-        cost_bps=params.backtest.cost_bps,
-        hold=params.backtest.hold_bars(params.label.horizon),
-        sizing=params.backtest.sizing,
-        horizon=params.label.horizon,
-        resamples=params.evaluate.resamples,
-        seed=params.evaluate.bootstrap_seed,
-    )
+    settings = EvidenceSettings.of(params)
     first = [1000 + 10 * k for k in range(args.pairs)]
     jobs = [(seed, False) for seed in first]
     jobs += [(seed + 5, False) for seed in first]

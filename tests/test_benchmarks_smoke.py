@@ -16,6 +16,7 @@ from finseq.fit import TrainingData, fit
 from finseq.markdown import markdown_table
 from finseq.models import build_model
 from finseq.synthetic import write_panel
+from finseq.verdicts import VERDICT_ROWS
 from finseq.windows import gather_windows, window_offsets
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -216,14 +217,7 @@ def test_the_verdicts_benchmark_counts_each_figures_verdicts_over_its_pairs(tmp_
     )
     result = json.loads(out.read_text())
     for kind in ("false_positives", "power"):
-        assert set(result[kind]) == {
-            "skill",
-            "move_skill",
-            "direction_skill",
-            "loss",
-            "accuracy",
-            "sharpe",
-        }
+        assert set(result[kind]) == {name for name, _ in VERDICT_ROWS}
         assert all(0 <= count <= 1 for count in result[kind].values())
     assert sorted(result["seeds"]) == ["1000", "1000-shuffled", "1005"]
     assert all(spread["count"] == 2 for spread in result["seeds"].values())

@@ -32,7 +32,6 @@ from finseq.selection import (
     deflated_sharpe_of_best,
     expected_max_sharpe,
     model_confidence_set,
-    settled_totals,
 )
 from finseq.verdicts import EvidenceSettings
 
@@ -210,7 +209,7 @@ def sweep_with_sharpes(edges: dict[str, float]) -> tuple[list[Experiment], OutOf
     tables = sweep_predictions(edges, label_return=0.01)
     experiments = []
     for number, (name, table) in enumerate(tables.items()):
-        totals = settled_totals(table, settings)
+        totals = settings.totals(table)
         metrics = {
             "val.loss": 1.0 + number / 100,
             "test.sharpe": sharpe_ratio(totals.traded_returns(), totals.per_year),

@@ -43,7 +43,6 @@ from finseq.selection import (
     DeflatedSharpe,
     confidence_set,
     deflated_sharpe_of_best,
-    settled_totals,
 )
 from finseq.verdicts import EvidenceSettings
 
@@ -176,7 +175,7 @@ def out_of_sample(
     sqrt(test.bars_per_year) (the best's bars per year where a trial lacks its own)."""
     if not predictions or settings is None:
         return OutOfSample(best=getattr(best_by_sharpe(experiments), "name", None))
-    totals = {name: settled_totals(frame, settings) for name, frame in predictions.items()}
+    totals = {name: settings.totals(frame) for name, frame in predictions.items()}
     confidence = confidence_set(totals, settings.horizon, settings.resamples, settings.seed)
     best = best_by_sharpe(experiments)
     if best is None or best.name not in totals:

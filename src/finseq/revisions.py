@@ -38,14 +38,4 @@ def read_predictions(revision: str | None) -> pd.DataFrame | None:
 def evidence_settings() -> EvidenceSettings:
     """The workspace's backtest and bootstrap params, with which every revision's
     predictions are judged alike."""
-    params = load_params()
-    return EvidenceSettings(
-        threshold=params.backtest.threshold,
-        long_only=params.backtest.long_only,
-        cost_bps=params.backtest.cost_bps,
-        hold=params.backtest.hold_bars(params.label.horizon),
-        sizing=params.backtest.sizing,
-        horizon=params.label.horizon,
-        resamples=params.evaluate.resamples,
-        seed=params.evaluate.bootstrap_seed,
-    )
+    return EvidenceSettings.of(load_params())

@@ -27,7 +27,7 @@ import pandas as pd
 from arch.bootstrap import MCS
 from scipy.stats import kurtosis, norm, skew
 
-from finseq.evidence import MINIMUM_DATES, DailyTotals, block_length, daily_totals
+from finseq.evidence import MINIMUM_DATES, DailyTotals, block_length
 from finseq.verdicts import EvidenceSettings
 
 MCS_SIZE = 0.10
@@ -105,24 +105,12 @@ def confidence_set(
     return ConfidenceSet(names, members, pvalues, len(losses), all_dates, block)
 
 
-def settled_totals(predictions: pd.DataFrame, settings: EvidenceSettings) -> DailyTotals:
-    """daily_totals of a predictions table with the settings' backtest params."""
-    return daily_totals(
-        predictions,
-        settings.threshold,
-        settings.long_only,
-        settings.cost_bps,
-        hold=settings.hold,
-        sizing=settings.sizing,
-    )
-
-
 def model_confidence_set(
     predictions: Mapping[str, pd.DataFrame], settings: EvidenceSettings, size: float = MCS_SIZE
 ) -> ConfidenceSet:
     """The (1 - size) Model Confidence Set of out-of-sample loss of experiments given as
     {name: predictions table}, resampled with the settings' horizon, resamples and seed."""
-    totals = {name: settled_totals(frame, settings) for name, frame in predictions.items()}
+    totals = {name: settings.totals(frame) for name, frame in predictions.items()}
     return confidence_set(totals, settings.horizon, settings.resamples, settings.seed, size)
 
 

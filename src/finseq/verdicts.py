@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from finseq.evidence import change_intervals, daily_totals, figure_of, verdict
+from finseq.evidence import DailyTotals, change_intervals, daily_totals, figure_of, verdict
 from finseq.markdown import MISSING, format_change, format_value, markdown_table
+from finseq.params import Params
 from finseq.paths import PREDICTIONS_FILE
 
 # Each row of the verdict table: the figure, and whether a higher value is better.
@@ -47,6 +48,31 @@ class EvidenceSettings:
     horizon: int
     resamples: int
     seed: int
+
+    @classmethod
+    def of(cls, params: Params) -> EvidenceSettings:
+        """The settings a run's params give: its backtest and its bootstrap."""
+        return cls(
+            threshold=params.backtest.threshold,
+            long_only=params.backtest.long_only,
+            cost_bps=params.backtest.cost_bps,
+            hold=params.backtest.hold_bars(params.label.horizon),
+            sizing=params.backtest.sizing,
+            horizon=params.label.horizon,
+            resamples=params.evaluate.resamples,
+            seed=params.evaluate.bootstrap_seed,
+        )
+
+    def totals(self, predictions: pd.DataFrame) -> DailyTotals:
+        """daily_totals of a predictions table with these backtest settings."""
+        return daily_totals(
+            predictions,
+            self.threshold,
+            self.long_only,
+            self.cost_bps,
+            hold=self.hold,
+            sizing=self.sizing,
+        )
 
 
 def verdict_section(
@@ -77,17 +103,7 @@ def verdict_section(
     base = base.sort_values(WINDOW_KEY, kind="stable").reset_index(drop=True)
     target = target.sort_values(WINDOW_KEY, kind="stable").reset_index(drop=True)
     paired = base[WINDOW_KEY].equals(target[WINDOW_KEY])
-    totals = [
-        daily_totals(
-            frame,
-            settings.threshold,
-            settings.long_only,
-            settings.cost_bps,
-            hold=settings.hold,
-            sizing=settings.sizing,
-        )
-        for frame in (base, target)
-    ]
+    totals = [settings.totals(frame) for frame in (base, target)]
     # A table from before skill was split has no move or direction parts to compare.
     measured = {
         name: figure_of(name)
