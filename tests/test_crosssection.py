@@ -136,3 +136,24 @@ def test_ten_series_at_quantile_point_two_hold_two_a_side_at_a_half():
         top, bottom = scores.nlargest(2).index, scores.nsmallest(2).index
         assert (row[top] == 0.5).all() and (row[bottom] == -0.5).all()
         assert row.abs().sum() == pytest.approx(2.0) and row.sum() == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+def test_a_universe_of_fifty_generated_series_with_a_planted_regime_gives_a_positive_ic(tmp_path):
+    """End to end through the stages: 50 independent series, each with the controls' planted
+    drift regime, so on a date the series in an up regime earn more than those in a down
+    one, and the model's score tells them apart. Observed (linear model, holdout, 96 test
+    dates): IC 0.329 [0.299, 0.356], long-short Sharpe after costs 30.0 [25.8, 35.2]."""
+    from test_controls import (
+        PLANTED_LABEL,
+        PLANTED_SIGNAL,
+        control_params,
+        run_stages,
+        synthetic_csvs,
+    )
+
+    csvs = synthetic_csvs(50, 800, seed=0, **PLANTED_SIGNAL)
+    params = control_params(label=PLANTED_LABEL, model={"type": "linear"})
+    metrics = run_stages(tmp_path, csvs, params)
+    assert "cs_status" not in metrics and metrics["cs_min_series"] == MIN_SERIES
+    assert metrics["cs_ic_low"] > 0 and metrics["cs_sharpe"] > 0
