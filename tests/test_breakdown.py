@@ -10,7 +10,9 @@ from finseq.breakdown import breakdowns
 from finseq.evaluate import table_metrics
 from finseq.params import BacktestConfig, EvaluateConfig
 
-BACKTEST = BacktestConfig(threshold=0.0, long_only=False, cost_bps=0, hold=1, sizing="sign")
+BACKTEST = BacktestConfig(
+    threshold=0.0, long_only=False, cost_bps=0, hold=1, sizing="sign", quantile=0.2
+)
 EVALUATE = EvaluateConfig(batch_size=1, resamples=200, bootstrap_seed=0, calibration="none")
 
 

@@ -548,7 +548,7 @@ def test_out_of_sample_evidence_is_the_backtest_with_the_headline_intervals_adde
     per date) agree."""
     predictions = uninformed_panel(4).iloc[: 2 * 200]
     backtest = BacktestConfig(
-        threshold=0.02, long_only=True, cost_bps=10, hold="horizon", sizing="score"
+        threshold=0.02, long_only=True, cost_bps=10, hold="horizon", sizing="score", quantile=0.2
     )
     settings = EvaluateConfig(batch_size=1, resamples=100, bootstrap_seed=3, calibration="none")
     figures, equity = out_of_sample_evidence(predictions, backtest, settings, horizon=40)
@@ -633,7 +633,9 @@ def test_figures_of_seed_by_hand_over_two_folds():
         np.log1p(simple),
         np.log1p(simple),
     )
-    backtest = BacktestConfig(threshold=0.1, long_only=True, cost_bps=10, hold=1, sizing="sign")
+    backtest = BacktestConfig(
+        threshold=0.1, long_only=True, cost_bps=10, hold=1, sizing="sign", quantile=0.2
+    )
     _, table = recorded_predictions(predictions_frame(scores, *outcomes))
     figures = figures_of_seed(table, backtest, horizon=5)
     loss = 7 * np.log(2) / 5
@@ -662,7 +664,7 @@ def test_figures_of_seed_by_hand_over_two_folds():
 def test_figures_of_seed_hold_horizon_positions_as_long_as_the_labels_horizon():
     table = uninformed_panel(5).iloc[: 2 * 100]
     backtest = BacktestConfig(
-        threshold=0.0, long_only=False, cost_bps=5, hold="horizon", sizing="score"
+        threshold=0.0, long_only=False, cost_bps=5, hold="horizon", sizing="score", quantile=0.2
     )
     for horizon in (1, 4):
         expected, _ = backtest_metrics(table, 0.0, False, 5, hold=horizon, sizing="score")

@@ -8,6 +8,8 @@ import pytest
 import torch
 from conftest import PIPELINE_OUTPUTS, TINY_OVERRIDES, Project, make_project
 
+from finseq.crosssection import not_enough_series
+
 pytestmark = pytest.mark.slow
 
 EVAL_KEYS = {
@@ -87,6 +89,8 @@ def test_metrics_show_lists_model_metrics_and_baselines_for_val_and_test(reprodu
     evaluation = files["metrics/eval.json"]["data"]
     assert set(evaluation["val"]) == EVAL_KEYS
     assert set(evaluation["test"]) >= EVAL_KEYS | EVIDENCE_KEYS
+    # Two series: the cross-section is a string, which DVC shows as it is.
+    assert evaluation["test"]["cs_status"] == not_enough_series()
     for name in HEADLINE:
         test = evaluation["test"]
         assert test[f"{name}_low"] <= test[name] <= test[f"{name}_high"], name

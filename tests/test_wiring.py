@@ -19,6 +19,7 @@ from finseq.artifacts import PreparedData, WindowSets
 from finseq.breakdown import breakdowns
 from finseq.calibration import table_calibration
 from finseq.checkpoint import load_checkpoint
+from finseq.crosssection import cross_section_figures
 from finseq.evaluate import fold_metrics, read_predictions, table_metrics
 from finseq.fit import VAL_BATCH
 from finseq.models import predict_logits
@@ -137,5 +138,8 @@ def test_every_test_figure_is_the_one_the_recorded_predictions_give(shared_repro
     )
     calibration, _ = table_calibration(table)
     assert {key: metrics["test"][key] for key in calibration} == calibration
+    cross_section = cross_section_figures(table, params.backtest, params.evaluate, horizon)
+    recorded = {key: metrics["test"][key] for key in cross_section}
+    assert json.dumps(recorded, sort_keys=True) == json.dumps(cross_section, sort_keys=True)
     seed_figures = figures_of_seed(table, params.backtest, params.label.horizon)
     assert seed_figures["sharpe"] == metrics["test"]["sharpe"]

@@ -225,11 +225,13 @@ def block_length(totals: DailyTotals, horizon: int) -> int:
     window has an unknown label has none, and a NaN would hide the loss from the estimate."""
     scored = totals.windows > 0
     per_window_loss = (totals.loss - totals.prior_loss)[scored] / totals.windows[scored]
-    lengths = [
-        optimal_block_length(series)["stationary"].iloc[0]
-        for series in (per_window_loss, totals.traded_returns())
-        if np.std(series) > 0
-    ]
+    return series_block_length([per_window_loss, totals.traded_returns()], horizon)
+
+
+def series_block_length(series: list[np.ndarray], horizon: int) -> int:
+    """The longest Politis-White stationary block length of per-date `series` (a constant
+    one has none), never shorter than `horizon`."""
+    lengths = [optimal_block_length(one)["stationary"].iloc[0] for one in series if np.std(one) > 0]
     return int(max(horizon, np.ceil(max(lengths, default=1.0))))
 
 

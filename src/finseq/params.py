@@ -161,9 +161,8 @@ class LightGBMConfig:
 
 
 def _lightgbm_section(value: Any) -> Any:
-    """model.lightgbm's mapping, validated as its own section so that an error names the
-    nested key (model.lightgbm.num_leaves): pydantic's strict mode takes no dict for a nested
-    dataclass, and passes the ConfigError of this validator on unchanged."""
+    """model.lightgbm, parsed as its own section so that an error names the nested key:
+    strict pydantic takes no dict for a dataclass, and passes this ConfigError on unchanged."""
     if value is None or isinstance(value, LightGBMConfig):
         return value
     return parse_section(LightGBMConfig, value, "model.lightgbm")
@@ -217,6 +216,7 @@ class BacktestConfig:
     cost_bps: Annotated[Number, Field(ge=0, le=10_000)]
     hold: Hold
     sizing: Literal["sign", "score"]
+    quantile: Annotated[Number, Field(gt=0, le=0.5)]  # of the series in each cross-section leg
 
     def hold_bars(self, label_horizon: int) -> int:
         """Bars each position is held: `horizon` holds it as long as the label looks ahead."""

@@ -32,6 +32,7 @@ from finseq.calibration import (
     table_calibration,
 )
 from finseq.checkpoint import load_ensemble
+from finseq.crosssection import cross_section_figures
 from finseq.errors import DataError
 from finseq.evaluate import (
     FoldScores,
@@ -281,6 +282,9 @@ def evaluate_folds(
     )
     calibration_figures, reliability_csv = table_calibration(predictions)
     metrics["test"].update(calibration_figures)
+    metrics["test"].update(
+        cross_section_figures(predictions, params.backtest, params.evaluate, horizon)
+    )
     metrics["baselines"] = {"volatility": volatility_baseline(predictions, params, horizon)}
     stale = stale_open_fill_share(predictions, data.meta)
     if stale is not None:
