@@ -75,10 +75,12 @@ Hold = _word_or_integer(
 
 @dataclass(frozen=True, config=SECTION)
 class DataConfig:
-    """Raw OHLCV CSV files, one series per file."""
+    """Raw OHLCV inputs: files, directories or globs (finseq.inputs), CSV or Parquet, one
+    series per file or one per symbol of a long-format panel."""
 
     files: Annotated[tuple[str, ...], Field(strict=False), AfterValidator(each_file_once)]
     workers: Threads
+    adjust_volume: bool = True
 
 
 @dataclass(frozen=True, config=SECTION)

@@ -15,9 +15,10 @@ def not_allowed(expected: str) -> PydanticCustomError:
 
 
 def each_file_once(files: tuple[str, ...]) -> tuple[str, ...]:
-    """data.files: a non-empty list, no file twice."""
+    """data.files: a non-empty list, no entry twice (files, directories or globs; a file
+    matched by two entries is refused when they are expanded, finseq.inputs)."""
     if not files:
-        raise not_allowed("a non-empty list of CSV paths")
+        raise not_allowed("a non-empty list of files, directories or globs")
     seen: set[str] = set()
     for path in files:
         if os.path.normpath(path) in seen:
