@@ -275,13 +275,17 @@ def test_gaps_in_dates_are_kept_as_they_are(tmp_path: Path):
     ]
 
 
-def test_adj_close_scales_open_high_low_close_but_not_volume(tmp_path: Path):
+def test_adj_close_scales_open_high_low_close_and_volume_only_at_a_split(tmp_path: Path):
     adjusted = ["5.25", "5.25", "2.1", "2.1", "2.1", "2.1"]  # Close is 10.5: factors 0.5, 0.2
     rows = [[*row[:5], adj, row[5]] for row, adj in zip(good_rows(), adjusted, strict=True)]
-    frame = load_series(write_csv(tmp_path, rows, header=[*HEADER[:5], "Adj Close", "Volume"]))
+    path = write_csv(tmp_path, rows, header=[*HEADER[:5], "Adj Close", "Volume"])
+    frame = load_series(path)
     np.testing.assert_allclose(frame.iloc[0][["open", "high", "low", "close"]], [5, 5.5, 4.5, 5.25])
     np.testing.assert_allclose(frame.iloc[2][["open", "high", "low", "close"]], [2, 2.2, 1.8, 2.1])
-    assert (frame["volume"] == 1000).all()
+    # The factor steps by 2:5 at the third bar, as at a reverse split: the volume before it is
+    # in the last bar's shares (data.adjust_volume), or as reported without it.
+    assert frame["volume"].tolist() == [400.0, 400.0, 1000.0, 1000.0, 1000.0, 1000.0]
+    assert (load_series(path, adjust_volume=False)["volume"] == 1000).all()
 
 
 def test_high_and_low_inside_the_open_close_range_are_widened_with_a_note(tmp_path: Path, capsys):

@@ -277,7 +277,7 @@ def test_openings_are_counted_from_git_history_on_every_ref_each_file_once(tmp_p
 def test_the_sealed_stage_reads_no_bar_and_says_so(tmp_path: Path, monkeypatch):
     git(tmp_path, "init", "-q", "-b", "main")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("finseq.lockbox.load_series", lambda path: pytest.fail("read a bar"))
+    monkeypatch.setattr("finseq.lockbox.read_sources", lambda *_, **__: pytest.fail("read a bar"))
     params = tiny_params(split={"lockbox": LOCKBOX})
     assert run_lockbox(params) == {"date": LOCKBOX, "opened": False, "openings": 0}
     assert json.loads(Path(LOCKBOX_METRICS).read_text())["opened"] is False

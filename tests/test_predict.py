@@ -283,6 +283,32 @@ def test_a_series_never_seen_in_training_is_predicted(trained, tmp_path, capsys)
     assert np.array_equal(again[PROBABILITIES].to_numpy(), predicted[PROBABILITIES].to_numpy())
 
 
+def test_a_panel_file_predicts_the_rows_of_its_per_symbol_files(trained, tmp_path, capsys):
+    """A long-format panel (CSV or Parquet, rows interleaved by date) and a directory or
+    glob of the per-symbol files predict the same rows as the files listed one by one."""
+    (tmp_path / "one").mkdir()
+    singles, parts = [], []
+    for seed, symbol in enumerate(["MMM", "NNN"], start=60):
+        path = tmp_path / "one" / f"{symbol}.csv"
+        synthetic_ohlcv(400 - seed, seed=seed, start="2021-01-04").to_csv(path, index=False)
+        singles.append(path)
+        parts.append(pd.read_csv(path, dtype=str).assign(Ticker=symbol))
+    panel = pd.concat(parts).sort_values(["Date", "Ticker"], ascending=[True, False])
+    panel.to_csv(tmp_path / "panel.csv", index=False)
+    parsed = pd.concat(
+        pd.read_csv(path, parse_dates=["Date"]).assign(Ticker=path.stem) for path in singles
+    )
+    parsed.to_parquet(tmp_path / "panel.parquet")
+    out = tmp_path / "p.csv"
+    predict_ok(capsys, "--model", trained.model_file, "--all", "--out", out, *singles)
+    expected = read_predictions(out)
+    assert expected["series"].unique().tolist() == ["MMM", "NNN"]
+    for inputs in (["panel.csv"], ["panel.parquet"], ["one"], ["one/*.csv"]):
+        paths = [str(tmp_path / name) for name in inputs]
+        predict_ok(capsys, "--model", trained.model_file, "--all", "--out", out, *paths)
+        pd.testing.assert_frame_equal(read_predictions(out), expected, check_exact=True)
+
+
 # --- how much history a prediction needs ---------------------------------------------------
 
 

@@ -1,9 +1,11 @@
-"""Raw OHLCV CSV → validated frame, one series per file.
+"""Raw OHLCV table → validated frame, one series per file or per symbol of a panel.
 
-Every problem within one file is raised here, as a DataError naming the file, the
-column and the first offending line (the header is line 1); problems of a series as a
-whole (too short for the windows) are raised by finseq.panel and finseq.window_sets. A few
-harmless vendor quirks are repaired instead; see `load_series`.
+Every problem within one series is raised here, as a DataError naming the file (and the
+symbol of a panel: `file::SYMBOL`), the column and the first offending line (the header is
+line 1; a Parquet file's data rows count from 1). Which files are read, and how a panel is
+split into series, is finseq.inputs; problems of a series as a whole (too short for the
+windows) are raised by finseq.panel and finseq.window_sets. A few harmless vendor quirks
+are repaired instead; see `validate_series`.
 """
 
 from __future__ import annotations
@@ -17,24 +19,38 @@ import numpy as np
 import pandas as pd
 
 from finseq.errors import DataError, note
+from finseq.splits import split_adjusted_volume, split_like_steps
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
 DATE_COLUMN_NAMES = ("date", "datetime", "timestamp", "time")
+# A long-format panel's symbol column (finseq.inputs), read as text like the dates.
+SYMBOL_COLUMN_NAMES = ("symbol", "ticker", "code", "instrument")
 ADJ_CLOSE = "adjclose"
 
 
-def _normalise(name: str) -> str:
+def normalise(name: str) -> str:
     """'Adj Close', 'adj_close' and ' ADJCLOSE ' all become 'adjclose'."""
     return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 
-def line_of(frame: pd.DataFrame, position: int) -> int:
-    """CSV line of the data row (or bar of a frame from load_series) at 0-based `position`.
+# What a frame's attrs say of where its rows come from: the file, and for a panel's symbol
+# the file row of each of its rows and the file's row count; a Parquet file has no lines.
+WHERE_ATTRS = ("path", "rows", "file_rows", "parquet")
+
+
+def line_of(frame: pd.DataFrame, position: int) -> str:
+    """'line N' of the CSV data row (or bar of a frame from load_series) at 0-based
+    `position`; 'row N' (from 1) in a Parquet file.
 
     Counted only when a message needs it: a valid file never pays for a second read.
     """
-    return int(_data_line_numbers(Path(frame.attrs["path"]), len(frame))[position])
+    attrs = frame.attrs
+    row = int(attrs["rows"][position]) if "rows" in attrs else position
+    if attrs.get("parquet"):
+        return f"row {row + 1}"
+    n_rows = attrs.get("file_rows", len(frame))
+    return f"line {int(_data_line_numbers(Path(attrs['path']), n_rows)[row])}"
 
 
 def _data_line_numbers(path: Path, n_rows: int) -> np.ndarray:
@@ -47,7 +63,7 @@ def _data_line_numbers(path: Path, n_rows: int) -> np.ndarray:
     return np.asarray(data_lines)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
@@ -67,7 +83,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
             dtypes = {
                 column: str
                 for column in frame.columns
-                if _normalise(column) in DATE_COLUMN_NAMES and frame[column].dtype != object
+                if normalise(column) in (*DATE_COLUMN_NAMES, *SYMBOL_COLUMN_NAMES)
+                and frame[column].dtype != object
             }
             if dtypes:
                 frame = pd.read_csv(path, dtype=dtypes, skipinitialspace=True, index_col=False)
@@ -87,7 +104,7 @@ def _find_columns(path: Path, frame: pd.DataFrame) -> dict[str, str]:
     """Maps canonical names (date, open, ..., adjclose) to the file's own column names."""
     by_normalised: dict[str, str] = {}
     for column in frame.columns:
-        key = _normalise(column)
+        key = normalise(column)
         if key in by_normalised:
             raise DataError(
                 f"{path}: columns {by_normalised[key]!r} and {column!r} mean the same thing"
@@ -126,7 +143,7 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
         if not_a_number.any():
             position = int(np.argmax(not_a_number.to_numpy()))
             raise DataError(
-                f"{path}: line {line_of(frame, position)}, column {column!r}: "
+                f"{path}: {line_of(frame, position)}, column {column!r}: "
                 f"{raw.iloc[position]!r} is not a number"
             )
         array = values.to_numpy(dtype=np.float64)
@@ -134,7 +151,7 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
     if bad.any():
         position = int(np.argmax(bad))
         what = "missing value" if np.isnan(array[position]) else f"{array[position]} is not finite"
-        raise DataError(f"{path}: line {line_of(frame, position)}, column {column!r}: {what}")
+        raise DataError(f"{path}: {line_of(frame, position)}, column {column!r}: {what}")
     return array
 
 
@@ -167,25 +184,25 @@ def _timestamps(path: Path, frame: pd.DataFrame, raw: pd.Series, column: str) ->
         if time_only.any():
             position = int(np.argmax(time_only))
             raise DataError(
-                f"{path}: line {line_of(frame, position)}, column {column!r}: "
+                f"{path}: {line_of(frame, position)}, column {column!r}: "
                 f"{raw.iloc[position]!r} has a time but no date"
             )
     if parsed.isna().any():
         position = int(np.argmax(parsed.isna().to_numpy()))
         value = raw.iloc[position]
         what = "missing date" if pd.isna(value) else f"{value!r} is not a date"
-        raise DataError(f"{path}: line {line_of(frame, position)}, column {column!r}: {what}")
+        raise DataError(f"{path}: {line_of(frame, position)}, column {column!r}: {what}")
     stamps = parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
     step = np.diff(stamps.astype(np.int64))
     if (step <= 0).any():
         position = int(np.argmax(step <= 0)) + 1
         if step[position - 1] == 0:
             raise DataError(
-                f"{path}: line {line_of(frame, position)}, column {column!r}: duplicate timestamp "
-                f"{raw.iloc[position]!r} (also on line {line_of(frame, position - 1)})"
+                f"{path}: {line_of(frame, position)}, column {column!r}: duplicate timestamp "
+                f"{raw.iloc[position]!r} (also on {line_of(frame, position - 1)})"
             )
         raise DataError(
-            f"{path}: line {line_of(frame, position)}, column {column!r}: timestamps are not in "
+            f"{path}: {line_of(frame, position)}, column {column!r}: timestamps are not in "
             f"ascending order ({raw.iloc[position]!r} comes after {raw.iloc[position - 1]!r}); "
             "sort the file by time"
         )
@@ -199,27 +216,35 @@ def _reject_first(
     if bad.any():
         position = int(np.argmax(bad))
         raise DataError(
-            f"{path}: line {line_of(frame, position)}, column {column!r}: "
-            f"{values[position]:g} {problem}"
+            f"{path}: {line_of(frame, position)}, column {column!r}: {values[position]:g} {problem}"
         )
 
 
-def load_series(path: str | Path) -> pd.DataFrame:
-    """Reads one OHLCV CSV and returns a frame indexed by timestamp.
+def load_series(path: str | Path, adjust_volume: bool = True) -> pd.DataFrame:
+    """Reads one OHLCV CSV of one series: validate_series of its rows."""
+    path = Path(path)
+    frame = read_csv(path)
+    frame.attrs["path"] = str(path)
+    return validate_series(path, frame, adjust_volume)
+
+
+def validate_series(
+    path: str | Path, frame: pd.DataFrame, adjust_volume: bool = True
+) -> pd.DataFrame:
+    """The rows of one series (`frame`, as read, its attrs saying where they come from;
+    `path` names it in messages) as a frame indexed by timestamp.
 
     Columns of the result: open, high, low, close, volume (float64). Column names are
     matched ignoring case, spaces and underscores; separate Date and Time columns are
     joined. Rejected: see the DataError messages below. Repaired:
       - if an Adj Close column is present, Open/High/Low/Close are multiplied by
-        Adj Close / Close so that splits and dividends do not appear as returns
-        (volume is left as reported);
+        Adj Close / Close so that splits and dividends do not appear as returns; with
+        `adjust_volume` (data.adjust_volume), Volume is split-adjusted too (see
+        split_adjusted_volume);
       - a High below max(Open, Close) is raised to it, a Low above min(Open, Close)
         is lowered to it, with a note on stderr (a common vendor rounding glitch;
         High < Low is rejected).
     """
-    path = Path(path)
-    frame = _read_csv(path)
-    frame.attrs["path"] = str(path)
     columns = _find_columns(path, frame)
     if len(frame) == 0:
         raise DataError(f"{path}: has a header but no data rows")
@@ -247,7 +272,9 @@ def load_series(path: str | Path) -> pd.DataFrame:
 
     if ADJ_CLOSE in values:
         factor = values[ADJ_CLOSE] / values["close"]
-        _note_split_like_steps(path, frame, columns, factor)
+        _note_split_like_steps(path, frame, columns, factor, adjust_volume)
+        if adjust_volume:
+            values["volume"] = split_adjusted_volume(values["volume"], factor)
         for name in PRICE_COLUMNS:
             values[name] = values[name] * factor
     body_high = np.maximum(values["open"], values["close"])
@@ -265,8 +292,8 @@ def load_series(path: str | Path) -> pd.DataFrame:
     index = pd.DatetimeIndex(stamps, name="timestamp")
     _note_long_gaps(path, frame, index)
     result = pd.DataFrame({name: values[name] for name in OHLCV_COLUMNS}, index=index)
-    # Bar i is data row i of the file: line_of names its line in later messages.
-    result.attrs["path"] = str(path)
+    # Bar i is data row i of the series: line_of names its line in later messages.
+    result.attrs.update({key: frame.attrs[key] for key in WHERE_ATTRS if key in frame.attrs})
     return result
 
 
@@ -295,7 +322,7 @@ def _note_implausible_moves(
     for position in flagged[:IMPLAUSIBLE_SHOWN]:
         name = PRICE_COLUMNS[which[position]]
         note(
-            f"{path}: line {line_of(frame, position)}, column {columns[name]!r}: "
+            f"{path}: {line_of(frame, position)}, column {columns[name]!r}: "
             f"{frame[columns[name]].iloc[position]} is a one-bar move of more than 10x from the "
             "previous close; check that bar"
         )
@@ -325,7 +352,7 @@ def _note_long_gaps(path: Path, frame: pd.DataFrame, index: pd.DatetimeIndex) ->
     for position in gaps[:LONG_GAPS_SHOWN]:
         gap = index[position] - index[position - 1]
         note(
-            f"{path}: line {line_of(frame, position)}: no bar for {gap} before {index[position]}, "
+            f"{path}: {line_of(frame, position)}: no bar for {gap} before {index[position]}, "
             f"over {LONG_GAP_FACTOR}x the series' longest regular pause; features, labels and "
             "windows count bars, not days, and run across it. If bars are missing there, "
             "split the file at that line into two series (each gets its own warm-up)"
@@ -334,36 +361,23 @@ def _note_long_gaps(path: Path, frame: pd.DataFrame, index: pd.DatetimeIndex) ->
         note(f"{path}: {len(gaps) - LONG_GAPS_SHOWN} more such gap(s)")
 
 
-# Adj Close / Close steps by a ratio of small whole numbers (2:1, 3:2, 1:10, ...) at a split
-# the Close column was not adjusted for; a dividend moves it by a few percent at most.
-SPLIT_RATIOS = sorted(
-    {p / q for p in range(1, 11) for q in range(1, 11) if p != q and max(p, q) / min(p, q) >= 1.25}
-)
-SPLIT_TOLERANCE = 0.01
-
-
-def split_like_steps(factor: np.ndarray) -> list[tuple[int, str]]:
-    """Bars where the adjustment factor steps by a split-like ratio, with the ratio as 'p:q'."""
-    steps = factor[1:] / factor[:-1]
-    found = []
-    for position in np.flatnonzero((steps >= 1.25) | (steps <= 0.8)):
-        step = steps[position]
-        nearest = min(SPLIT_RATIOS, key=lambda ratio: abs(np.log(step / ratio)))
-        if abs(np.log(step / nearest)) <= SPLIT_TOLERANCE:
-            ratio = Fraction(nearest).limit_denominator(10)
-            found.append((int(position) + 1, f"{ratio.numerator}:{ratio.denominator}"))
-    return found
-
-
 def _note_split_like_steps(
-    path: Path, frame: pd.DataFrame, columns: dict[str, str], factor: np.ndarray
+    path: Path, frame: pd.DataFrame, columns: dict[str, str], factor: np.ndarray, adjusted: bool
 ) -> None:
-    """Volume is left as reported: at a split the prices are adjusted by Adj Close and the
-    volume is not, so the volume features jump. Named, for the user to decide."""
+    """At a split the prices are adjusted by Adj Close; the volume is too with
+    data.adjust_volume, else left as reported, so the volume features jump. Named, for the
+    user to check."""
+    volume = columns["volume"]
     for position, ratio in split_like_steps(factor):
+        done = (
+            f"{volume} before it is multiplied by {Fraction(ratio.replace(':', '/'))} "
+            "(data.adjust_volume)"
+            if adjusted
+            else f"{volume} is left as reported, so the volume features jump at this bar (set "
+            "data.adjust_volume, use split-adjusted volume, or drop Adj Close)"
+        )
         note(
-            f"{path}: line {line_of(frame, position)} ({frame[columns['date']].iloc[position]}): "
+            f"{path}: {line_of(frame, position)} ({frame[columns['date']].iloc[position]}): "
             f"{columns[ADJ_CLOSE]} / {columns['close']} steps by {ratio}, as at a split that "
-            f"Close is not adjusted for; {columns['volume']} is left as reported, so the volume "
-            "features jump at this bar (use split-adjusted volume, or drop Adj Close)"
+            f"Close is not adjusted for; {done}"
         )

@@ -30,12 +30,12 @@ from finseq.checkpoint import load_checkpoint
 from finseq.errors import ConfigError, DataError
 from finseq.evaluate import PRIOR_COLUMNS, class_prior, table_metrics
 from finseq.evidence import configured_backtest
+from finseq.inputs import expand_entries, read_sources, series_name, source_file
 from finseq.labels import CLASS_LABELS, TIE_UNDECIDED, label_outcome, to_classes
-from finseq.load import load_series
 from finseq.params import Params
 from finseq.paths import LOCKBOX_METRICS, MODEL_FILE, PREPARED_DIR, WINDOWS_DIR
 from finseq.predict import Selection, predict
-from finseq.prepare import outcome_returns, series_name
+from finseq.prepare import outcome_returns
 from finseq.split import before_lockbox
 
 # The figures of the class table and of the backtest that metrics/lockbox.json keeps.
@@ -82,13 +82,15 @@ def recorded_openings(root: Path = Path()) -> int | None:
     return len(opened)
 
 
-def sealed_bars_table(params: Params, root: Path) -> pd.DataFrame:
+def sealed_bars_table(
+    params: Params, root: Path, series: dict[str, pd.DataFrame] | None = None
+) -> pd.DataFrame:
     """Every sealed bar of every file: its series, timestamp, label (computed from the whole
     raw file with the label params, so unknown where its look-ahead runs past the file's
     end or a tie is undecided) and the returns a position decided there would earn."""
     pieces = []
-    for path in params.data.files:
-        frame = load_series(root / path)
+    series = _series(params, root) if series is None else series
+    for key, frame in series.items():
         sealed = ~before_lockbox(frame.index.to_numpy(), params.split.lockbox)
         labels, ties = label_outcome(frame, params.label)
         forward, next_bar = outcome_returns(frame, params.label.horizon)
@@ -96,7 +98,7 @@ def sealed_bars_table(params: Params, root: Path) -> pd.DataFrame:
         pieces.append(
             pd.DataFrame(
                 {
-                    "series": series_name(path),
+                    "series": series_name(key),
                     "timestamp": frame.index.to_numpy()[sealed],
                     "label": np.where(known, labels, np.nan)[sealed],
                     "forward_return": forward[sealed],
@@ -105,6 +107,15 @@ def sealed_bars_table(params: Params, root: Path) -> pd.DataFrame:
             )
         )
     return pd.concat(pieces, ignore_index=True)
+
+
+def _series(params: Params, root: Path) -> dict[str, pd.DataFrame]:
+    """Every series of data.files (expanded and read as prepare reads them), keyed as
+    inputs.read_sources keys them."""
+    series = {}
+    for path in expand_entries(params.data.files, root):
+        series.update(read_sources(path, root, params.data.adjust_volume))
+    return series
 
 
 def model_prior(checkpoint: dict, root: Path) -> np.ndarray:
@@ -138,8 +149,10 @@ def lockbox_table(params: Params, root: Path) -> tuple[pd.DataFrame, str]:
             "`dvc repro` first"
         )
     prior = model_prior(checkpoint, root)
-    bars = sealed_bars_table(params, root)
-    files = [path for path in params.data.files if series_name(path) in set(bars["series"])]
+    series = _series(params, root)
+    bars = sealed_bars_table(params, root, series)
+    sealed = set(bars["series"])
+    files = list(dict.fromkeys(source_file(key) for key in series if series_name(key) in sealed))
     since = pd.Timestamp(bars["timestamp"].min())
     scored = predict(
         [str(root / path) for path in files],

@@ -18,6 +18,7 @@ from finseq.artifacts import ARRAYS, PreparedData
 from finseq.atomic import write_json
 from finseq.errors import ConfigError, DataError
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler
+from finseq.inputs import expand_entries
 from finseq.labels import TIE_DECIDED_BY_OPEN, TIE_UNDECIDED, UNKNOWN_LABEL
 from finseq.params import LabelConfig, Params, SplitConfig
 from finseq.paths import DATA_METRICS, PREPARED_DIR
@@ -54,14 +55,19 @@ from finseq.summary import (
 
 
 def prepare_panel(params: Params, frames: dict[str, pd.DataFrame] | None = None) -> PreparedData:
-    """The prepared dataset of `params.data.files` (read in data.workers processes), or of
-    `frames`, already loaded series keyed by their file name."""
+    """The prepared dataset of the files `params.data.files` lists (inputs.expand_entries;
+    read in data.workers processes), or of `frames`, already loaded series keyed by their
+    file name (or `file::SYMBOL`)."""
     featurised = None
     if frames is None:
-        files = params.data.files
+        files = expand_entries(params.data.files)
         workers = resolve_data_workers(params.data.workers, len(files))
-        frames, featurised = read_series(files, params.label, workers, params.split.lockbox)
-    return prepare_dataset(frames, params.label, params.split, featurised)
+        frames, featurised = read_series(
+            files, params.label, workers, params.split.lockbox, params.data.adjust_volume
+        )
+    return prepare_dataset(
+        frames, params.label, params.split, featurised, params.data.adjust_volume
+    )
 
 
 def run_prepare(params: Params, root: Path = Path()) -> PreparedData:
@@ -77,14 +83,18 @@ def prepare_dataset(
     label_config: LabelConfig,
     split_config: SplitConfig,
     featurised: Sequence[FeaturisedSeries | None] | None = None,
+    adjust_volume: bool = True,
 ) -> PreparedData:
     """Features, labels, the folds' calendar parts with purge and embargo, and each fold's
     train-only scaler statistics.
 
-    `frames` maps each source file to its validated OHLCV frame (see load.load_series);
+    `frames` maps each series key (a file, or `file::SYMBOL` of a panel: inputs.read_sources)
+    to its validated OHLCV frame (see load.validate_series);
     each is cut at split.lockbox first (prepare.seal_lockbox; a frame read_series cut
     already loses nothing more). `featurised`, if given, holds featurise's result for each
     of the cut frames (read_series computes them side by side), else they are computed here.
+    `adjust_volume` is data.adjust_volume, recorded for the model (predict) when false only,
+    so that the prepared bytes of data read before it existed stay the same.
     """
     files = tuple(frames)
     check_distinct_names(files)
@@ -187,6 +197,8 @@ def prepare_dataset(
         "label": dataclasses.asdict(label_config),
         "split": split_config.prepared_view(),
     }
+    if not adjust_volume:
+        meta["volume_as_reported"] = True
     meta["content_hash"] = array_hash(((name, stacked[name]) for name in ARRAYS), meta)
     data = PreparedData(meta=meta, **stacked)
     note_empty_splits(data)

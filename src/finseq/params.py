@@ -9,8 +9,6 @@ these dataclasses.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,9 +17,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
-from pydantic_core import PydanticCustomError
 
 from finseq.errors import ConfigError
+from finseq.params_values import each_file_once, lockbox_date
+from finseq.params_values import not_allowed as _not_allowed
 from finseq.paths import PARAMS_FILE
 
 # Every number must fit the 32-bit types torch and numpy compute with.
@@ -30,10 +29,6 @@ LARGEST_NUMBER = 1e30
 
 # Strict: YAML's `true` is no integer and `2.5` no epoch count (an integer is a number).
 SECTION = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
-
-
-def _not_allowed(expected: str) -> PydanticCustomError:
-    return PydanticCustomError("not_allowed", "{expected}", {"expected": expected})
 
 
 # Checked before the type and range checks, so that 1e300 is named as too large rather
@@ -68,31 +63,7 @@ def _word_or_integer(word: str, low: int, high: int, expected: str) -> Any:
     return Annotated[int | str, BeforeValidator(check)]
 
 
-def _each_file_once(files: tuple[str, ...]) -> tuple[str, ...]:
-    if not files:
-        raise _not_allowed("a non-empty list of CSV paths")
-    seen: set[str] = set()
-    for path in files:
-        if os.path.normpath(path) in seen:
-            raise _not_allowed(f"each file once ({path!r} is listed twice)")
-        seen.add(os.path.normpath(path))
-    return files
-
-
-def _lockbox_date(value: Any) -> Any:
-    """split.lockbox: an ISO date string or null (YAML reads an unquoted date as a date)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    try:
-        datetime.datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise _not_allowed("an ISO date such as '2018-01-01', or null (no lockbox)") from None
-    return value
-
-
-LockboxDate = Annotated[str | None, BeforeValidator(_lockbox_date)]
+LockboxDate = Annotated[str | None, BeforeValidator(lockbox_date)]
 Threads = _word_or_integer("auto", 1, 1024, "'auto' or an integer from 1 to 1024")
 History = _word_or_integer(
     "expanding", 2, LARGEST_INTEGER, "'expanding' or an integer >= 2 (bars of a rolling window)"
@@ -104,10 +75,12 @@ Hold = _word_or_integer(
 
 @dataclass(frozen=True, config=SECTION)
 class DataConfig:
-    """Raw OHLCV CSV files, one series per file."""
+    """Raw OHLCV inputs: files, directories or globs (finseq.inputs), CSV or Parquet, one
+    series per file or one per symbol of a long-format panel."""
 
-    files: Annotated[tuple[str, ...], Field(strict=False), AfterValidator(_each_file_once)]
+    files: Annotated[tuple[str, ...], Field(strict=False), AfterValidator(each_file_once)]
     workers: Threads
+    adjust_volume: bool = True
 
 
 @dataclass(frozen=True, config=SECTION)

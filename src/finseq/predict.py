@@ -1,8 +1,10 @@
 """finseq predict: a trained checkpoint on new bars, computed exactly as the pipeline does.
 
-    finseq predict [--model models/model.pth] [--last N | --since DATE | --all] [--out FILE] CSV...
+    finseq predict [--model models/model.pth] [--last N | --since DATE | --all] [--out FILE] PATH...
 
-Each CSV goes through prepare's own load and validation (finseq.load) and feature code
+Each PATH (a CSV or Parquet file, one series or a long-format panel, a directory or a glob,
+as data.files takes them: finseq.inputs) goes through prepare's own load and validation
+(finseq.load), volume split-adjusted as the model's data.adjust_volume says, and feature code
 (finseq.features); scaling and windows come only from the checkpoint (its scaler
 statistics, feature names and seq_len). A checkpoint of several seeds' models
 (train.seeds) predicts their average, each calibrated by its own fit. Nothing else is
@@ -45,8 +47,8 @@ from finseq.checkpoint import Member, load_ensemble
 from finseq.command import run_stage
 from finseq.errors import DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
+from finseq.inputs import expand_entries, read_sources
 from finseq.labels import CLASS_LABELS
-from finseq.load import load_series
 from finseq.models import predict_logits
 from finseq.paths import MODEL_FILE
 from finseq.prepare import check_distinct_names, check_finite_features, series_name
@@ -93,10 +95,12 @@ class Selection:
 
 @dataclass(frozen=True)
 class ModelInputs:
-    """What the checkpoint says about its inputs: window length and scaler."""
+    """What the checkpoint says about its inputs: window length, scaler, and whether its
+    volume was split-adjusted (data.adjust_volume; a checkpoint from before it was not)."""
 
     seq_len: int
     scaler: StandardScaler
+    adjust_volume: bool = False
 
     @property
     def bars_needed(self) -> int:
@@ -120,9 +124,18 @@ class SeriesInputs:
     first_history: int  # bars in the file up to and including the first predicted bar
 
 
-def series_inputs(path: str, inputs: ModelInputs, selection: Selection) -> SeriesInputs:
-    """Loads one CSV as prepare does and keeps the scaled rows its predicted windows read."""
-    frame = load_series(path)
+def file_inputs(path: str, inputs: ModelInputs, selection: Selection) -> list[SeriesInputs]:
+    """Every series of one file (one, or a panel's symbols), loaded as prepare loads them."""
+    return [
+        series_inputs(key, frame, inputs, selection)
+        for key, frame in read_sources(path, adjust_volume=inputs.adjust_volume).items()
+    ]
+
+
+def series_inputs(
+    path: str, frame: pd.DataFrame, inputs: ModelInputs, selection: Selection
+) -> SeriesInputs:
+    """The scaled rows the predicted windows of one loaded series (`path`: its key) read."""
     if len(frame) < inputs.bars_needed:
         raise DataError(
             f"{path}: only {len(frame)} bars; predicting needs at least {inputs.bars_needed} "
@@ -142,7 +155,7 @@ def series_inputs(path: str, inputs: ModelInputs, selection: Selection) -> Serie
     )
 
 
-def map_files(function: Callable[[str], SeriesInputs], paths: Sequence[str]) -> list[SeriesInputs]:
+def map_files(function: Callable[[str], list], paths: Sequence[str]) -> list:
     """`function` over every file, in order; in a pool of one process per core when there are
     enough files. The first file that fails (in the given order) raises, as in one process."""
     workers = min(usable_cores(), len(paths) // FILES_PER_WORKER)
@@ -240,7 +253,7 @@ def predict(
     """The whole command as a function: checkpoint + CSVs -> one row per predicted bar,
     each seed's model with its own `calibration` (fit on its val windows when it was
     saved), their probabilities averaged."""
-    check_distinct_names(csv_paths, "the command line")
+    csv_paths = expand_entries(csv_paths, listed_in="the command line")
     set_numerics(torch.device("cpu"))
     members, checkpoint = read_model(model_file)
     inputs = ModelInputs(
@@ -248,8 +261,11 @@ def predict(
         scaler=StandardScaler(
             mean=checkpoint["scaler_mean"].numpy(), std=checkpoint["scaler_std"].numpy()
         ),
+        adjust_volume=checkpoint["params"].get("data", {}).get("adjust_volume", False),
     )
-    series = map_files(partial(series_inputs, inputs=inputs, selection=selection), csv_paths)
+    by_file = map_files(partial(file_inputs, inputs=inputs, selection=selection), csv_paths)
+    series = [one for file_series in by_file for one in file_series]
+    check_distinct_names([one.path for one in series], "the command line")
     for one in series:
         note_short_history(one, inputs)
     fitted = [
@@ -277,7 +293,12 @@ def build_parser(prog: str = "finseq predict") -> argparse.ArgumentParser:
         prog=prog,
         description="Probabilities of the -1/0/1 label for the bars of OHLCV CSV files.",
     )
-    parser.add_argument("csv", nargs="+", help="OHLCV CSV files, one series each")
+    parser.add_argument(
+        "csv",
+        nargs="+",
+        help="OHLCV CSV or Parquet files (one series each, or long-format panels with a "
+        "Symbol column), directories or globs",
+    )
     parser.add_argument(
         "--model", type=Path, default=Path(MODEL_FILE), help=f"default: {MODEL_FILE}"
     )

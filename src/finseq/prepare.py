@@ -1,7 +1,8 @@
-"""Raw files → featurised series: each file read, validated and featurised, side by side.
+"""Raw files → featurised series: each file read (finseq.inputs: one series, or one per
+symbol of a panel), validated and featurised, side by side.
 
 What one series contributes before any cut (features, labels, ties, the returns a position
-would earn) depends on that file alone, so files are read in forked workers and handed
+would earn) depends on that series alone, so files are read in forked workers and handed
 back in file order: the prepared bytes do not depend on how many workers ran.
 `finseq.panel` stacks the series into one prepared dataset.
 """
@@ -25,26 +26,26 @@ import pandas as pd
 
 from finseq.errors import ConfigError, DataError, UserError
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, compute_features
+from finseq.inputs import read_sources, series_name
 from finseq.labels import ahead, label_outcome
-from finseq.load import PRICE_COLUMNS, line_of, load_series, one_bar_moves
+from finseq.load import PRICE_COLUMNS, line_of, one_bar_moves
 from finseq.params import LabelConfig
 from finseq.progress import tracked
 from finseq.split import before_lockbox
 
-
-def series_name(path: str) -> str:
-    return Path(path).stem
+__all__ = ["series_name"]  # finseq.inputs's, named here too
 
 
 def check_distinct_names(files: Sequence[str], listed_in: str = "data.files") -> None:
-    """A series is named after its file's stem, so two stems may not be equal."""
+    """A series is named after its file's stem or its panel symbol (inputs.series_name), so
+    two series keys (files, or `file::SYMBOL`) may not give the same name."""
     seen: dict[str, str] = {}
     for path in files:
         name = series_name(path)
         if name in seen:
             raise ConfigError(
                 f"{listed_in} lists {seen[name]!r} and {path!r}: two series named {name!r}; "
-                "give each file a distinct name"
+                "give each file or symbol a distinct name"
             )
         seen[name] = path
 
@@ -119,24 +120,27 @@ def _read_and_featurise(
     label_config: LabelConfig,
     lockbox: str | None,
     spill_dir: Path | None = None,
-) -> tuple[pd.DataFrame | None, FeaturisedSeries | dict | None, str, UserError | None]:
-    """One file read, validated, cut at the lockbox and featurised, with the notes it
-    printed and the error that stopped it; with `spill_dir`, the arrays are left there and
-    their paths returned. A series too short to featurise is left to prepare_dataset, which
-    names what it lacks."""
+    adjust_volume: bool = True,
+) -> tuple[dict[str, pd.DataFrame], list, str, UserError | None]:
+    """One file's series read, validated, cut at the lockbox and featurised, with the notes
+    it printed and the error that stopped it; with `spill_dir`, the arrays are left there
+    and their paths returned. A series too short to featurise is left to prepare_dataset,
+    which names what it lacks."""
     number, path = numbered_path
     notes = io.StringIO()
-    frame = series = error = None
+    frames, featurised, error = {}, [], None
     with contextlib.redirect_stderr(notes):
         try:
-            frame = seal_lockbox(load_series(path), lockbox)
-            minimum_bars = WARMUP_BARS + label_config.horizon + 1
-            series = featurise(frame, label_config) if len(frame) >= minimum_bars else None
+            for index, (key, frame) in enumerate(read_sources(path, Path(), adjust_volume).items()):
+                frames[key] = frame = seal_lockbox(frame, lockbox)
+                minimum_bars = WARMUP_BARS + label_config.horizon + 1
+                series = featurise(frame, label_config) if len(frame) >= minimum_bars else None
+                if series is not None and spill_dir is not None:
+                    series = _spill(series, spill_dir, f"{number}.{index}")
+                featurised.append(series)
         except UserError as exc:
             error = exc
-    if series is not None and spill_dir is not None:
-        series = _spill(series, spill_dir, str(number))
-    return frame, series, notes.getvalue(), error
+    return frames, featurised, notes.getvalue(), error
 
 
 def _start_data_worker() -> None:
@@ -146,10 +150,14 @@ def _start_data_worker() -> None:
 
 
 def read_series(
-    files: Sequence[str], label_config: LabelConfig, workers: int = 1, lockbox: str | None = None
+    files: Sequence[str],
+    label_config: LabelConfig,
+    workers: int = 1,
+    lockbox: str | None = None,
+    adjust_volume: bool = True,
 ) -> tuple[dict[str, pd.DataFrame], list[FeaturisedSeries | None]]:
-    """Every file loaded, cut at `lockbox` (seal_lockbox) and featurised, in `workers` forked
-    processes when above 1.
+    """Every file's series (keyed as inputs.read_sources keys them) loaded, cut at `lockbox`
+    (seal_lockbox) and featurised, in `workers` forked processes when above 1.
 
     Results, notes and the first failure come back in file order, so the output and any
     error are those of one worker. The per-file work is pure, so the prepared bytes are too.
@@ -163,22 +171,28 @@ def read_series(
                 label_config=label_config,
                 lockbox=lockbox,
                 spill_dir=spill_dir,
+                adjust_volume=adjust_volume,
             )
             pool = multiprocessing.get_context("fork").Pool(workers, _start_data_worker)
             stack.callback(pool.join)
             stack.callback(pool.terminate)
             results = pool.imap(work, enumerate(files))
         else:
-            work = partial(_read_and_featurise, label_config=label_config, lockbox=lockbox)
+            work = partial(
+                _read_and_featurise,
+                label_config=label_config,
+                lockbox=lockbox,
+                adjust_volume=adjust_volume,
+            )
             results = map(work, enumerate(files))
-        for path, (frame, series, notes, error) in zip(
-            files, tracked(results, len(files), "prepare", "files read"), strict=True
+        for file_frames, file_series, notes, error in tracked(
+            results, len(files), "prepare", "files read"
         ):
             sys.stderr.write(notes)
             if error is not None:
                 raise error
-            frames[path] = frame
-            featurised.append(_unspill(series) if isinstance(series, dict) else series)
+            frames.update(file_frames)
+            featurised += [_unspill(one) if isinstance(one, dict) else one for one in file_series]
     return frames, featurised
 
 
@@ -260,7 +274,7 @@ def check_finite_features(path: str, frame: pd.DataFrame, features: np.ndarray) 
     name = PRICE_COLUMNS[which[culprit]]
     # A frame read by load_series knows its file's lines; one built in memory, only its dates.
     bar = (
-        f"line {line_of(frame, culprit)}"
+        line_of(frame, culprit)
         if "path" in frame.attrs
         else f"the bar of {pd.Timestamp(frame.index[culprit])}"
     )

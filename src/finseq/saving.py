@@ -62,6 +62,7 @@ def fold_checkpoint(
             "bar_interval": bar_interval(data),
         },
         params={
+            "data": {"adjust_volume": not data.meta.get("volume_as_reported", False)},
             "label": data.meta["label"],
             "split": data.meta["split"],
             "window": {"seq_len": windows.seq_len, "stride": windows.stride},

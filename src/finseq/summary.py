@@ -9,6 +9,7 @@ import numpy as np
 
 from finseq.artifacts import PreparedData
 from finseq.errors import note
+from finseq.inputs import source_file
 from finseq.labels import CLASS_LABELS
 from finseq.params import LabelConfig
 from finseq.split import FINAL, HOLDOUT, SPLIT_NAMES, TEST, counts_by_series_and_part
@@ -94,11 +95,13 @@ def lockbox_summary(meta: dict) -> dict:
 
 
 def data_summary(data: PreparedData) -> dict:
-    """Sample counts and class balance per part of each fold, each series' stale-open
-    periods and the lockbox, for metrics/data.json."""
+    """The files read (data.files expanded), sample counts and class balance per part of each
+    fold, each series' stale-open periods and the lockbox, for metrics/data.json."""
+    read = {"files": list(dict.fromkeys(source_file(key) for key in data.meta["files"]))}
     if data.meta["split_method"] == "holdout":
         dates = data.meta["folds"][HOLDOUT]
         return {
+            **read,
             "val_start": dates["val_start"],
             "test_start": dates["test_start"],
             **_part_summary(data, HOLDOUT),
@@ -106,6 +109,7 @@ def data_summary(data: PreparedData) -> dict:
             "lockbox": lockbox_summary(data.meta),
         }
     return {
+        **read,
         "method": data.meta["split_method"],
         "stale_opens": data.meta["stale_opens"],
         "lockbox": lockbox_summary(data.meta),

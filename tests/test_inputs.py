@@ -1,0 +1,280 @@
+"""data.files as researchers keep a universe: globs, directories, long-format panels (CSV and
+Parquet) prepare the very series the equivalent one-file-per-series list does, bit for bit;
+a panel's bad rows are one line naming the file, the symbol and the row; volume is
+split-adjusted at a split-like step of Adj Close / Close (data.adjust_volume)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import ROOT, tiny_params, tiny_params_dict
+
+from finseq import pipeline
+from finseq.artifacts import ARRAYS, PreparedData
+from finseq.errors import ConfigError
+from finseq.features import WARMUP_BARS
+from finseq.inputs import expand_entries, read_sources
+from finseq.load import load_series
+from finseq.paths import DATA_METRICS, PREPARED_DIR
+from finseq.synthetic import synthetic_ohlcv
+
+SYMBOLS = ("AAA", "BBB", "CCC")
+N_BARS = 400
+
+
+def series_frames(as_text: bool = True) -> dict[str, pd.DataFrame]:
+    """Three generated series, each cell as its CSV text, or (as_text=False) as a CSV reader
+    parses it, dates as datetimes: a Parquet file written from those holds the very floats a
+    CSV parse of the text gives, so the two must prepare the same bytes."""
+    frames = {}
+    for seed, symbol in enumerate(SYMBOLS, start=11):
+        # Different starts and lengths: a panel's symbols need not share a calendar.
+        start = f"2000-01-{3 + seed - 11:02d}"
+        text = synthetic_ohlcv(N_BARS - 10 * (seed - 11), seed, start=start).to_csv(index=False)
+        options = {"dtype": str} if as_text else {"parse_dates": ["Date"]}
+        frames[symbol] = pd.read_csv(io.StringIO(text), **options)
+    return frames
+
+
+def long_panel(frames: dict[str, pd.DataFrame], column: str = "Symbol") -> pd.DataFrame:
+    """The series as one long table, rows interleaved by date (not sorted by symbol)."""
+    stacked = pd.concat([frame.assign(**{column: symbol}) for symbol, frame in frames.items()])
+    stacked = stacked.sort_values(["Date", column], kind="stable", ascending=[True, False])
+    return stacked[[column, *frames[SYMBOLS[0]].columns]].reset_index(drop=True)
+
+
+@pytest.fixture
+def universe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path as the working directory: one/<symbol>.csv, panel.csv, panel.parquet."""
+    monkeypatch.chdir(tmp_path)
+    frames = series_frames()
+    (tmp_path / "one").mkdir()
+    for symbol, frame in frames.items():
+        frame.to_csv(tmp_path / "one" / f"{symbol}.csv", index=False)
+    (tmp_path / "panels").mkdir()
+    long_panel(frames).to_csv(tmp_path / "panels" / "panel.csv", index=False)
+    long_panel(series_frames(as_text=False), "ticker").to_parquet("panels/panel.parquet")
+    return tmp_path
+
+
+def prepared(files: list[str], **data: object) -> PreparedData:
+    return pipeline.prepare(tiny_params(data={"files": files, "workers": 1, **data}))
+
+
+def assert_same_series(got: PreparedData, expected: PreparedData) -> None:
+    assert got.meta["series_names"] == expected.meta["series_names"]
+    assert got.meta["series_bars"] == expected.meta["series_bars"]
+    for name in ARRAYS:
+        actual, wanted = np.asarray(getattr(got, name)), np.asarray(getattr(expected, name))
+        assert actual.dtype == wanted.dtype and actual.shape == wanted.shape, name
+        assert actual.tobytes() == wanted.tobytes(), name
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        ["one/*.csv"],
+        ["one"],
+        ["one/"],
+        ["panels/panel.csv"],
+        ["panels/panel.parquet"],
+    ],
+    ids=["glob", "directory", "directory/", "csv panel", "parquet panel"],
+)
+def test_each_layout_prepares_the_series_of_the_one_file_per_series_list(universe, entries):
+    expected = prepared([f"one/{symbol}.csv" for symbol in SYMBOLS])
+    assert expected.meta["series_names"] == list(SYMBOLS)
+    assert_same_series(prepared(entries), expected)
+
+
+def test_the_files_read_are_recorded_in_data_json(universe):
+    params = tiny_params(data={"files": ["one", "panels/panel.parquet"], "workers": 2})
+    # Series names must be unique across inputs: the panel repeats the directory's.
+    with pytest.raises(ConfigError) as raised:
+        pipeline.run_prepare(params, universe)
+    assert str(raised.value) == (
+        "data.files lists 'one/AAA.csv' and 'panels/panel.parquet::AAA': two series named "
+        "'AAA'; give each file or symbol a distinct name"
+    )
+    assert not (universe / PREPARED_DIR).exists()
+    params = tiny_params(data={"files": ["one/B*.csv", "panels/../one/A*"], "workers": 2})
+    pipeline.run_prepare(params, universe)
+    recorded = json.loads((universe / DATA_METRICS).read_text())
+    assert recorded["files"] == ["one/BBB.csv", "panels/../one/AAA.csv"]
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (["one/*.txt"], "data.files: 'one/*.txt' matches no files"),
+        (["nowhere/*.csv"], "data.files: 'nowhere/*.csv' matches no files"),
+        (["empty"], "data.files: 'empty' matches no *.csv or *.parquet files"),
+        (
+            ["one", "one/AAA.csv"],
+            "data.files: 'one/AAA.csv' is matched by both 'one' and 'one/AAA.csv'; "
+            "list each file once",
+        ),
+    ],
+)
+def test_an_entry_matching_nothing_or_a_file_twice_is_one_line_naming_it(
+    universe, entries, message
+):
+    (universe / "empty").mkdir()
+    (universe / "empty" / "notes.txt").write_text("not data")
+    with pytest.raises(ConfigError) as raised:
+        expand_entries(entries)
+    assert str(raised.value) == message
+    with pytest.raises(ConfigError) as raised:
+        prepared(entries)
+    assert str(raised.value) == message
+
+
+def test_a_panel_accepts_each_symbol_column_spelling(universe):
+    expected = read_sources("one/AAA.csv")["one/AAA.csv"]
+    for column in ("SYMBOL", "Ticker", "code", "Instrument"):
+        path = f"panels/{column}.csv"
+        long_panel(series_frames(), column).to_csv(path, index=False)
+        series = read_sources(path)
+        assert list(series) == [f"{path}::{symbol}" for symbol in SYMBOLS]
+        got = series[f"{path}::AAA"]
+        assert got.index.equals(expected.index) and got.columns.equals(expected.columns)
+        assert got.to_numpy().tobytes() == expected.to_numpy().tobytes()
+
+
+def test_a_one_series_parquet_file_reads_as_its_csv(universe):
+    frame = series_frames(as_text=False)["BBB"]
+    frame.to_parquet("BBB.parquet")
+    frame.set_index("Date").to_parquet("indexed.parquet")  # pandas keeps Date as the index
+    expected = read_sources("one/BBB.csv")["one/BBB.csv"]
+    for path in ("BBB.parquet", "indexed.parquet"):
+        got = read_sources(path)[path]
+        assert got.index.equals(expected.index)
+        assert got.to_numpy().tobytes() == expected.to_numpy().tobytes()
+
+
+# --- a panel's bad rows: one line, exit 2, nothing written -------------------------------
+
+
+def stage_project(tmp_path: Path, panel: pd.DataFrame, suffix: str = "csv") -> Path:
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    if suffix == "csv":
+        panel.to_csv(raw / "panel.csv", index=False)
+    else:
+        panel.to_parquet(raw / "panel.parquet")
+    params = tiny_params_dict()
+    params["data"]["files"] = ["data/raw"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def the_one_error_line(project: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "finseq.stages.prepare"],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert not (project / "data" / "prepared").exists()
+    assert not (project / "metrics").exists()
+    return lines[0]
+
+
+def bad_panel(defect: str) -> tuple[pd.DataFrame, str]:
+    """A CSV panel with one planted defect, and the one line it must give (the header is
+    line 1, so the row at position i is line i + 2)."""
+    panel = long_panel(series_frames())
+    if defect == "missing symbol":
+        panel.loc[40, "Symbol"] = None
+        return panel, "error: data/raw/panel.csv: line 42, column 'Symbol': no symbol"
+    if defect == "duplicate":
+        rows = np.flatnonzero(panel["Symbol"] == "BBB")
+        panel.loc[rows[21], "Date"] = panel.loc[rows[20], "Date"]
+        return panel, (
+            f"error: data/raw/panel.csv::BBB: line {rows[21] + 2}, column 'Date': duplicate "
+            f"timestamp '{panel.loc[rows[20], 'Date']}' (also on line {rows[20] + 2})"
+        )
+    minimum = WARMUP_BARS + 3 + 1  # tiny label.horizon 3
+    short = np.flatnonzero(panel["Symbol"] == "CCC")[minimum - 1 :]
+    panel = panel.drop(index=short).reset_index(drop=True)
+    return panel, (
+        f"error: data/raw/panel.csv::CCC: only {minimum - 1} bars; at least {minimum} are "
+        f"needed (warm-up {WARMUP_BARS} + label.horizon 3 + 1)"
+    )
+
+
+@pytest.mark.parametrize("defect", ["missing symbol", "duplicate", "too few bars"])
+def test_a_bad_panel_row_stops_prepare_with_one_line_naming_file_symbol_and_row(tmp_path, defect):
+    panel, expected = bad_panel(defect)
+    assert the_one_error_line(stage_project(tmp_path, panel)) == expected
+
+
+def test_a_parquet_panel_names_its_rows(tmp_path):
+    panel = long_panel(series_frames(as_text=False))
+    panel.loc[7, "Symbol"] = ""
+    line = the_one_error_line(stage_project(tmp_path, panel, "parquet"))
+    assert line == "error: data/raw/panel.parquet: row 8, column 'Symbol': no symbol"
+
+
+# --- data.adjust_volume ------------------------------------------------------------------
+
+
+def with_a_split(split_at: int) -> pd.DataFrame:
+    """A generated series as a vendor reports a 2:1 split at bar `split_at`: before it, the
+    raw prices are twice and the volume half the split-adjusted ones, Adj Close adjusted."""
+    frame = synthetic_ohlcv(N_BARS, seed=5)
+    frame["Adj Close"] = frame["Close"]
+    before = frame.index < split_at
+    for column in ("Open", "High", "Low", "Close"):
+        frame.loc[before, column] *= 2
+    frame.loc[before, "Volume"] /= 2
+    return frame
+
+
+def test_adjust_volume_scales_the_volume_before_a_split_by_its_ratio(tmp_path, capsys):
+    path = tmp_path / "split.csv"
+    raw = with_a_split(150)
+    raw.to_csv(path, index=False)
+    adjusted = load_series(path)
+    reported = load_series(path, adjust_volume=False)
+    volume = raw["Volume"].to_numpy()
+    assert np.array_equal(adjusted["volume"].to_numpy()[:150], volume[:150] * 2)
+    assert np.array_equal(adjusted["volume"].to_numpy()[150:], volume[150:])
+    assert np.array_equal(reported["volume"].to_numpy(), volume)
+    # Prices are adjusted either way; the split is named either way.
+    np.testing.assert_allclose(adjusted["close"], synthetic_ohlcv(N_BARS, seed=5)["Close"])
+    assert adjusted[["open", "high", "low", "close"]].equals(
+        reported[["open", "high", "low", "close"]]
+    )
+    notes = capsys.readouterr().err
+    assert notes.count("steps by 2:1") == 2
+    assert "Volume before it is multiplied by 2 (data.adjust_volume)" in notes
+    assert "Volume is left as reported" in notes
+
+
+def test_adjust_volume_reaches_prepare_and_is_recorded_only_when_off(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with_a_split(150).to_csv("split.csv", index=False)
+    synthetic_ohlcv(N_BARS, seed=6).to_csv("plain.csv", index=False)
+    on, off = (
+        prepared(["split.csv", "plain.csv"]),
+        prepared(["split.csv", "plain.csv"], adjust_volume=False),
+    )
+    assert "volume_as_reported" not in on.meta and off.meta["volume_as_reported"] is True
+    plain = on.series == 1
+    assert np.array_equal(on.features[plain], off.features[plain])
+    assert not np.array_equal(on.features[~plain], off.features[~plain])
+    assert np.array_equal(on.labels, off.labels)
