@@ -36,6 +36,7 @@ MODEL_SOURCES = (
     "runtime.py",
     "distributed.py",
     "checkpoint.py",
+    "saving.py",
     "artifacts.py",
     "windows.py",
     "labels.py",
