@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, tiny_params, tiny_params_dict
+from conftest import ROOT, make_project, tiny_params, tiny_params_dict
 
 from finseq import pipeline
 from finseq.artifacts import ARRAYS, PreparedData
@@ -278,3 +278,29 @@ def test_adjust_volume_reaches_prepare_and_is_recorded_only_when_off(tmp_path, m
     assert np.array_equal(on.features[plain], off.features[plain])
     assert not np.array_equal(on.features[~plain], off.features[~plain])
     assert np.array_equal(on.labels, off.labels)
+
+
+@pytest.mark.slow
+def test_a_file_added_to_a_globbed_directory_reruns_prepare_and_nothing_else_does(tmp_path):
+    """data.files as a glob over data/raw (a prepare dependency): `dvc repro -s prepare`
+    skips prepare while nothing changed, and reruns it once a file lands in the directory,
+    which data.json then lists."""
+    params = tiny_params_dict()
+    project = make_project(tmp_path / "repo", params)
+    params["data"]["files"] = ["data/raw/*.csv"]
+    project.write_params(params)
+    project.run("dvc", "repro", "-s", "prepare")
+    project.commit("prepared from a glob")
+    again = project.run("dvc", "repro", "-s", "prepare")
+    assert "didn't change, skipping" in again.stdout
+    assert "Running stage 'prepare'" not in again.stdout
+    synthetic_ohlcv(400, seed=99).to_csv(project.path / "data/raw/added.csv", index=False)
+    status = json.loads(project.run("dvc", "status", "--json", "prepare").stdout)
+    assert "prepare" in status
+    rerun = project.run("dvc", "repro", "-s", "prepare")
+    assert "Running stage 'prepare'" in rerun.stdout
+    read = json.loads((project.path / DATA_METRICS).read_text())["files"]
+    assert read == sorted(
+        str(p.relative_to(project.path)) for p in project.path.glob("data/raw/*.csv")
+    )
+    assert "data/raw/added.csv" in read
