@@ -221,6 +221,7 @@ def test_a_fold_checkpoint_holds_that_folds_scaler_cuts_training_and_provenance(
     for name in EXECUTION_ONLY:
         del expected_train[name]
     assert checkpoint["params"] == {
+        "data": {"adjust_volume": params.data.adjust_volume},  # how its volume was read
         "label": data.meta["label"],
         "split": data.meta["split"],
         "window": {"seq_len": 8, "stride": windows.stride},
