@@ -25,6 +25,7 @@ import benchlib
 import predict as predict_benchmark
 import scaling
 import train_throughput
+import universe as universe_benchmark
 import verdicts as verdicts_benchmark
 
 
@@ -222,3 +223,25 @@ def test_the_verdicts_benchmark_counts_each_figures_verdicts_over_its_pairs(tmp_
     assert sorted(result["seeds"]) == ["1000", "1000-shuffled", "1005"]
     assert all(spread["count"] == 2 for spread in result["seeds"].values())
     assert "False positives over 1 seed-only pairs" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_universe_benchmark_prints_the_cross_sectional_figures_of_both_universes(capsys):
+    """12 generated series, enough for the cross-section (10 a date): one row per universe,
+    each with its rank IC interval, and the table quoted in docs/results.md has the same
+    header."""
+    universe_benchmark.main(["--series", "12", "--bars", "800"])
+    table = capsys.readouterr().out.splitlines()
+    header = next(line for line in table if line.startswith("| generated universe"))
+    rows = [line for line in table if line.startswith(("| drift", "| volatility"))]
+    assert len(rows) == 2 and all(row.count("[") >= 2 for row in rows)
+    quoted = [
+        line
+        for line in (ROOT / "docs" / "results.md").read_text().splitlines()
+        if line.startswith("| generated universe")
+    ]
+    assert [cells(line) for line in quoted] == [cells(header)]
+
+
+def cells(row: str) -> list[str]:
+    return [cell.strip() for cell in row.strip("|").split("|")]
