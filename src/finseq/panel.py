@@ -100,13 +100,13 @@ def prepare_dataset(
     check_distinct_names(files)
     frames = {path: seal_lockbox(frame, split_config.lockbox) for path, frame in frames.items()}
     _check_lockbox(frames, label_config, split_config)
-    minimum_bars = WARMUP_BARS + label_config.horizon + 1
-    for path, frame in frames.items():
-        if len(frame) < minimum_bars:
-            raise DataError(
-                f"{path}: only {len(frame)} bars; at least {minimum_bars} are needed "
-                f"(warm-up {WARMUP_BARS} + label.horizon {label_config.horizon} + 1)"
-            )
+    short = _first_too_short(frames, label_config)
+    if short is not None:
+        path, bars, needed = short
+        raise DataError(
+            f"{path}: only {bars} bars; at least {needed} are needed "
+            f"(warm-up {WARMUP_BARS} + label.horizon {label_config.horizon} + 1)"
+        )
     with _naming_the_lockbox(split_config):
         plan = fold_plan([frame.index.to_numpy() for frame in frames.values()], split_config)
 
@@ -222,14 +222,24 @@ def _check_lockbox(
             f"split.lockbox = {lockbox!r} is after the last bar of every series: it seals "
             "nothing; choose a date inside the data, or null for no lockbox"
         )
-    minimum_bars = WARMUP_BARS + label_config.horizon + 1
+    short = _first_too_short(frames, label_config)
+    if short is not None:
+        path, bars, needed = short
+        raise ConfigError(
+            f"split.lockbox = {lockbox!r} leaves {path} only {bars} bars before it; "
+            f"at least {needed} are needed (warm-up {WARMUP_BARS} + label.horizon "
+            f"{label_config.horizon} + 1); choose a later date"
+        )
+
+
+def _first_too_short(frames: dict, label_config: LabelConfig) -> tuple[str, int, int] | None:
+    """The first series with fewer bars than a label and the features' warm-up need:
+    (its path, its bars, the bars needed), or None."""
+    needed = WARMUP_BARS + label_config.horizon + 1
     for path, frame in frames.items():
-        if len(frame) < minimum_bars:
-            raise ConfigError(
-                f"split.lockbox = {lockbox!r} leaves {path} only {len(frame)} bars before it; "
-                f"at least {minimum_bars} are needed (warm-up {WARMUP_BARS} + label.horizon "
-                f"{label_config.horizon} + 1); choose a later date"
-            )
+        if len(frame) < needed:
+            return path, len(frame), needed
+    return None
 
 
 @contextlib.contextmanager
