@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit, log_expit, logsumexp
 
 from finseq.errors import DataError
@@ -162,6 +161,8 @@ def fit_temperature(logits: np.ndarray, classes: np.ndarray) -> float:
         temperature = np.exp(log_temperature)
         return float(np.mean(logsumexp(shifted / temperature, axis=1) - picked / temperature))
 
+    from scipy.optimize import minimize_scalar  # fitting only: finseq predict never fits
+
     result = minimize_scalar(
         loss, bounds=LOG_TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-10}
     )
@@ -196,6 +197,8 @@ def fit_platt(scores: np.ndarray, outcomes: np.ndarray) -> tuple[float, float]:
         loss = np.mean(targets * np.logaddexp(0.0, -score) + (1 - targets) * np.logaddexp(0, score))
         residual = expit(score) - targets
         return float(loss), np.array([np.mean(residual * standard), np.mean(residual)])
+
+    from scipy.optimize import minimize  # fitting only: finseq predict never fits
 
     result = minimize(
         loss_and_gradient,

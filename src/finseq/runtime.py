@@ -135,8 +135,11 @@ def set_numerics(device: torch.device) -> None:
     for dtype in (np.float32, np.float64):
         np.finfo(dtype)
     torch.set_flush_denormal(True)
-    # CPU kernels are deterministic; on CUDA some (e.g. cuDNN RNN backward) are not, so warn only.
-    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    # CPU kernels are deterministic; on CUDA some (e.g. cuDNN RNN backward) are not, so warn
+    # only. This sets the flag torch.use_deterministic_algorithms sets, without also
+    # importing torch's compiler (inductor, about 3 s) to set its own flag: finseq never
+    # compiles a model.
+    torch.set_deterministic_debug_mode("warn" if device.type == "cuda" else "error")
 
 
 def configure_torch(config: TrainConfig, ranks: Ranks | None = None) -> torch.device:
