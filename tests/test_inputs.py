@@ -244,15 +244,17 @@ def with_a_split(split_at: int) -> pd.DataFrame:
     return frame
 
 
-def test_adjust_volume_scales_the_volume_before_a_split_by_its_ratio(tmp_path, capsys):
+def test_adjust_volume_divides_the_volume_from_a_split_on_by_its_ratio(tmp_path, capsys):
+    """In the first bar's shares: no bar's volume depends on a later bar (a split in the
+    lockbox, or not yet in the file, leaves every earlier volume as it is)."""
     path = tmp_path / "split.csv"
     raw = with_a_split(150)
     raw.to_csv(path, index=False)
     adjusted = load_series(path)
     reported = load_series(path, adjust_volume=False)
     volume = raw["Volume"].to_numpy()
-    assert np.array_equal(adjusted["volume"].to_numpy()[:150], volume[:150] * 2)
-    assert np.array_equal(adjusted["volume"].to_numpy()[150:], volume[150:])
+    assert np.array_equal(adjusted["volume"].to_numpy()[:150], volume[:150])
+    assert np.array_equal(adjusted["volume"].to_numpy()[150:], volume[150:] / 2)
     assert np.array_equal(reported["volume"].to_numpy(), volume)
     # Prices are adjusted either way; the split is named either way.
     np.testing.assert_allclose(adjusted["close"], synthetic_ohlcv(N_BARS, seed=5)["Close"])
@@ -261,7 +263,7 @@ def test_adjust_volume_scales_the_volume_before_a_split_by_its_ratio(tmp_path, c
     )
     notes = capsys.readouterr().err
     assert notes.count("steps by 2:1") == 2
-    assert "Volume before it is multiplied by 2 (data.adjust_volume)" in notes
+    assert "Volume from it on is divided by 2 (data.adjust_volume)" in notes
     assert "Volume is left as reported" in notes
 
 

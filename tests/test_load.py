@@ -282,9 +282,9 @@ def test_adj_close_scales_open_high_low_close_and_volume_only_at_a_split(tmp_pat
     frame = load_series(path)
     np.testing.assert_allclose(frame.iloc[0][["open", "high", "low", "close"]], [5, 5.5, 4.5, 5.25])
     np.testing.assert_allclose(frame.iloc[2][["open", "high", "low", "close"]], [2, 2.2, 1.8, 2.1])
-    # The factor steps by 2:5 at the third bar, as at a reverse split: the volume before it is
-    # in the last bar's shares (data.adjust_volume), or as reported without it.
-    assert frame["volume"].tolist() == [400.0, 400.0, 1000.0, 1000.0, 1000.0, 1000.0]
+    # The factor steps by 2:5 at the third bar, as at a reverse split: the volume from it on
+    # is in the first bar's shares (data.adjust_volume), or as reported without it.
+    assert frame["volume"].tolist() == [1000.0, 1000.0, 2500.0, 2500.0, 2500.0, 2500.0]
     assert (load_series(path, adjust_volume=False)["volume"] == 1000).all()
 
 

@@ -370,7 +370,7 @@ def _note_split_like_steps(
     volume = columns["volume"]
     for position, ratio in split_like_steps(factor):
         done = (
-            f"{volume} before it is multiplied by {Fraction(ratio.replace(':', '/'))} "
+            f"{volume} from it on is divided by {Fraction(ratio.replace(':', '/'))} "
             "(data.adjust_volume)"
             if adjusted
             else f"{volume} is left as reported, so the volume features jump at this bar (set "

@@ -21,12 +21,16 @@ def split_like_steps(factor: np.ndarray) -> list[tuple[int, str]]:
 
 
 def split_adjusted_volume(volume: np.ndarray, factor: np.ndarray) -> np.ndarray:
-    """Volume in the shares of the last bar, as CRSP and Yahoo adjust it: each bar's volume
-    times every split ratio after it (a 2:1 split doubles the volume before it). Only the
-    split-like steps of the factor count: a dividend changes no share count."""
+    """Volume in the shares of the first bar: each bar's volume divided by every split ratio
+    up to it (a 2:1 split halves the volume from it on). The vendors' convention (CRSP,
+    Yahoo) counts in the last bar's shares instead, which makes every bar's volume depend
+    on the splits after it: on bars not yet seen, or sealed in the lockbox. Counted from
+    the first bar, a bar's volume depends only on bars up to it; the volume features are
+    z-scores of its logarithm, which a constant factor barely moves. Only the split-like
+    steps of the factor count: a dividend changes no share count."""
     adjusted = volume.copy()
     for position, ratio in split_steps(factor):
-        adjusted[:position] *= float(ratio)
+        adjusted[position:] /= float(ratio)
     return adjusted
 
 
