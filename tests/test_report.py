@@ -599,7 +599,7 @@ def test_the_seed_spread_widens_each_side_of_the_interval_in_quadrature():
     unwidened interval (variances 0.003^2 / 3 and 0.004^2 / 3, 3.709 degrees of freedom)."""
     base, target = graded_predictions(0.02), graded_predictions(0.03)
     plain, _ = verdict_section(base, target, SETTINGS, "base", "t")
-    sd = ({"count": 3, "skill_sd": 0.003}, {"count": 3, "skill_sd": 0.004})
+    sd = (ensemble(0.003), ensemble(0.004))
     widened, _ = verdict_section(base, target, SETTINGS, "base", "t", sd)
 
     change, low, high = skill_interval(plain)
@@ -621,17 +621,33 @@ def skill_interval(text: str) -> tuple[float, float, float]:
     return float(cells[3]), low, high
 
 
+def ensemble(sd: float, count: int = 3) -> dict:
+    """A `seeds` section of a revision judged on its ensemble of `count` seeds."""
+    return {"count": count, "skill_sd": sd, "skill_ensemble_sd": sd / count**0.5}
+
+
 def test_training_noise_uses_the_t_quantile_of_its_few_seeds_and_the_ensembles_sd():
     """Three seeds on each side: the noise of the difference of two 3-seed ensembles. One
-    side measured: that one estimate (2 degrees of freedom, t = 4.303) for both sides.
-    Two seeds per side: Student's t at 1 to 2 degrees of freedom, never 1.96."""
-    both = ({"count": 3, "skill_sd": 0.01}, {"count": 3, "skill_sd": 0.01})
+    side measured: the other is a single model (variance sd^2, not sd^2 / 3) and that one
+    estimate counts once (2 degrees of freedom, t = 4.303). A revision whose headline is
+    one seed's (before the ensemble) has variance sd^2. Two seeds per side: Student's t at 1
+    to 2 degrees of freedom, never 1.96."""
+    both = (ensemble(0.01), ensemble(0.01))
     assert training_noise(both, "skill") == pytest.approx(
         stats.t.ppf(0.975, 4) * 0.01 * np.sqrt(2 / 3)
     )
-    one = (None, {"count": 3, "skill_sd": 0.01})
-    assert training_noise(one, "skill") == pytest.approx(4.3027 * 0.01 * np.sqrt(2 / 3), rel=1e-4)
-    pairs = ({"count": 2, "skill_sd": 0.01}, {"count": 2, "skill_sd": 0.01})
+    one = (None, ensemble(0.01))
+    assert training_noise(one, "skill") == pytest.approx(
+        4.3027 * 0.01 * np.sqrt(1 + 1 / 3), rel=1e-4
+    )
+    single_seed_headline = {"count": 3, "skill_sd": 0.01}
+    against_old = (single_seed_headline, ensemble(0.01))
+    variances = (0.01**2, 0.01**2 / 3)
+    freedom = sum(variances) ** 2 / sum(v**2 / 2 for v in variances)
+    assert training_noise(against_old, "skill") == pytest.approx(
+        stats.t.ppf(0.975, freedom) * np.sqrt(sum(variances))
+    )
+    pairs = (ensemble(0.01, 2), ensemble(0.01, 2))
     assert training_noise(pairs, "skill") == pytest.approx(4.3027 * 0.01, rel=1e-4)
     assert training_noise((None, None), "skill") == 0.0
     assert training_noise(both, "sharpe") == 0.0  # not measured for that figure
@@ -649,7 +665,7 @@ def test_a_change_inside_the_old_1_96_rule_but_not_the_t_rule_reads_within_noise
     sd = 0.9 * float(np.sqrt(max(change**2 - (change - low) ** 2, 0.0))) / (1.96 * np.sqrt(2))
     assert change - np.hypot(change - low, 1.96 * np.hypot(sd, sd)) > 0
     # ... but that two seeds per side cannot rule out.
-    measured = ({"count": 2, "skill_sd": sd}, {"count": 2, "skill_sd": sd})
+    measured = (ensemble(sd, 2), ensemble(sd, 2))
     text, headline_text = verdict_section(base, target, SETTINGS, "base", "t", measured)
     assert verdicts_of(text)["skill"] == "within noise"
     assert headline_text.startswith("Verdict: skill within noise (primary)")

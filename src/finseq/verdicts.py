@@ -191,34 +191,39 @@ def training_noise(seed_sd: tuple[Mapping | None, Mapping | None], name: str) ->
     """The half-width that training noise adds to the 95% interval of the change of `name`,
     or 0 if neither revision measured it.
 
-    Each revision is judged on its ensemble of S seeds, whose figure varies with variance
-    sd^2 / S (sd: its seeds' spread, ddof = 1; see finseq.seeds). The difference of two
-    ensembles has the sum of their variances, and its quantile is Student's t at the
-    Welch-Satterthwaite degrees of freedom: 2 seeds per side give 1-2 degrees of freedom
-    and a quantile of 4.3 to 12.7, not 1.96. A revision that did not measure its spread
-    borrows the other's; the one estimate then counts once (S - 1 degrees of freedom).
+    A revision that measured its seeds' spread sd (ddof 1, over S seeds) and is judged on
+    their ensemble (`*_ensemble_sd` in its eval.json) varies with variance sd^2 / S; one
+    judged on a single model (a revision from before the ensemble, or train.seeds = 1) with
+    sd^2. The difference has the sum of the two variances, and its quantile is Student's t
+    at the Welch-Satterthwaite degrees of freedom: 2 seeds per side give 1-2 degrees of
+    freedom and a quantile of 4.3 to 12.7, not 1.96. A revision that did not measure its
+    spread is a single model and borrows the other's sd; the one estimate then counts once
+    (S - 1 degrees of freedom).
     """
-    measured = [
-        (float(sd[f"{name}_sd"]), int(sd["count"]))
-        for sd in seed_sd
-        if sd and f"{name}_sd" in sd and int(sd.get("count", 0)) > 1
-    ]
+    sides = [_seed_noise(sd, name) for sd in seed_sd]
+    measured = [side for side in sides if side is not None]
     if not measured:
         return 0.0
     if len(measured) == 1:
-        sd, count = measured[0]
-        variance, freedom = 2 * sd**2 / count, float(count - 1)
+        sd, count, variance = measured[0]
+        variance, freedom = variance + sd**2, float(count - 1)
     else:
-        parts = [sd**2 / count for sd, count in measured]
-        variance = sum(parts)
+        variance = sum(part for _, _, part in measured)
         if variance == 0:
             return 0.0
-        freedom = variance**2 / sum(
-            part**2 / (count - 1) for part, (_, count) in zip(parts, measured, strict=True)
-        )
+        freedom = variance**2 / sum(part**2 / (count - 1) for _, count, part in measured)
     if variance == 0:
         return 0.0
     return float(stats.t.ppf(0.975, freedom) * np.sqrt(variance))
+
+
+def _seed_noise(spread: Mapping | None, name: str) -> tuple[float, int, float] | None:
+    """(sd, seeds, variance of the revision's figure) from its `seeds` section, or None."""
+    if not spread or f"{name}_sd" not in spread or int(spread.get("count", 0)) < 2:
+        return None
+    sd, count = float(spread[f"{name}_sd"]), int(spread["count"])
+    ensemble = f"{name}_ensemble_sd" in spread
+    return sd, count, sd**2 / count if ensemble else sd**2
 
 
 KNOWLEDGE_ROWS = (
