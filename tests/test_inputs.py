@@ -150,6 +150,14 @@ def test_a_panel_accepts_each_symbol_column_spelling(universe):
         assert got.to_numpy().tobytes() == expected.to_numpy().tobytes()
 
 
+def test_a_parquet_panel_indexed_by_date_and_symbol_reads_as_its_columns(universe):
+    """`frame.set_index(["Date", "Symbol"]).to_parquet(...)`, a common way to keep a long
+    panel: the index comes back as columns, and the series are the panel's."""
+    panel = long_panel(series_frames(as_text=False))
+    panel.set_index(["Date", "Symbol"]).to_parquet("panels/indexed.parquet")
+    assert_same_series(prepared(["panels/indexed.parquet"]), prepared(["panels/panel.parquet"]))
+
+
 def test_a_one_series_parquet_file_reads_as_its_csv(universe):
     frame = series_frames(as_text=False)["BBB"]
     frame.to_parquet("BBB.parquet")

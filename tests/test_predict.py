@@ -309,6 +309,38 @@ def test_a_panel_file_predicts_the_rows_of_its_per_symbol_files(trained, tmp_pat
         pd.testing.assert_frame_equal(read_predictions(out), expected, check_exact=True)
 
 
+def test_since_leaves_out_a_panels_symbols_that_ended_before_it(trained, tmp_path, capsys):
+    """A delisted symbol of a panel has no bar from --since on: the others are predicted and
+    a note names it (as the lockbox stage opens a universe); a panel none of whose symbols
+    reaches --since is refused as a one-series file is."""
+    parts = []
+    for seed, (symbol, bars) in enumerate([("LIVE", 400), ("GONE", 330)], start=70):
+        frame = synthetic_ohlcv(bars, seed=seed, start="2021-01-04")
+        parts.append(frame.assign(Ticker=symbol))
+    pd.concat(parts).to_csv(tmp_path / "panel.csv", index=False)
+    since = str(parts[0]["Date"].iloc[360].date())
+    out = tmp_path / "p.csv"
+    status, _, stderr = run_cli(
+        capsys,
+        "--model",
+        trained.model_file,
+        "--since",
+        since,
+        "--out",
+        out,
+        str(tmp_path / "panel.csv"),
+    )
+    assert status == 0, stderr
+    assert read_predictions(out)["series"].unique().tolist() == ["LIVE"]
+    assert len(read_predictions(out)) == 40
+    assert "1 symbol(s) end before --since" in stderr and "(GONE)" in stderr
+    late = str((parts[0]["Date"].iloc[-1] + pd.Timedelta(days=10)).date())
+    status, _, stderr = run_cli(
+        capsys, "--model", trained.model_file, "--since", late, str(tmp_path / "panel.csv")
+    )
+    assert status == 2 and "is after the file's last bar" in stderr
+
+
 # --- how much history a prediction needs ---------------------------------------------------
 
 

@@ -105,8 +105,10 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     except (pyarrow.ArrowException, OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())
         raise DataError(f"{path}: not a readable Parquet file ({reason})") from None
-    if frame.index.name is not None or isinstance(frame.index, pd.DatetimeIndex):
-        frame = frame.reset_index()  # pandas wrote its Date index as the index
+    if any(name is not None for name in frame.index.names) or isinstance(
+        frame.index, pd.DatetimeIndex
+    ):
+        frame = frame.reset_index()  # pandas wrote its (Date, Symbol) index as the index
     # Numbers in a date column are text, as read_csv keeps them: 20000103 is a date.
     for column in frame.columns:
         if normalise(column) in DATE_COLUMN_NAMES and pd.api.types.is_numeric_dtype(frame[column]):

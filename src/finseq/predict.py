@@ -125,11 +125,22 @@ class SeriesInputs:
 
 
 def file_inputs(path: str, inputs: ModelInputs, selection: Selection) -> list[SeriesInputs]:
-    """Every series of one file (one, or a panel's symbols), loaded as prepare loads them."""
-    return [
-        series_inputs(key, frame, inputs, selection)
-        for key, frame in read_sources(path, adjust_volume=inputs.adjust_volume).items()
-    ]
+    """Every series of one file (one, or a panel's symbols), loaded as prepare loads them.
+    With --since, a panel's symbols that end before it (delisted) are left out with a note;
+    a file with no bar from it on is refused, as a one-series file is."""
+    sources = read_sources(path, adjust_volume=inputs.adjust_volume)
+    if selection.since is not None and len(sources) > 1:
+        ended = [key for key, frame in sources.items() if frame.index[-1] < selection.since]
+        if ended and len(ended) < len(sources):
+            for key in ended:
+                del sources[key]
+            names = ", ".join(series_name(key) for key in ended[:5])
+            more = f" and {len(ended) - 5} more" if len(ended) > 5 else ""
+            note(
+                f"{path}: {len(ended)} symbol(s) end before --since {selection.since.date()} "
+                f"and are not predicted ({names}{more})"
+            )
+    return [series_inputs(key, frame, inputs, selection) for key, frame in sources.items()]
 
 
 def series_inputs(
