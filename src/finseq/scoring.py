@@ -12,7 +12,7 @@ last bit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -81,11 +81,13 @@ def score_fold(
     batch_size: int,
     precision: str,
     calibration: Calibration = IDENTITY,
+    fold_scores: FoldScores | None = None,
 ) -> FoldScores:
     """`fold`'s model on its own val and test windows, beside the class prior and the
     volatility baseline of its own training windows (the baselines of every window it
     scores), with each test window's volatility regime; its test probabilities calibrated
-    by `calibration` (fit on its val windows when the model was saved)."""
+    by `calibration` (fit on its val windows when the model was saved). Given another
+    seed's `fold_scores` of the same fold, its prior, baseline and regimes are reused."""
     features = torch.as_tensor(data.scaled_features(fold), device=device)
     ends = {part: windows.ends[fold][part] for part in ("val", "test")}
     logits = {
@@ -101,6 +103,9 @@ def score_fold(
         .numpy()
         for part, part_ends in ends.items()
     }
+    test_probabilities = calibrated_probabilities(calibration, logits["test"])
+    if fold_scores is not None:
+        return replace(fold_scores, logits=logits, test_probabilities=test_probabilities)
     classes = to_classes(data.labels)
     train_ends = windows.ends[fold]["train"]
     prior = class_prior(classes[train_ends])
@@ -113,7 +118,7 @@ def score_fold(
         ends=ends,
         logits=logits,
         prior=prior,
-        test_probabilities=calibrated_probabilities(calibration, logits["test"]),
+        test_probabilities=test_probabilities,
         volatility_p_flat=volatility_p_flat(coefficients, scaled, names, ends["test"]),
         regime=regimes(cuts, data.features, names, ends["test"]),
     )
@@ -194,20 +199,18 @@ def score_every_seed(
                 f"{model_file} holds {len(members)} seed(s)' models, train.seeds is "
                 f"{params.train.seeds}; run `dvc repro`"
             )
-        per_fold.append(
-            [
+        seeds: list[FoldScores] = []
+        for member in members:  # the further seeds reuse the first's baselines
+            calibration = checkpoint_calibration(
+                member.record, model_file, params.evaluate.calibration
+            )
+            first = seeds[0] if seeds else None
+            seeds.append(
                 score_fold_as_configured(
-                    params,
-                    member.model,
-                    data,
-                    windows,
-                    fold,
-                    device,
-                    checkpoint_calibration(member.record, model_file, params.evaluate.calibration),
+                    params, member.model, data, windows, fold, device, calibration, first
                 )
-                for member in members
-            ]
-        )
+            )
+        per_fold.append(seeds)
     return [list(seed) for seed in zip(*per_fold, strict=True)]
 
 
@@ -219,6 +222,7 @@ def score_fold_as_configured(
     fold: str,
     device: torch.device,
     calibration: Calibration = IDENTITY,
+    fold_scores: FoldScores | None = None,
 ) -> FoldScores:
     """score_fold with the run's evaluate.batch_size and train.precision."""
     return score_fold(
@@ -230,6 +234,7 @@ def score_fold_as_configured(
         batch_size=params.evaluate.batch_size,
         precision=params.train.precision,
         calibration=calibration,
+        fold_scores=fold_scores,
     )
 
 

@@ -205,13 +205,12 @@ def training_noise(seed_sd: tuple[Mapping | None, Mapping | None], name: str) ->
     if not measured:
         return 0.0
     if len(measured) == 1:
-        sd, count, variance = measured[0]
-        variance, freedom = variance + sd**2, float(count - 1)
+        sd, count, own = measured[0]
+        variance, freedom = own + sd**2, float(count - 1)
     else:
         variance = sum(part for _, _, part in measured)
-        if variance == 0:
-            return 0.0
-        freedom = variance**2 / sum(part**2 / (count - 1) for _, count, part in measured)
+        welch = sum(part**2 / (count - 1) for _, count, part in measured)
+        freedom = variance**2 / welch if welch else 0.0
     if variance == 0:
         return 0.0
     return float(stats.t.ppf(0.975, freedom) * np.sqrt(variance))
