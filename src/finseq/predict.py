@@ -46,7 +46,7 @@ from finseq.calibration import (
 from finseq.checkpoint import Member, load_ensemble
 from finseq.command import run_stage
 from finseq.errors import DataError, note
-from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, compute_features
+from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, feature_matrix
 from finseq.inputs import expand_entries, read_sources
 from finseq.labels import CLASS_LABELS
 from finseq.models import predict_logits
@@ -154,7 +154,7 @@ def series_inputs(
         )
     timestamps = frame.index.to_numpy()
     first = selection.first_row(path, timestamps, inputs.bars_needed - 1)
-    features = compute_features(frame).to_numpy()
+    features = feature_matrix(frame)
     check_finite_features(path, frame, features[WARMUP_BARS:])
     rows = inputs.scaler.transform(features[first - inputs.seq_len + 1 :])
     return SeriesInputs(

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from finseq.errors import ConfigError, DataError, UserError
-from finseq.features import FEATURE_NAMES, WARMUP_BARS, compute_features
+from finseq.features import FEATURE_NAMES, WARMUP_BARS, feature_matrix
 from finseq.inputs import read_sources, series_name
 from finseq.labels import ahead, label_outcome
 from finseq.load import PRICE_COLUMNS, line_of, one_bar_moves
@@ -97,7 +97,7 @@ def featurise(frame: pd.DataFrame, label_config: LabelConfig) -> FeaturisedSerie
     forward, next_bar = outcome_returns(frame, label_config.horizon)
     # pandas hands its columns over in Fortran order; rows are what every later step reads,
     # and copying here, series by series (in the pool), spares a copy of the whole panel.
-    features = np.ascontiguousarray(compute_features(frame).to_numpy())
+    features = feature_matrix(frame)
     return FeaturisedSeries(features, labels, ties, forward, next_bar)
 
 
