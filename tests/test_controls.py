@@ -29,8 +29,8 @@ from conftest import ROOT, default_params_dict, merge, tiny_params_dict
 from finseq import pipeline
 from finseq.artifacts import PreparedData
 from finseq.evaluate import pooled_metrics
+from finseq.inputs import load_series
 from finseq.labels import to_classes
-from finseq.load import load_series
 from finseq.params import Params, load_params, parse_params
 from finseq.paths import EVAL_METRICS, PREPARED_DIR
 from finseq.split import TRAIN

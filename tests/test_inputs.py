@@ -20,10 +20,16 @@ from conftest import ROOT, make_project, tiny_params, tiny_params_dict
 
 from finseq import pipeline
 from finseq.artifacts import ARRAYS, PreparedData
-from finseq.errors import ConfigError
+from finseq.errors import ConfigError, DataError
 from finseq.features import WARMUP_BARS
-from finseq.inputs import expand_entries, read_sources
-from finseq.load import load_series
+from finseq.inputs import (
+    _read_csv_arrow,
+    _read_csv_pandas,
+    expand_entries,
+    load_series,
+    read_csv,
+    read_sources,
+)
 from finseq.paths import DATA_METRICS, PREPARED_DIR
 from finseq.synthetic import synthetic_ohlcv
 
@@ -32,15 +38,20 @@ N_BARS = 400
 
 
 def series_frames(as_text: bool = True) -> dict[str, pd.DataFrame]:
-    """Three generated series, each cell as its CSV text, or (as_text=False) as a CSV reader
-    parses it, dates as datetimes: a Parquet file written from those holds the very floats a
-    CSV parse of the text gives, so the two must prepare the same bytes."""
+    """Three generated series, each cell as its CSV text, or (as_text=False) parsed to the
+    nearest float (as finseq's CSV reader parses it), dates as datetimes: a Parquet file
+    written from those holds the very floats the text means, so the two must prepare the
+    same bytes."""
     frames = {}
     for seed, symbol in enumerate(SYMBOLS, start=11):
         # Different starts and lengths: a panel's symbols need not share a calendar.
         start = f"2000-01-{3 + seed - 11:02d}"
         text = synthetic_ohlcv(N_BARS - 10 * (seed - 11), seed, start=start).to_csv(index=False)
-        options = {"dtype": str} if as_text else {"parse_dates": ["Date"]}
+        options = (
+            {"dtype": str}
+            if as_text
+            else {"parse_dates": ["Date"], "float_precision": "round_trip"}
+        )
         frames[symbol] = pd.read_csv(io.StringIO(text), **options)
     return frames
 
@@ -314,3 +325,71 @@ def test_a_file_added_to_a_globbed_directory_reruns_prepare_and_nothing_else_doe
         str(p.relative_to(project.path)) for p in project.path.glob("data/raw/*.csv")
     )
     assert "data/raw/added.csv" in read
+
+
+PLAIN = "Date,Open,High,Low,Close,Volume\n" + "".join(
+    f"2000-01-{day:02d},100.98187237250727,101.5,99.25,{100 + day / 7!r},{1000 + day}\n"
+    for day in range(3, 20)
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "fast"),
+    [
+        pytest.param(PLAIN, True, id="plain, 17 digits, integer volume"),
+        pytest.param(PLAIN.replace(",1003\n", ",NA\n").replace(",1004\n", ",\n"), True, id="NA"),
+        pytest.param(PLAIN.replace("2000-01-", "200001"), True, id="numeric dates"),
+        pytest.param(
+            PLAIN.replace("Date,", "Date,Time,").replace(",100.9", ",09:30,100.9"),
+            True,
+            id="date and time",
+        ),
+        pytest.param(
+            PLAIN.replace("Date,", "Ticker,Date,").replace("\n2000", "\nAAA,2000"), True, id="panel"
+        ),
+        pytest.param(
+            "".join(
+                f"{line},{'Exchange' if n == 0 else 'NYSE'}\n"
+                for n, line in enumerate(PLAIN.splitlines())
+            ),
+            False,
+            id="a text column",
+        ),
+        pytest.param(PLAIN.replace(",", ", "), False, id="padded"),
+        pytest.param(PLAIN.replace("\n", ",\n"), False, id="trailing comma"),
+        pytest.param("\ufeff" + PLAIN, False, id="byte-order mark"),
+        pytest.param(PLAIN.replace(",101.5,", ',"1,015",', 1), False, id="a quoted comma"),
+        pytest.param(PLAIN.replace("2000-01-05", ""), False, id="a missing date"),
+        pytest.param(PLAIN.replace(",99.25,", ",99.25,7,", 1), False, id="a long row"),
+    ],
+)
+def test_the_fast_csv_parse_is_pandas_parse_bit_for_bit_or_steps_aside(tmp_path, content, fast):
+    """pyarrow reads plain numeric files; whatever it might read differently goes to pandas.
+    Either way the frame is the one pandas' round-trip parse gives, to the bit."""
+    path = tmp_path / "prices.csv"
+    path.write_text(content, encoding="utf-8")
+    quick = _read_csv_arrow(path, path.read_bytes()[:8192])
+    assert (quick is not None) == fast
+    try:
+        reference = _read_csv_pandas(path)
+    except DataError:
+        assert quick is None  # a file pandas refuses is never read by the fast parse
+        return
+    read = read_csv(path)
+    assert list(read.columns) == list(reference.columns)
+    for column in reference.columns:
+        got, wanted = read[column], reference[column]
+        assert got.dtype == wanted.dtype, column
+        if wanted.dtype == np.float64:
+            assert got.to_numpy().tobytes() == wanted.to_numpy().tobytes(), column
+        else:
+            assert got.tolist() == wanted.tolist(), column
+
+
+def test_a_seventeen_digit_price_is_read_to_the_nearest_float(tmp_path):
+    """pandas' default C parser reads 100.98187237250727 one unit in the last place off;
+    a file written with repr() floats must read back exactly."""
+    path = tmp_path / "prices.csv"
+    path.write_text(PLAIN)
+    assert pd.read_csv(path)["Open"][0] != 100.98187237250727  # what the default would give
+    assert (load_series(path)["open"].to_numpy() == 100.98187237250727).all()

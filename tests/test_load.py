@@ -13,7 +13,7 @@ from conftest import ROOT, Project, tiny_params
 
 from finseq.errors import DataError
 from finseq.features import WARMUP_BARS, compute_features
-from finseq.load import load_series
+from finseq.inputs import load_series
 from finseq.panel import prepare_dataset
 from finseq.params import WindowConfig
 from finseq.synthetic import synthetic_ohlcv
@@ -513,3 +513,29 @@ def test_nights_weekends_and_holidays_of_intraday_bars_are_no_gap(tmp_path, caps
     load_series(path)
     load_series(ROOT / "data" / "raw" / "sp500.csv")
     assert "no bar for" not in capsys.readouterr().err
+
+
+def test_iso_dates_parse_to_pandas_instants_and_anything_else_is_left_to_pandas(tmp_path):
+    """The NumPy fast path for 'YYYY-MM-DD' gives what pandas' parse gives, and steps aside
+    for every other spelling, so the error messages and zone rules stay pandas'."""
+    from finseq import load
+
+    span = np.arange(np.datetime64("1677-09-22"), np.datetime64("2262-04-11"), 43)
+    days = pd.Series([*np.datetime_as_string(span), "2262-04-10", "2000-02-29", "1999-12-31"])
+    fast = load._iso_dates(days.astype(object))
+    frame = pd.DataFrame({"Date": days})
+    frame.attrs["path"] = str(tmp_path / "x.csv")
+    reference = load._parsed_stamps(tmp_path / "x.csv", frame, days, "Date")
+    assert fast is not None and fast.dtype == "datetime64[ns]"
+    np.testing.assert_array_equal(fast, reference)
+    for other in (
+        ["12/31/1999"],
+        ["2000-01-03 09:30"],
+        ["2000-01-03", np.nan],
+        ["0000-01-01"],
+        ["2262-04-12"],
+        ["+002000-01"],
+        ["2000-01-3"],
+        ["2000-02-30"],
+    ):
+        assert load._iso_dates(pd.Series(other, dtype=object)) is None, other

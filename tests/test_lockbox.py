@@ -29,8 +29,8 @@ from finseq import prepare as prepare_module
 from finseq.artifacts import PreparedData, WindowSets
 from finseq.checkpoint import save_checkpoint
 from finseq.errors import ConfigError
+from finseq.inputs import load_series
 from finseq.labels import UNKNOWN_LABEL
-from finseq.load import load_series
 from finseq.lockbox import lockbox_table, recorded_openings, run_lockbox
 from finseq.params import parse_params
 from finseq.paths import LOCKBOX_METRICS, MODEL_FILE, PREPARED_DIR, WINDOWS_DIR

@@ -34,7 +34,7 @@ from finseq.calibration import (
 from finseq.card import model_card
 from finseq.checkpoint import load_checkpoint, save_checkpoint
 from finseq.errors import DataError
-from finseq.load import load_series
+from finseq.inputs import load_series
 from finseq.panel import prepare_dataset
 from finseq.predict import PREDICT_BATCH, ModelInputs, Selection, predict
 from finseq.provenance import MODEL_SOURCES, file_md5, source_hash

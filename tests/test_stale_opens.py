@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, tiny_params
 
 from finseq.backtest import stale_open_fill_share
-from finseq.load import load_series
+from finseq.inputs import load_series
 from finseq.panel import run_prepare
 from finseq.paths import DATA_METRICS, PREPARED_DIR
 from finseq.prepare import STALE_OPEN_MIN_BARS, STALE_OPEN_SHARE, stale_open_periods

@@ -35,7 +35,7 @@ from finseq.folds import (
     train_folds,
     training_summary,
 )
-from finseq.load import load_series
+from finseq.inputs import load_series
 from finseq.models import build_model, predict_logits
 from finseq.panel import prepare_dataset
 from finseq.params import ModelConfig
