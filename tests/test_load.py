@@ -539,3 +539,27 @@ def test_iso_dates_parse_to_pandas_instants_and_anything_else_is_left_to_pandas(
         ["2000-02-30"],
     ):
         assert load._iso_dates(pd.Series(other, dtype=object)) is None, other
+
+
+def test_stored_date_times_are_taken_as_pandas_would_parse_them(tmp_path):
+    """Parquet's timestamp columns skip the text parse: naive ones are UTC, zoned ones are
+    converted to UTC, any unit; a missing or out-of-range one is left to pandas."""
+    from finseq import load
+
+    instants = pd.date_range("1999-12-31 22:00", periods=50, freq="37min")
+    columns = [
+        pd.Series(instants),
+        pd.Series(instants.as_unit("us")),
+        pd.Series(instants.tz_localize("America/New_York")),
+        pd.Series(instants.tz_localize("Asia/Kolkata").as_unit("ms")),
+    ]
+    for raw in columns:
+        frame = pd.DataFrame({"Date": raw})
+        frame.attrs["path"] = str(tmp_path / "x.parquet")
+        reference = load._parsed_stamps(tmp_path / "x.parquet", frame, raw, "Date")
+        stored = load._stored_stamps(raw)
+        assert stored is not None and stored.dtype == "datetime64[ns]"
+        np.testing.assert_array_equal(stored, reference)
+    assert load._stored_stamps(pd.Series([instants[0], pd.NaT])) is None
+    assert load._stored_stamps(pd.Series(np.array(["1500-01-01"], dtype="datetime64[s]"))) is None
+    assert load._stored_stamps(pd.Series(["2000-01-03"])) is None

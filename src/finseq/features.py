@@ -14,6 +14,7 @@ and tests/test_features.py checks each primitive against the public call it stan
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -60,10 +61,14 @@ def _kernel_input(values: np.ndarray) -> np.ndarray:
     return np.where(infinite, np.nan, values) if infinite.any() else values
 
 
+@functools.lru_cache(maxsize=32)
 def _trailing_bounds(n_values: int, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each bar's window [start, end): the `window` bars up to and including it."""
+    """Each bar's window [start, end): the `window` bars up to and including it. Cached:
+    a universe's series share a few lengths and every call asks for the same 7 windows."""
     end = np.arange(1, n_values + 1, dtype=np.int64)
-    return np.clip(end - window, 0, n_values), end
+    start = np.maximum(end - window, 0)
+    start.flags.writeable = end.flags.writeable = False
+    return start, end
 
 
 def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:

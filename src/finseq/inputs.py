@@ -229,30 +229,47 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     return frame
 
 
-def read_sources(path: str, root: Path = Path(), adjust_volume: bool = True) -> dict:
-    """The validated series of one file (`path` under `root`), keyed by `path` for a
-    one-series file and `path::SYMBOL` for each symbol of a panel (symbols in sorted
-    order). A panel's symbol's rows, in file order, are validated as a file of their own."""
+def split_sources(path: str, root: Path = Path()) -> dict[str, pd.DataFrame]:
+    """The rows of each series of one file (`path` under `root`), as read and not yet
+    validated, keyed by `path` for a one-series file and `path::SYMBOL` for each symbol of a
+    panel (symbols in sorted order, each symbol's rows in file order, its attrs naming their
+    file rows). A row with no symbol is refused here."""
     frame = read_table(root / path)
     symbol_columns = [
         column for column in frame.columns if normalise(column) in SYMBOL_COLUMN_NAMES
     ]
     if not symbol_columns or not len(frame):
-        return {path: validate_series(root / path, frame, adjust_volume)}
+        return {path: frame}
     column = symbol_columns[0]
-    symbols = frame[column].astype(str).str.strip().to_numpy()
-    missing = frame[column].isna().to_numpy() | (symbols == "")
+    # Factorised first: the few distinct symbols are stripped, not the many rows.
+    codes, spellings = pd.factorize(frame[column], use_na_sentinel=True)
+    names = [str(spelling).strip() for spelling in spellings]
+    merged = np.unique(names, return_inverse=True)
+    codes = np.where(codes < 0, -1, merged[1][codes] if len(names) else codes)
+    blank = np.array([name == "" for name in merged[0]], dtype=bool)
+    missing = (codes < 0) | (blank[codes] if len(blank) else False)
     if missing.any():
         position = int(np.argmax(missing))
         raise DataError(f"{root / path}: {line_of(frame, position)}, column {column!r}: no symbol")
-    series = {}
-    for symbol in sorted(set(symbols)):
-        rows = np.flatnonzero(symbols == symbol)
-        part = frame.iloc[rows].drop(columns=column).reset_index(drop=True)
-        part.attrs = {**frame.attrs, "rows": rows, "file_rows": len(frame)}
-        key = f"{path}{SYMBOL_SEPARATOR}{symbol}"
-        series[key] = validate_series(root / key, part, adjust_volume)
-    return series
+    order = np.argsort(codes, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(merged[0])))])
+    rows_by_symbol = frame.drop(columns=column).take(order)
+    parts = {}
+    for code, symbol in enumerate(merged[0]):
+        start, stop = int(bounds[code]), int(bounds[code + 1])
+        part = rows_by_symbol.iloc[start:stop].reset_index(drop=True)
+        part.attrs = {**frame.attrs, "rows": order[start:stop], "file_rows": len(frame)}
+        parts[f"{path}{SYMBOL_SEPARATOR}{symbol}"] = part
+    return parts
+
+
+def read_sources(path: str, root: Path = Path(), adjust_volume: bool = True) -> dict:
+    """The validated series of one file, keyed as split_sources keys them: each series'
+    rows are validated as a file of their own."""
+    return {
+        key: validate_series(root / key, part, adjust_volume)
+        for key, part in split_sources(path, root).items()
+    }
 
 
 def load_series(path: str | Path, adjust_volume: bool = True) -> pd.DataFrame:

@@ -68,6 +68,26 @@ def write_panel(
     return paths
 
 
+def write_long_panel(
+    path: str | Path, n_series: int, n_bars: int, seed: int = 0, **kwargs: float
+) -> Path:
+    """Writes write_panel's series as one long-format file (a Symbol column, S000, ...,
+    rows by date then symbol): CSV, or Parquet for a .parquet `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = [
+        synthetic_ohlcv(n_bars, seed + index, **kwargs).assign(Symbol=f"S{index:03d}")
+        for index in range(n_series)
+    ]
+    panel = pd.concat(frames, ignore_index=True).sort_values(["Date", "Symbol"], kind="stable")
+    panel = panel[["Symbol", *frames[0].columns.drop("Symbol")]]
+    if path.suffix.lower() == ".parquet":
+        panel.to_parquet(path, index=False)
+    else:
+        panel.to_csv(path, index=False)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=50)
