@@ -51,7 +51,7 @@ def tamper_with_the_lockbox(files: list[Path]) -> None:
     random factor per bar (OHLC stay consistent) and a random volume."""
     rng = np.random.default_rng(0)
     for path in files:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, float_precision="round_trip")  # as finseq reads it
         sealed = pd.to_datetime(frame["Date"]) >= pd.Timestamp(LOCKBOX)
         factor = np.exp(rng.normal(0, 0.3, sealed.sum()))
         for column in ("Open", "High", "Low", "Close"):
@@ -141,7 +141,7 @@ def test_the_last_bars_before_the_lockbox_are_unlabelled_as_at_the_end_of_a_file
     short = tmp_path / "short"
     short.mkdir()
     for path in files:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, float_precision="round_trip")  # as finseq reads it
         frame[pd.to_datetime(frame["Date"]) < pd.Timestamp(LOCKBOX)].to_csv(
             short / path.name, index=False
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from test_checkpoint_safety import write_malicious
 
 import finseq
 from finseq import predict as predict_module
+from finseq import predict_inputs
 from finseq.artifacts import PreparedData, WindowSets
 from finseq.calibration import (
     DEFAULT_CALIBRATION,
@@ -39,7 +41,7 @@ from finseq.panel import prepare_dataset
 from finseq.predict import PREDICT_BATCH, ModelInputs, Selection, predict
 from finseq.provenance import MODEL_SOURCES, file_md5, source_hash
 from finseq.runtime import set_numerics
-from finseq.synthetic import synthetic_ohlcv
+from finseq.synthetic import synthetic_ohlcv, write_long_panel
 
 RAW_FILES = ("data/raw/sp500.csv", "data/raw/nasdaq.csv")
 PROBABILITIES = ["p_down", "p_flat", "p_up"]
@@ -296,7 +298,10 @@ def test_a_panel_file_predicts_the_rows_of_its_per_symbol_files(trained, tmp_pat
     panel = pd.concat(parts).sort_values(["Date", "Ticker"], ascending=[True, False])
     panel.to_csv(tmp_path / "panel.csv", index=False)
     parsed = pd.concat(
-        pd.read_csv(path, parse_dates=["Date"]).assign(Ticker=path.stem) for path in singles
+        pd.read_csv(path, parse_dates=["Date"], float_precision="round_trip").assign(
+            Ticker=path.stem
+        )
+        for path in singles
     )
     parsed.to_parquet(tmp_path / "panel.parquet")
     out = tmp_path / "p.csv"
@@ -445,10 +450,36 @@ def test_a_pool_gives_the_same_predictions_as_one_process(trained, tmp_path, mon
         path = tmp_path / f"s{index}.csv"
         synthetic_ohlcv(400, seed=index).to_csv(path, index=False)
         files.append(str(path))
+    monkeypatch.setattr(predict_inputs, "usable_cores", lambda: 2)
     pooled = predict(files, trained.model_file, Selection(last=3))
-    monkeypatch.setattr(predict_module, "usable_cores", lambda: 1)
+    monkeypatch.setattr(predict_inputs, "usable_cores", lambda: 1)
     alone = predict(files, trained.model_file, Selection(last=3))
     pd.testing.assert_frame_equal(pooled, alone)
+
+
+def test_a_panels_series_are_shared_out_to_a_pool_and_predict_as_in_one_process(
+    trained, tmp_path, monkeypatch
+):
+    """One panel file of 9 symbols is read once and its series go to the pool's processes
+    (forked, so they are not pickled); the rows equal those of one process, in order, and
+    the pool really ran (its tasks ran in other processes)."""
+    panel = write_long_panel(tmp_path / "panel.parquet", 9, 400, seed=3)
+    ran_in = []
+    original = predict_inputs.source_inputs
+
+    def recording(*args, **kwargs):
+        ran_in.append(os.getpid())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predict_inputs, "source_inputs", recording)
+    monkeypatch.setattr(predict_inputs, "usable_cores", lambda: 2)
+    pooled = predict([str(panel)], trained.model_file, Selection(last=3))
+    assert ran_in == []  # every series was validated in a worker
+    monkeypatch.setattr(predict_inputs, "usable_cores", lambda: 1)
+    alone = predict([str(panel)], trained.model_file, Selection(last=3))
+    assert len(ran_in) == 9 and set(ran_in) == {os.getpid()}
+    pd.testing.assert_frame_equal(pooled, alone, check_exact=True)
+    assert pooled["series"].unique().tolist() == [f"S{index:03d}" for index in range(9)]
 
 
 def test_an_unsafe_model_file_is_refused_and_runs_nothing(trained, tmp_path, capsys):

@@ -18,7 +18,7 @@ from finseq.checkpoint import load_checkpoint
 from finseq.command import run_stage
 from finseq.errors import DataError, note
 from finseq.paths import EVAL_METRICS, MODEL_FILE
-from finseq.predict import CONVERGED_BARS
+from finseq.predict_inputs import CONVERGED_BARS
 from finseq.provenance import file_md5, short
 from finseq.versions import check_finseq_version
 

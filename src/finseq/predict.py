@@ -12,22 +12,15 @@ read: no params.yaml, no data/prepared, so a model file fetched alone works in a
 directory. The model reads features, not series names, so series it never saw in training
 are allowed.
 
-Windows are causal, so a bar's prediction does not change when later bars are appended.
-It does depend on where the file starts: the EMA and Wilder features carry the first bars'
-influence, which decays by about 7% a bar. A bar whose window's earliest row has
-CONVERGED_BARS bars before it agrees with a longer history to about 1e-7 (the figures
-are in docs/predicting.md); shorter files get a note.
+A prediction depends on where its file starts (finseq.predict_inputs says how much
+history it needs); reading, validating and featurising the files is that module's.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,150 +38,29 @@ from finseq.calibration import (
 )
 from finseq.checkpoint import Member, load_ensemble
 from finseq.command import run_stage
-from finseq.errors import DataError, note
-from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler, feature_matrix
-from finseq.inputs import expand_entries, read_sources
+from finseq.errors import DataError
+from finseq.features import FEATURE_NAMES, StandardScaler
+from finseq.inputs import expand_entries
 from finseq.labels import CLASS_LABELS
 from finseq.models import predict_logits
 from finseq.paths import MODEL_FILE
-from finseq.prepare import check_distinct_names, check_finite_features, series_name
-from finseq.progress import tracked
+from finseq.predict_inputs import (
+    ModelInputs,
+    Selection,
+    SeriesInputs,
+    gather_inputs,
+    note_short_history,
+)
+from finseq.prepare import check_distinct_names
 from finseq.provenance import file_md5
-from finseq.runtime import set_numerics, usable_cores
+from finseq.runtime import set_numerics
 from finseq.versions import check_finseq_version
 
 # Windows per forward pass. Every batch is padded to this size (see predict_logits), so a
 # bar's probabilities are the same whether it is predicted alone or among thousands.
 PREDICT_BATCH = 256
 
-# Bars of history before a window's earliest row after which the slowest features (MACD's
-# EMAs, Wilder's RSI and ATR) agree with a longer history's to about 5e-8.
-CONVERGED_BARS = 240
-
-# Files per process below which a pool costs more than it saves.
-FILES_PER_WORKER = 4
-
 OUTPUT_COLUMNS = ("timestamp", "series", "p_down", "p_flat", "p_up", "label", "model")
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which bars of each file to predict: the last `last`, those from `since`, or all."""
-
-    last: int | None = 1
-    since: pd.Timestamp | None = None
-
-    def first_row(self, path: str, timestamps: np.ndarray, first_possible: int) -> int:
-        """Index of the first bar to predict (every bar from it to the end is predicted)."""
-        if self.since is not None:
-            if self.since > timestamps[-1]:
-                raise DataError(
-                    f"{path}: --since {self.since} is after the file's last bar "
-                    f"({pd.Timestamp(timestamps[-1])})"
-                )
-            since = np.datetime64(self.since.to_datetime64(), "ns")
-            return max(first_possible, int(np.searchsorted(timestamps, since)))
-        if self.last is not None:
-            return max(first_possible, len(timestamps) - self.last)
-        return first_possible
-
-
-@dataclass(frozen=True)
-class ModelInputs:
-    """What the checkpoint says about its inputs: window length, scaler, and whether its
-    volume was split-adjusted (data.adjust_volume; a checkpoint from before it was not)."""
-
-    seq_len: int
-    scaler: StandardScaler
-    adjust_volume: bool = False
-
-    @property
-    def bars_needed(self) -> int:
-        """The fewest bars that give one prediction: the features' warm-up, then one window."""
-        return WARMUP_BARS + self.seq_len
-
-    @property
-    def bars_for_full_history(self) -> int:
-        """History up to a predicted bar for it to agree with a longer file's (module doc)."""
-        return CONVERGED_BARS + self.seq_len
-
-
-@dataclass(frozen=True)
-class SeriesInputs:
-    """One file's scaled feature rows: the predicted bars' windows, and nothing before them."""
-
-    path: str
-    name: str
-    timestamps: np.ndarray  # datetime64[ns] of the predicted bars
-    rows: np.ndarray  # float32 (seq_len - 1 + predicted bars, features)
-    first_history: int  # bars in the file up to and including the first predicted bar
-
-
-def file_inputs(path: str, inputs: ModelInputs, selection: Selection) -> list[SeriesInputs]:
-    """Every series of one file (one, or a panel's symbols), loaded as prepare loads them.
-    With --since, a panel's symbols that end before it (delisted) are left out with a note;
-    a file with no bar from it on is refused, as a one-series file is."""
-    sources = read_sources(path, adjust_volume=inputs.adjust_volume)
-    if selection.since is not None and len(sources) > 1:
-        ended = [key for key, frame in sources.items() if frame.index[-1] < selection.since]
-        if ended and len(ended) < len(sources):
-            for key in ended:
-                del sources[key]
-            names = ", ".join(series_name(key) for key in ended[:5])
-            more = f" and {len(ended) - 5} more" if len(ended) > 5 else ""
-            note(
-                f"{path}: {len(ended)} symbol(s) end before --since {selection.since.date()} "
-                f"and are not predicted ({names}{more})"
-            )
-    return [series_inputs(key, frame, inputs, selection) for key, frame in sources.items()]
-
-
-def series_inputs(
-    path: str, frame: pd.DataFrame, inputs: ModelInputs, selection: Selection
-) -> SeriesInputs:
-    """The scaled rows the predicted windows of one loaded series (`path`: its key) read."""
-    if len(frame) < inputs.bars_needed:
-        raise DataError(
-            f"{path}: only {len(frame)} bars; predicting needs at least {inputs.bars_needed} "
-            f"(warm-up {WARMUP_BARS} + the model's seq_len {inputs.seq_len})"
-        )
-    timestamps = frame.index.to_numpy()
-    first = selection.first_row(path, timestamps, inputs.bars_needed - 1)
-    features = feature_matrix(frame)
-    check_finite_features(path, frame, features[WARMUP_BARS:])
-    rows = inputs.scaler.transform(features[first - inputs.seq_len + 1 :])
-    return SeriesInputs(
-        path=path,
-        name=series_name(path),
-        timestamps=timestamps[first:],
-        rows=rows,
-        first_history=first + 1,
-    )
-
-
-def map_files(function: Callable[[str], list], paths: Sequence[str]) -> list:
-    """`function` over every file, in order; in a pool of one process per core when there are
-    enough files. The first file that fails (in the given order) raises, as in one process."""
-    workers = min(usable_cores(), len(paths) // FILES_PER_WORKER)
-    if workers < 2:
-        return list(tracked(map(function, paths), len(paths), "predict", "files"))
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        chunk = max(1, len(paths) // (4 * workers))
-        results = pool.map(function, paths, chunksize=chunk)
-        return list(tracked(results, len(paths), "predict", "files"))
-
-
-def note_short_history(series: SeriesInputs, inputs: ModelInputs) -> None:
-    needed = inputs.bars_for_full_history
-    if series.first_history >= needed:
-        return
-    short_bars = min(len(series.timestamps), needed - series.first_history)
-    note(
-        f"{series.path}: {short_bars} predicted bar(s) have fewer than {needed} bars of history "
-        f"(the first has {series.first_history}); their features still depend on where the "
-        "file starts, so they may differ from a longer file's by more than 1e-6"
-    )
 
 
 def predict_series(
@@ -274,8 +146,7 @@ def predict(
         ),
         adjust_volume=checkpoint["params"].get("data", {}).get("adjust_volume", False),
     )
-    by_file = map_files(partial(file_inputs, inputs=inputs, selection=selection), csv_paths)
-    series = [one for file_series in by_file for one in file_series]
+    series = gather_inputs(csv_paths, inputs, selection)
     check_distinct_names([one.path for one in series], "the command line")
     for one in series:
         note_short_history(one, inputs)
