@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import multiprocessing
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -139,7 +140,10 @@ def _read_csv_arrow(path: Path, head: bytes) -> pd.DataFrame | None:
     try:
         table = pyarrow.csv.read_csv(
             path,
-            read_options=pyarrow.csv.ReadOptions(use_threads=False),
+            # Threads only in the main process: in a pool, one thread per worker.
+            read_options=pyarrow.csv.ReadOptions(
+                use_threads=multiprocessing.parent_process() is None
+            ),
             convert_options=pyarrow.csv.ConvertOptions(
                 column_types={name: pyarrow.string() for name in text_columns},
                 null_values=sorted(PANDAS_MISSING_SPELLINGS),
