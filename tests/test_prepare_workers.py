@@ -4,17 +4,19 @@ first error."""
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 
 import pandas as pd
 import pytest
 from conftest import tiny_params
 
+import finseq.prepare as prepare_module
 import finseq.runtime as runtime_module
 from finseq.errors import DataError
 from finseq.panel import prepare_dataset
 from finseq.prepare import read_series
 from finseq.runtime import resolve_data_workers
-from finseq.synthetic import write_panel
+from finseq.synthetic import write_long_panel, write_panel
 
 
 def prepared_files(directory) -> dict[str, str]:
@@ -87,3 +89,48 @@ def test_data_workers_auto_is_one_in_dvc_workspaces_and_else_the_cores_up_to_the
     monkeypatch.chdir(queued)
     assert resolve_data_workers("auto", 100) == 1
     assert resolve_data_workers(4, 100) == 4
+
+
+def test_one_panels_series_are_shared_out_and_prepare_the_bytes_notes_and_error_of_one(
+    tmp_path, capsys, monkeypatch
+):
+    """With fewer files than workers (one panel), the parent reads and splits the file and
+    each series is a task of the pool: the same bytes, notes and first error as one
+    process, and the pool really had the processes asked for."""
+    panel = write_long_panel(tmp_path / "panel.csv", n_series=5, n_bars=400)
+    frame = pd.read_csv(panel, float_precision="round_trip")
+    holes = frame.index[frame["Symbol"].isin(["S001", "S003"])][200:260]
+    frame.drop(index=holes).to_csv(panel, index=False)
+    pools = []
+    context = multiprocessing.get_context("fork")
+
+    class RecordingContext:
+        def Pool(self, processes, *args):
+            pools.append(processes)
+            return context.Pool(processes, *args)
+
+    monkeypatch.setattr(prepare_module.multiprocessing, "get_context", lambda _: RecordingContext())
+    params = tiny_params()
+    printed, written = {}, {}
+    for workers in (1, 2, 3):
+        frames, featurised = read_series([str(panel)], params.label, workers)
+        assert list(frames) == [f"{panel}::S{index:03d}" for index in range(5)]
+        prepared = prepare_dataset(frames, params.label, params.split, featurised)
+        prepared.save(tmp_path / f"prepared-{workers}")
+        written[workers] = prepared_files(tmp_path / f"prepared-{workers}")
+        printed[workers] = capsys.readouterr().err
+    assert pools == [2, 3]
+    assert written[2] == written[3] == written[1]
+    assert printed[1].index("::S001: line") < printed[1].index("::S003: line")
+    assert printed[2] == printed[3] == printed[1]
+
+    frame.loc[frame["Symbol"] == "S002", "Volume"] = -1.0
+    frame.loc[frame["Symbol"] == "S004", "Close"] = -1.0
+    frame.to_csv(panel, index=False)
+    messages = set()
+    for workers in (1, 2, 4):
+        with pytest.raises(DataError) as raised:
+            read_series([str(panel)], params.label, workers)
+        messages.add(str(raised.value))
+    assert len(messages) == 1
+    assert messages.pop().startswith(f"{panel}::S002: ")

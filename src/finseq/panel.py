@@ -35,7 +35,6 @@ from finseq.prepare import (
 )
 from finseq.progress import tracked
 from finseq.provenance import array_hash
-from finseq.runtime import resolve_data_workers
 from finseq.split import (
     HOLDOUT,
     SPLIT_NAMES,
@@ -56,14 +55,17 @@ from finseq.summary import (
 
 def prepare_panel(params: Params, frames: dict[str, pd.DataFrame] | None = None) -> PreparedData:
     """The prepared dataset of the files `params.data.files` lists (inputs.expand_entries;
-    read in data.workers processes), or of `frames`, already loaded series keyed by their
-    file name (or `file::SYMBOL`)."""
+    read in data.workers processes: prepare.read_series), or of `frames`, already loaded
+    series keyed by their file name (or `file::SYMBOL`)."""
     featurised = None
     if frames is None:
         files = expand_entries(params.data.files)
-        workers = resolve_data_workers(params.data.workers, len(files))
         frames, featurised = read_series(
-            files, params.label, workers, params.split.lockbox, params.data.adjust_volume
+            files,
+            params.label,
+            params.data.workers,
+            params.split.lockbox,
+            params.data.adjust_volume,
         )
     return prepare_dataset(
         frames, params.label, params.split, featurised, params.data.adjust_volume

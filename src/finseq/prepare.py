@@ -16,7 +16,7 @@ import multiprocessing
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,11 +26,12 @@ import pandas as pd
 
 from finseq.errors import ConfigError, DataError, UserError
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, feature_matrix
-from finseq.inputs import read_sources, series_name
+from finseq.inputs import series_name, split_sources
 from finseq.labels import ahead, label_outcome
-from finseq.load import PRICE_COLUMNS, line_of, one_bar_moves
+from finseq.load import PRICE_COLUMNS, line_of, one_bar_moves, validate_series
 from finseq.params import LabelConfig
 from finseq.progress import tracked
+from finseq.runtime import resolve_data_workers
 from finseq.split import before_lockbox
 
 __all__ = ["series_name"]  # finseq.inputs's, named here too
@@ -115,23 +116,25 @@ def _unspill(paths: dict[str, Path]) -> FeaturisedSeries:
     return FeaturisedSeries(**{name: np.load(path) for name, path in paths.items()})
 
 
-def _read_and_featurise(
-    numbered_path: tuple[int, str],
+def _featurised(
+    number: int,
+    sources: Callable[[], Iterable[tuple[str, pd.DataFrame]]],
     label_config: LabelConfig,
     lockbox: str | None,
     spill_dir: Path | None = None,
     adjust_volume: bool = True,
 ) -> tuple[dict[str, pd.DataFrame], list, str, UserError | None]:
-    """One file's series read, validated, cut at the lockbox and featurised, with the notes
-    it printed and the error that stopped it; with `spill_dir`, the arrays are left there
-    and their paths returned. A series too short to featurise is left to prepare_dataset,
-    which names what it lacks."""
-    number, path = numbered_path
+    """Series read (`sources()`: their keys and rows, as inputs.split_sources gives them),
+    validated, cut at the lockbox and featurised, with the notes they printed and the error
+    that stopped them; with `spill_dir`, the arrays are left there and their paths
+    returned. A series too short to featurise is left to prepare_dataset, which names what
+    it lacks."""
     notes = io.StringIO()
     frames, featurised, error = {}, [], None
     with contextlib.redirect_stderr(notes):
         try:
-            for index, (key, frame) in enumerate(read_sources(path, Path(), adjust_volume).items()):
+            for index, (key, rows) in enumerate(sources()):
+                frame = validate_series(Path(key), rows, adjust_volume)
                 frames[key] = frame = seal_lockbox(frame, lockbox)
                 minimum_bars = WARMUP_BARS + label_config.horizon + 1
                 series = featurise(frame, label_config) if len(frame) >= minimum_bars else None
@@ -143,6 +146,27 @@ def _read_and_featurise(
     return frames, featurised, notes.getvalue(), error
 
 
+def _read_and_featurise(numbered_path: tuple[int, str], **options: object) -> tuple:
+    """One file's series: a task of a pool of files."""
+    number, path = numbered_path
+    return _featurised(number, lambda: split_sources(path).items(), **options)
+
+
+# The series of a few files, read and split in the parent, as each forked worker sees them.
+_shared_series: list[tuple[str, pd.DataFrame]] = []
+
+
+def _start_series_worker(series: list[tuple[str, pd.DataFrame]]) -> None:
+    _start_data_worker()
+    _shared_series[:] = series
+
+
+def _featurise_shared(number: int, **options: object) -> tuple:
+    """One series of a panel: a task of a pool of series."""
+    key, rows = _shared_series[number]
+    return _featurised(number, lambda: [(key, rows)], **options)
+
+
 def _start_data_worker() -> None:
     """Ctrl-C is the parent's to handle; SIGTERM (the parent ending its pool) ends a worker."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -152,47 +176,57 @@ def _start_data_worker() -> None:
 def read_series(
     files: Sequence[str],
     label_config: LabelConfig,
-    workers: int = 1,
+    workers: int | str = 1,
     lockbox: str | None = None,
     adjust_volume: bool = True,
 ) -> tuple[dict[str, pd.DataFrame], list[FeaturisedSeries | None]]:
-    """Every file's series (keyed as inputs.read_sources keys them) loaded, cut at `lockbox`
-    (seal_lockbox) and featurised, in `workers` forked processes when above 1.
+    """Every file's series (keyed as inputs.split_sources keys them) loaded, cut at `lockbox`
+    (seal_lockbox) and featurised, in forked processes as `workers` (data.workers) allows:
+    a file per task, or, with fewer files than processes (one panel of a universe), the
+    files read and split here and a series per task.
 
-    Results, notes and the first failure come back in file order, so the output and any
-    error are those of one worker. The per-file work is pure, so the prepared bytes are too.
+    Results, notes and the first failure come back in file (and series) order, so the
+    output and any error are those of one worker. The work is pure, so the prepared bytes
+    are too.
     """
+    options = {"label_config": label_config, "lockbox": lockbox, "adjust_volume": adjust_volume}
+    processes = resolve_data_workers(workers, len(files))
+    shared: list[tuple[str, pd.DataFrame]] = []
+    if processes < resolve_data_workers(workers, len(files) + 1):
+        shared = [one for path in files for one in split_sources(path).items()]
+        processes = resolve_data_workers(workers, len(shared))
     frames, featurised = {}, []
     with contextlib.ExitStack() as stack:
-        if workers > 1:
+        if processes > 1:
             spill_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="finseq-")))
-            work = partial(
-                _read_and_featurise,
-                label_config=label_config,
-                lockbox=lockbox,
-                spill_dir=spill_dir,
-                adjust_volume=adjust_volume,
-            )
-            pool = multiprocessing.get_context("fork").Pool(workers, _start_data_worker)
+            context = multiprocessing.get_context("fork")
+            if shared:
+                work = partial(_featurise_shared, spill_dir=spill_dir, **options)
+                pool = context.Pool(processes, _start_series_worker, (shared,))
+                tasks = range(len(shared))
+            else:
+                work = partial(_read_and_featurise, spill_dir=spill_dir, **options)
+                pool = context.Pool(processes, _start_data_worker)
+                tasks = enumerate(files)
             stack.callback(pool.join)
             stack.callback(pool.terminate)
-            results = pool.imap(work, enumerate(files))
-        else:
-            work = partial(
-                _read_and_featurise,
-                label_config=label_config,
-                lockbox=lockbox,
-                adjust_volume=adjust_volume,
+            results = pool.imap(work, tasks)
+        elif shared:
+            results = (
+                _featurised(number, lambda one=one: [one], **options)
+                for number, one in enumerate(shared)
             )
-            results = map(work, enumerate(files))
-        for file_frames, file_series, notes, error in tracked(
-            results, len(files), "prepare", "files read"
+        else:
+            results = map(partial(_read_and_featurise, **options), enumerate(files))
+        unit = "series read" if shared else "files read"
+        for task_frames, task_series, notes, error in tracked(
+            results, len(shared) or len(files), "prepare", unit
         ):
             sys.stderr.write(notes)
             if error is not None:
                 raise error
-            frames.update(file_frames)
-            featurised += [_unspill(one) if isinstance(one, dict) else one for one in file_series]
+            frames.update(task_frames)
+            featurised += [_unspill(one) if isinstance(one, dict) else one for one in task_series]
     return frames, featurised
 
 

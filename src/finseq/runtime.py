@@ -32,17 +32,18 @@ def in_dvc_temp_workspace(cwd: str | Path | None = None) -> bool:
     return f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}" in f"{Path(cwd or os.getcwd())}{os.sep}"
 
 
-def resolve_data_workers(requested: int | str, n_files: int) -> int:
-    """Processes that read and featurise files side by side (data.workers).
+def resolve_data_workers(requested: int | str, n_tasks: int) -> int:
+    """Processes that read and featurise files (or a panel's series) side by side
+    (data.workers).
 
     `auto`: one inside DVC's temporary experiment workspaces (queued experiments already run
-    side by side), else every usable core; never more than the files.
+    side by side), else every usable core; never more than the tasks.
     """
     if requested != "auto":
         workers = int(requested)
     else:
         workers = 1 if in_dvc_temp_workspace() else usable_cores()
-    return max(1, min(workers, n_files))
+    return max(1, min(workers, n_tasks))
 
 
 def resolve_device(requested: str) -> torch.device:
