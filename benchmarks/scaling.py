@@ -2,6 +2,7 @@
 
     python benchmarks/scaling.py                              # 50x5000 and 500x5000 bars
     python benchmarks/scaling.py --sizes 5x2000 10x2000 --repeats 1   # smoke run
+    python benchmarks/scaling.py --layouts-only --sizes 500x5000      # CSV files / panels
 
 For each size (series x bars per series) it writes a synthetic panel
 (finseq.synthetic.write_panel, the raw CSV format) into a temporary copy of the
@@ -23,6 +24,10 @@ time per bar, (work - baseline work) / (bars - baseline bars), is what should st
 flat as the panel grows. Prepare and window run --repeats times per size, train
 twice (once with --repeats 1) but once at the largest size (median work, largest
 peak RSS). Sizes are sorted by bars; the baseline must be smaller than all of them.
+With --layouts (or --layouts-only), the largest size is also kept three ways (a CSV file
+per series, one long-format CSV panel, one Parquet panel of the same series) and prepare's
+time per bar is measured on each, data.workers auto (issue 27).
+
 Targets (issue 5): window outputs <= 1.1x the feature matrix bytes + 8 bytes per
 window; time per bar flat within 20% between the sizes; every stage's peak RSS
 under 4 GB at the largest size.
@@ -56,7 +61,7 @@ from benchlib import (
 )
 
 from finseq.markdown import markdown_table
-from finseq.synthetic import write_panel
+from finseq.synthetic import write_long_panel, write_panel
 
 STAGES = ("prepare", "window", "train")
 RSS_LIMIT_BYTES = 4 * 10**9
@@ -270,6 +275,88 @@ def workers_lines(compared: dict) -> list[str]:
     ]
 
 
+LAYOUTS = ("CSV files", "one CSV panel", "one Parquet panel")
+
+
+def array_digest(project: Path) -> str:
+    """One sha256 over data/prepared's arrays (not meta.json, whose series names differ
+    between a file per series and a panel's symbols)."""
+    digest = hashlib.sha256()
+    for path in sorted((project / "data" / "prepared").glob("*.npy")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def compare_prepare_layouts(workdir: Path, n_series: int, n_bars: int, repeats: int) -> dict:
+    """The prepare stage on one universe kept three ways: a CSV file per series, one
+    long-format CSV panel and one Parquet panel of the same series (write_panel and
+    write_long_panel with one seed), data.workers auto, the layouts alternating within and
+    across rounds; each run's arrays are hashed, and every layout must give the same."""
+    project = workdir / f"layouts-{n_series}x{n_bars}"
+    raw = project / "data" / "raw"
+    write_panel(raw / "files", n_series, n_bars, seed=0)
+    entries = {
+        "CSV files": ["data/raw/files"],
+        "one CSV panel": [str(write_long_panel(raw / "panel.csv", n_series, n_bars, seed=0))],
+        "one Parquet panel": [
+            str(write_long_panel(raw / "panel.parquet", n_series, n_bars, seed=0))
+        ],
+    }
+    params = default_params_dict()
+    params["split"]["lockbox"] = None  # generated bars end before the default data's
+    for section, values in ONE_SPLIT.items():
+        params[section].update(values)
+    copy_pipeline(project, params, [])
+    env = subprocess_environment(workdir / "home")
+    runs: dict[str, list[StageRun]] = {layout: [] for layout in LAYOUTS}
+    digests: dict[str, set[str]] = {layout: set() for layout in LAYOUTS}
+    for round_index in range(repeats):
+        order = LAYOUTS if round_index % 2 == 0 else LAYOUTS[::-1]
+        for layout in order:
+            params["data"]["files"] = [
+                str(Path(entry).relative_to(project)) if Path(entry).is_absolute() else entry
+                for entry in entries[layout]
+            ]
+            (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            print(f"  {n_series}x{n_bars}: prepare, {layout} ...", file=sys.stderr)
+            runs[layout].append(run_stage_measured("prepare", project, env))
+            digests[layout].add(array_digest(project))
+    return {
+        "series": n_series,
+        "bars_per_series": n_bars,
+        "bars": n_series * n_bars,
+        "runs": {layout: summarise(measured) for layout, measured in runs.items()},
+        "identical": len(set().union(*digests.values())) == 1,
+    }
+
+
+def layouts_lines(compared: dict) -> list[str]:
+    """The layouts table: median work and its time per bar for each way of keeping the
+    universe."""
+    rows = [
+        [
+            layout,
+            len(summary["work_s_runs"]),
+            f"{summary['wall_s']:.1f}",
+            f"{summary['work_s']:.2f}",
+            " ".join(f"{value:.2f}" for value in summary["work_s_runs"]),
+            f"{per_bar_us(compared, summary):.2f}",
+            f"{summary['peak_rss_bytes'] / MB:,.0f}",
+        ]
+        for layout, summary in compared["runs"].items()
+    ]
+    headers = ["layout", "runs", "wall s", "work s", "work s per run", "us/bar", "peak RSS MB"]
+    return [
+        f"Prepare of one universe kept three ways, {size_name(compared)} "
+        f"({compared['bars']:,} bars), data.workers auto, rounds alternating the layouts:",
+        "",
+        markdown_table(headers, rows),
+        "",
+        "data/prepared arrays identical for every layout: "
+        + ("yes" if compared["identical"] else "NO"),
+    ]
+
+
 def per_bar_us(size: dict, stage: dict) -> float:
     """Microseconds of the stage's work (imports excluded) per bar of the panel."""
     return stage["work_s"] / size["bars"] * 1e6
@@ -434,6 +521,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workers-only", action="store_true", help="only the data.workers comparison"
     )
+    parser.add_argument(
+        "--layouts",
+        action="store_true",
+        help="also prepare the largest size kept as CSV files, one CSV panel and one Parquet panel",
+    )
+    parser.add_argument("--layouts-only", action="store_true", help="only the layouts table")
     parser.add_argument("--keep", action="store_true", help="keep the temporary projects")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     return parser.parse_args(argv)
@@ -448,14 +541,16 @@ def main(argv: list[str] | None = None) -> None:
     with_baseline = args.baseline[0] > 0
     if with_baseline and args.baseline[0] * args.baseline[1] >= args.sizes[0][0] * args.sizes[0][1]:
         sys.exit("error: --baseline must have fewer bars than the smallest of --sizes")
-    sizes = baseline = compared = None
+    sizes = baseline = compared = layouts = None
     try:
-        if not args.workers_only:
+        if args.layouts or args.layouts_only:
+            layouts = compare_prepare_layouts(workdir, *args.sizes[-1], args.repeats)
+        if not (args.workers_only or args.layouts_only):
             measured = run_sizes(
                 workdir, [args.baseline] * with_baseline + args.sizes, overrides, args.repeats
             )
             baseline, sizes = (measured[0], measured[1:]) if with_baseline else (None, measured)
-        if args.workers:
+        if args.workers and not args.layouts_only:
             compared = compare_prepare_workers(workdir, *args.sizes[-1], args.workers, args.repeats)
     finally:
         if args.keep:
@@ -470,6 +565,10 @@ def main(argv: list[str] | None = None) -> None:
     if compared is not None:
         print(("\n" if sizes is not None else f"- machine: {machine_line()}\n\n"), end="")
         print("\n".join(workers_lines(compared)))
+    if layouts is not None:
+        shown = sizes is not None or compared is not None
+        print(("\n" if shown else f"- machine: {machine_line()}\n\n"), end="")
+        print("\n".join(layouts_lines(layouts)))
     write_json(
         args.json,
         {
@@ -478,6 +577,7 @@ def main(argv: list[str] | None = None) -> None:
             "baseline": baseline,
             "sizes": sizes,
             "prepare_workers": compared,
+            "prepare_layouts": layouts,
         },
     )
 

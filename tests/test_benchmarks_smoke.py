@@ -194,6 +194,15 @@ def test_scaling_runs_each_stage_in_its_own_process(tmp_path):
 
 
 @pytest.mark.slow
+def test_scaling_prepares_one_universe_kept_three_ways_to_the_same_arrays(tmp_path):
+    compared = scaling.compare_prepare_layouts(tmp_path, n_series=3, n_bars=400, repeats=1)
+    assert list(compared["runs"]) == list(scaling.LAYOUTS)
+    assert compared["identical"]
+    assert all(run["work_s"] > 0 for run in compared["runs"].values())
+    assert "identical for every layout: yes" in "\n".join(scaling.layouts_lines(compared))
+
+
+@pytest.mark.slow
 def test_predict_timings_and_history_gaps_run_on_a_tiny_model(tmp_path, monkeypatch):
     # Any model will do: one trained in process on a generated panel.
     model_file = tmp_path / "model.pth"
