@@ -15,6 +15,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,20 @@ def machine_line(device: str = "cpu") -> str:
     if device == "cuda":
         line += f"; GPU {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     return line
+
+
+# A fixed pure-Python workload: this machine's speed drifts by up to 2x over minutes (other
+# tenants), so a benchmark quotes this beside its figures to say how fast the machine was.
+REFERENCE_STEPS = 20_000_000
+
+
+def reference_seconds() -> float:
+    """Seconds of a REFERENCE_STEPS-step Python loop (1.4 s on a quiet run of this machine)."""
+    start = time.perf_counter()
+    total = 0
+    for step in range(REFERENCE_STEPS):
+        total += step * step
+    return time.perf_counter() - start
 
 
 def write_json(path: str | Path | None, payload: dict) -> None:

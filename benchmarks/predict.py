@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from benchlib import ROOT, machine_line, write_json
+from benchlib import ROOT, machine_line, reference_seconds, write_json
 
 from finseq.markdown import markdown_table
 from finseq.predict import Selection, predict
@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         files = [str(p) for p in write_panel(workdir / "raw", args.series, args.bars, seed=1)]
         panel = str(write_long_panel(workdir / "panel.parquet", args.series, args.bars, seed=1))
         rows, payload = [], {"machine": machine_line(), "inputs": {}, "history": {}}
+        payload["reference_s"] = [reference_seconds()]
         inputs = {
             f"1 x {args.bars:,} bars, one CSV file": files[:1],
             f"{args.series} x {args.bars:,} bars, one CSV file each": files,
@@ -108,9 +109,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             cold = seconds_with_startup(paths, args.model, args.rounds)
             payload["inputs"][name] = {"in_process_s": warm, "with_startup_s": cold}
             rows.append([name, f"{warm:.2f} s", f"{cold:.2f} s"])
+        payload["reference_s"].append(reference_seconds())
         gaps = history_gaps(args.model, args.histories, workdir)
         payload["history"] = gaps
-    print(f"Machine: {payload['machine']}\n")
+    print(f"Machine: {payload['machine']}")
+    before, after = payload["reference_s"]
+    print(
+        f"Speed reference (benchlib.reference_seconds, 1.4 s when quiet): {before:.2f} s "
+        f"before the timings, {after:.2f} s after\n"
+    )
     print("Last bar of every series (median of rounds):\n")
     print(markdown_table(["input", "in one warm process", "finseq predict command"], rows))
     print("\nHistory up to the predicted bar against the whole file's prediction:\n")
