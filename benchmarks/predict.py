@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 from benchlib import ROOT, machine_line, reference_seconds, write_json
 
+from finseq.features import feature_matrix
+from finseq.inputs import split_sources
+from finseq.load import validate_series
 from finseq.markdown import markdown_table
 from finseq.predict import Selection, predict
 from finseq.synthetic import write_long_panel, write_panel
@@ -61,6 +64,24 @@ def seconds_with_startup(files: Sequence[str], model: Path, rounds: int) -> floa
         if round_index:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def per_file_steps(files: Sequence[str]) -> dict[str, float]:
+    """Median milliseconds per file of each step finseq predict takes for it, in this one
+    process: reading the file (pyarrow), validating its rows, computing its features."""
+    steps: dict[str, list[float]] = {"read": [], "validate": [], "features": []}
+    for path in files:
+        start = time.perf_counter()
+        rows = split_sources(path)[path]
+        read = time.perf_counter()
+        frame = validate_series(Path(path), rows)
+        validated = time.perf_counter()
+        feature_matrix(frame)
+        done = time.perf_counter()
+        steps["read"].append(read - start)
+        steps["validate"].append(validated - read)
+        steps["features"].append(done - validated)
+    return {step: 1000 * statistics.median(times) for step, times in steps.items()}
 
 
 def history_gaps(model: Path, histories: Sequence[int], workdir: Path) -> dict[int, float]:
@@ -109,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             cold = seconds_with_startup(paths, args.model, args.rounds)
             payload["inputs"][name] = {"in_process_s": warm, "with_startup_s": cold}
             rows.append([name, f"{warm:.2f} s", f"{cold:.2f} s"])
+        payload["steps_ms"] = per_file_steps(files[:100])
         payload["reference_s"].append(reference_seconds())
         gaps = history_gaps(args.model, args.histories, workdir)
         payload["history"] = gaps
@@ -120,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print("Last bar of every series (median of rounds):\n")
     print(markdown_table(["input", "in one warm process", "finseq predict command"], rows))
+    print("\nEach step of one CSV file, in one process (median ms over 100 files):\n")
+    steps = payload["steps_ms"]
+    print(markdown_table(list(steps), [[f"{value:.2f}" for value in steps.values()]]))
     print("\nHistory up to the predicted bar against the whole file's prediction:\n")
     print(
         markdown_table(

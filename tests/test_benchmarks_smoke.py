@@ -211,6 +211,8 @@ def test_predict_timings_and_history_gaps_run_on_a_tiny_model(tmp_path, monkeypa
     )
     files = [str(path) for path in write_panel(tmp_path / "raw", n_series=2, n_bars=300)]
     assert predict_benchmark.seconds_in_process(files, model_file, rounds=1) > 0
+    steps = predict_benchmark.per_file_steps(files)
+    assert list(steps) == ["read", "validate", "features"] and min(steps.values()) > 0
     monkeypatch.setattr(predict_benchmark, "HISTORY_ENDS", range(-2, 0))
     gaps = predict_benchmark.history_gaps(model_file, [70, 400], tmp_path)
     # Too little history moves the probabilities; enough leaves them within 1e-6.
