@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,37 +207,70 @@ def prepared_digest(project: Path) -> str:
     return digest.hexdigest()
 
 
+def generated_project(project: Path, raw_files: list[Path]) -> dict:
+    """A copy of the pipeline on one holdout split for generated data (whose bars end before
+    the default lockbox); its params.yaml, data.files pointed at `raw_files`."""
+    params = default_params_dict()
+    params["split"]["lockbox"] = None
+    for section, values in ONE_SPLIT.items():
+        params[section].update(values)
+    copy_pipeline(project, params, raw_files)
+    return yaml.safe_load((project / "params.yaml").read_text())
+
+
+def alternating_prepares(
+    workdir: Path,
+    project: Path,
+    params: dict,
+    variants: dict,
+    repeats: int,
+    digest: Callable[[Path], str],
+) -> dict:
+    """The prepare stage once per variant (its `data` settings written into params.yaml) in
+    each round, the variants' order reversed every other round so that drift falls on all;
+    each run's output digested, and every variant must give the same."""
+    env = subprocess_environment(workdir / "home")
+    runs: dict = {name: [] for name in variants}
+    digests: dict = {name: set() for name in variants}
+    for round_index in range(repeats):
+        for name in variants if round_index % 2 == 0 else list(variants)[::-1]:
+            params["data"].update(variants[name])
+            (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            print(f"  {project.name}: prepare, {name} ...", file=sys.stderr)
+            runs[name].append(run_stage_measured("prepare", project, env))
+            digests[name].add(digest(project))
+    return {
+        "runs": {name: summarise(measured) for name, measured in runs.items()},
+        "identical": len(set().union(*digests.values())) == 1,
+    }
+
+
 def compare_prepare_workers(
     workdir: Path, n_series: int, n_bars: int, workers: list[int], repeats: int
 ) -> dict:
     """The prepare stage on one panel with each `data.workers` count, the counts alternating
-    within and across rounds (1 2, 2 1, 1 2, ...) so that drift falls on both; each run's
-    data/prepared is hashed, and every count must give the same bytes."""
+    within and across rounds (1 2, 2 1, 1 2, ...); every count must give the same bytes."""
     project = workdir / f"workers-{n_series}x{n_bars}"
-    files = write_panel(project / "data" / "raw", n_series, n_bars, seed=0)
-    params = default_params_dict()
-    params["split"]["lockbox"] = None  # generated bars end before the default data's
-    for section, values in ONE_SPLIT.items():
-        params[section].update(values)
-    copy_pipeline(project, params, files)
-    params = yaml.safe_load((project / "params.yaml").read_text())  # data.files as copied
-    env = subprocess_environment(workdir / "home")
-    runs: dict[int, list[StageRun]] = {count: [] for count in workers}
-    digests: dict[int, set[str]] = {count: set() for count in workers}
-    for round_index in range(repeats):
-        for count in workers if round_index % 2 == 0 else workers[::-1]:
-            params["data"]["workers"] = count
-            (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            print(f"  {n_series}x{n_bars}: prepare, data.workers = {count} ...", file=sys.stderr)
-            runs[count].append(run_stage_measured("prepare", project, env))
-            digests[count].add(prepared_digest(project))
-    return {
-        "series": n_series,
-        "bars_per_series": n_bars,
-        "bars": n_series * n_bars,
-        "runs": {count: summarise(measured) for count, measured in runs.items()},
-        "identical": len(set().union(*digests.values())) == 1,
-    }
+    params = generated_project(
+        project, write_panel(project / "data" / "raw", n_series, n_bars, seed=0)
+    )
+    variants = {count: {"workers": count} for count in workers}
+    measured = alternating_prepares(workdir, project, params, variants, repeats, prepared_digest)
+    return {"series": n_series, "bars_per_series": n_bars, "bars": n_series * n_bars, **measured}
+
+
+def variant_row(name: object, summary: dict, figure: str) -> list:
+    """One row of a prepare comparison: runs, median wall and work, each run's work, the
+    comparison's own figure, the largest peak RSS."""
+    return [
+        name,
+        len(summary["work_s_runs"]),
+        f"{summary['wall_s']:.1f}",
+        f"{summary['work_s']:.2f}",
+        " ".join(f"{value:.2f}" for value in summary["work_s_runs"]),
+        figure,
+        f"{summary['peak_rss_bytes'] / MB:,.0f}",
+    ]
 
 
 def workers_lines(compared: dict) -> list[str]:
@@ -244,15 +278,7 @@ def workers_lines(compared: dict) -> list[str]:
     counts = list(compared["runs"])
     first = compared["runs"][counts[0]]["work_s"]
     rows = [
-        [
-            count,
-            len(summary["work_s_runs"]),
-            f"{summary['wall_s']:.1f}",
-            f"{summary['work_s']:.2f}",
-            " ".join(f"{value:.2f}" for value in summary["work_s_runs"]),
-            f"{first / summary['work_s']:.2f}x",
-            f"{summary['peak_rss_bytes'] / MB:,.0f}",
-        ]
+        variant_row(count, summary, f"{first / summary['work_s']:.2f}x")
         for count, summary in compared["runs"].items()
     ]
     headers = [
@@ -291,58 +317,24 @@ def compare_prepare_layouts(workdir: Path, n_series: int, n_bars: int, repeats: 
     """The prepare stage on one universe kept three ways: a CSV file per series, one
     long-format CSV panel and one Parquet panel of the same series (write_panel and
     write_long_panel with one seed), data.workers auto, the layouts alternating within and
-    across rounds; each run's arrays are hashed, and every layout must give the same."""
+    across rounds; every layout must give the same arrays."""
     project = workdir / f"layouts-{n_series}x{n_bars}"
     raw = project / "data" / "raw"
     write_panel(raw / "files", n_series, n_bars, seed=0)
-    entries = {
-        "CSV files": ["data/raw/files"],
-        "one CSV panel": [str(write_long_panel(raw / "panel.csv", n_series, n_bars, seed=0))],
-        "one Parquet panel": [
-            str(write_long_panel(raw / "panel.parquet", n_series, n_bars, seed=0))
-        ],
-    }
-    params = default_params_dict()
-    params["split"]["lockbox"] = None  # generated bars end before the default data's
-    for section, values in ONE_SPLIT.items():
-        params[section].update(values)
-    copy_pipeline(project, params, [])
-    env = subprocess_environment(workdir / "home")
-    runs: dict[str, list[StageRun]] = {layout: [] for layout in LAYOUTS}
-    digests: dict[str, set[str]] = {layout: set() for layout in LAYOUTS}
-    for round_index in range(repeats):
-        order = LAYOUTS if round_index % 2 == 0 else LAYOUTS[::-1]
-        for layout in order:
-            params["data"]["files"] = [
-                str(Path(entry).relative_to(project)) if Path(entry).is_absolute() else entry
-                for entry in entries[layout]
-            ]
-            (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-            print(f"  {n_series}x{n_bars}: prepare, {layout} ...", file=sys.stderr)
-            runs[layout].append(run_stage_measured("prepare", project, env))
-            digests[layout].add(array_digest(project))
-    return {
-        "series": n_series,
-        "bars_per_series": n_bars,
-        "bars": n_series * n_bars,
-        "runs": {layout: summarise(measured) for layout, measured in runs.items()},
-        "identical": len(set().union(*digests.values())) == 1,
-    }
+    write_long_panel(raw / "panel.csv", n_series, n_bars, seed=0)
+    write_long_panel(raw / "panel.parquet", n_series, n_bars, seed=0)
+    files = ["data/raw/files", "data/raw/panel.csv", "data/raw/panel.parquet"]
+    variants = {layout: {"files": [entry]} for layout, entry in zip(LAYOUTS, files, strict=True)}
+    params = generated_project(project, [])
+    measured = alternating_prepares(workdir, project, params, variants, repeats, array_digest)
+    return {"series": n_series, "bars_per_series": n_bars, "bars": n_series * n_bars, **measured}
 
 
 def layouts_lines(compared: dict) -> list[str]:
     """The layouts table: median work and its time per bar for each way of keeping the
     universe."""
     rows = [
-        [
-            layout,
-            len(summary["work_s_runs"]),
-            f"{summary['wall_s']:.1f}",
-            f"{summary['work_s']:.2f}",
-            " ".join(f"{value:.2f}" for value in summary["work_s_runs"]),
-            f"{per_bar_us(compared, summary):.2f}",
-            f"{summary['peak_rss_bytes'] / MB:,.0f}",
-        ]
+        variant_row(layout, summary, f"{per_bar_us(compared, summary):.2f}")
         for layout, summary in compared["runs"].items()
     ]
     headers = ["layout", "runs", "wall s", "work s", "work s per run", "us/bar", "peak RSS MB"]
