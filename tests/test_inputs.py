@@ -29,6 +29,7 @@ from finseq.inputs import (
     load_series,
     read_csv,
     read_sources,
+    split_sources,
 )
 from finseq.paths import DATA_METRICS, PREPARED_DIR
 from finseq.synthetic import synthetic_ohlcv
@@ -332,6 +333,9 @@ PLAIN = "Date,Open,High,Low,Close,Volume\n" + "".join(
     for day in range(3, 20)
 )
 
+# PLAIN with every cell quoted, as some exporters write.
+QUOTED = "".join('"' + '","'.join(line.split(",")) + '"\n' for line in PLAIN.splitlines())
+
 
 @pytest.mark.parametrize(
     ("content", "fast"),
@@ -361,6 +365,10 @@ PLAIN = "Date,Open,High,Low,Close,Volume\n" + "".join(
         pytest.param(PLAIN.replace(",101.5,", ',"1,015",', 1), False, id="a quoted comma"),
         pytest.param(PLAIN.replace("2000-01-05", ""), False, id="a missing date"),
         pytest.param(PLAIN.replace(",99.25,", ",99.25,7,", 1), False, id="a long row"),
+        pytest.param(PLAIN.replace(",1003\n", ",NAN\n"), False, id="NAN spelled as a number"),
+        pytest.param(PLAIN.replace(",101.5,", ",1e400,", 1), False, id="an overflowing number"),
+        pytest.param(QUOTED, True, id="every cell quoted"),
+        pytest.param(QUOTED.rstrip("\n")[:-3], False, id="cut inside a quote, no last line break"),
     ],
 )
 def test_the_fast_csv_parse_is_pandas_parse_bit_for_bit_or_steps_aside(tmp_path, content, fast):
@@ -393,3 +401,14 @@ def test_a_seventeen_digit_price_is_read_to_the_nearest_float(tmp_path):
     path.write_text(PLAIN)
     assert pd.read_csv(path)["Open"][0] != 100.98187237250727  # what the default would give
     assert (load_series(path)["open"].to_numpy() == 100.98187237250727).all()
+
+
+def test_a_panels_symbols_are_named_as_pandas_names_them_whatever_their_type(tmp_path):
+    """Symbols stored as bytes or with padding name the series as pandas' astype(str) then
+    strip name them; two spellings of one symbol are one series."""
+    rows = synthetic_ohlcv(4, seed=1).assign(Date=lambda frame: frame["Date"].astype(str))
+    panel = pd.concat([rows.assign(Ticker=b"AAPL"), rows.assign(Ticker=b"MSFT")], ignore_index=True)
+    panel.loc[1, "Ticker"] = b" AAPL"
+    panel.to_parquet(tmp_path / "bytes.parquet")
+    keys = list(split_sources("bytes.parquet", tmp_path))
+    assert keys == ["bytes.parquet::AAPL", "bytes.parquet::MSFT"]

@@ -557,9 +557,21 @@ def test_stored_date_times_are_taken_as_pandas_would_parse_them(tmp_path):
         frame = pd.DataFrame({"Date": raw})
         frame.attrs["path"] = str(tmp_path / "x.parquet")
         reference = load._parsed_stamps(tmp_path / "x.parquet", frame, raw, "Date")
-        stored = load._stored_stamps(raw)
+        stored = load._stored_stamps(tmp_path / "x.parquet", frame, raw, "Date")
         assert stored is not None and stored.dtype == "datetime64[ns]"
         np.testing.assert_array_equal(stored, reference)
-    assert load._stored_stamps(pd.Series([instants[0], pd.NaT])) is None
-    assert load._stored_stamps(pd.Series(np.array(["1500-01-01"], dtype="datetime64[s]"))) is None
-    assert load._stored_stamps(pd.Series(["2000-01-03"])) is None
+    for raw in (pd.Series([instants[0], pd.NaT]), pd.Series(["2000-01-03"])):
+        assert load._stored_stamps(tmp_path / "x.parquet", frame, raw, "Date") is None
+
+
+def test_a_stored_date_beyond_what_nanoseconds_hold_is_refused_not_wrapped(tmp_path):
+    """A Parquet file's microsecond dates in the year 3000 would wrap round to 1830 if
+    converted to nanoseconds; the row is named instead."""
+    stamps = np.array(["2000-01-03", "3000-01-01", "3000-01-02"], dtype="datetime64[us]")
+    frame = pd.DataFrame(
+        {"Date": stamps, "Open": 1.0, "High": 1.0, "Low": 1.0, "Close": 1.0, "Volume": 1.0}
+    )
+    path = tmp_path / "far.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(DataError, match=r"far.parquet: row 2, column 'Date': 3000-01-01.* outside"):
+        load_series(path)

@@ -118,13 +118,17 @@ def _text_columns(columns: Iterable[object]) -> list:
 
 def _read_csv_arrow(path: Path, head: bytes) -> pd.DataFrame | None:
     """pyarrow's parse, or None where it could differ from pandas': a header pandas would
-    rename or strip (blank, duplicated, padded, a byte-order mark), a row pyarrow rejects,
-    a column that is not all numbers (other than the text columns), or a text value that
-    is missing or starts with a space."""
+    rename or strip (blank, duplicated, padded, a byte-order mark), a last line with an
+    open quote (pyarrow closes it, pandas refuses a truncated file), a row pyarrow rejects,
+    a column that is not all numbers (other than the text columns), a NaN or infinity
+    spelled as a number (pandas keeps 'NAN' or '1e400' as text), or a text value that is
+    missing or starts with a space."""
     import pyarrow
     import pyarrow.compute
     import pyarrow.csv
 
+    if _last_line(path).count(b'"') % 2:
+        return None
     first_line = head.split(b"\n", 1)[0].rstrip(b"\r")
     try:
         header = next(csv.reader([first_line.decode("utf-8")]))
@@ -161,7 +165,11 @@ def _read_csv_arrow(path: Path, head: bytes) -> pd.DataFrame | None:
                 or pyarrow.compute.any(pyarrow.compute.starts_with(column, " ")).as_py()
             ):
                 return None
-        elif column.type not in (pyarrow.float64(), pyarrow.int64()):
+        elif column.type == pyarrow.float64():
+            finite = pyarrow.compute.is_finite(column)
+            if pyarrow.compute.sum(finite).as_py() != len(column) - column.null_count:
+                return None
+        elif column.type != pyarrow.int64():
             return None
     # Column by column: the same arrays as table.to_pandas(), without its metadata pass.
     return pd.DataFrame(
@@ -170,6 +178,14 @@ def _read_csv_arrow(path: Path, head: bytes) -> pd.DataFrame | None:
             for name, column in zip(table.column_names, table.columns, strict=True)
         }
     )
+
+
+def _last_line(path: Path) -> bytes:
+    """The file's last line (its last 64 KiB at most), without its line break."""
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 65536))
+        tail = handle.read().rstrip(b"\r\n")
+    return tail.rsplit(b"\n", 1)[-1]
 
 
 def _read_csv_pandas(path: Path) -> pd.DataFrame:
@@ -246,20 +262,25 @@ def split_sources(path: str, root: Path = Path()) -> dict[str, pd.DataFrame]:
         return {path: frame}
     column = symbol_columns[0]
     # Factorised first: the few distinct symbols are stripped, not the many rows.
+    # Factorised first: the few distinct spellings are turned into names (as pandas'
+    # astype(str) names them) and stripped, not the many rows; spellings that strip to one
+    # name are one symbol.
     codes, spellings = pd.factorize(frame[column], use_na_sentinel=True)
-    names = [str(spelling).strip() for spelling in spellings]
-    merged = np.unique(names, return_inverse=True)
-    codes = np.where(codes < 0, -1, merged[1][codes] if len(names) else codes)
-    blank = np.array([name == "" for name in merged[0]], dtype=bool)
-    missing = (codes < 0) | (blank[codes] if len(blank) else False)
+    names = pd.Series(spellings).astype(str).str.strip().tolist()
+    symbols = sorted(set(names))
+    number = {symbol: index for index, symbol in enumerate(symbols)}
+    renumbered = np.array([number[name] for name in names] + [-1], dtype=np.int64)
+    codes = renumbered[codes]  # a missing symbol (code -1) stays -1
+    blank = np.array([symbol == "" for symbol in symbols] + [True])
+    missing = blank[codes]
     if missing.any():
         position = int(np.argmax(missing))
         raise DataError(f"{root / path}: {line_of(frame, position)}, column {column!r}: no symbol")
     order = np.argsort(codes, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(merged[0])))])
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(symbols)))])
     rows_by_symbol = frame.drop(columns=column).take(order)
     parts = {}
-    for code, symbol in enumerate(merged[0]):
+    for code, symbol in enumerate(symbols):
         start, stop = int(bounds[code]), int(bounds[code + 1])
         part = rows_by_symbol.iloc[start:stop].reset_index(drop=True)
         part.attrs = {**frame.attrs, "rows": order[start:stop], "file_rows": len(frame)}

@@ -189,23 +189,31 @@ def _parsed_stamps(path: Path, frame: pd.DataFrame, raw: pd.Series, column: str)
     return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
 
 
-def _stored_stamps(raw: pd.Series) -> np.ndarray | None:
+def _stored_stamps(
+    path: Path, frame: pd.DataFrame, raw: pd.Series, column: str
+) -> np.ndarray | None:
     """A column already holding date-times (Parquet's timestamps) as naive UTC
-    datetime64[ns], as pandas' parse gives it; None if one is missing or out of range."""
+    datetime64[ns], as pandas' parse gives it; None if one is missing (pandas' parse names
+    it). A date datetime64[ns] cannot hold is refused here: converted, it would wrap."""
     if not pd.api.types.is_datetime64_any_dtype(raw.dtype) or raw.isna().any():
         return None
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         raw = raw.dt.tz_convert("UTC").dt.tz_localize(None)
     values = raw.to_numpy()
-    if len(values) and (values.min() < NANOSECOND_DATES[0] or values.max() > NANOSECOND_DATES[1]):
-        return None
+    outside = (values < NANOSECOND_DATES[0]) | (values > NANOSECOND_DATES[1])
+    if outside.any():
+        position = int(np.argmax(outside))
+        raise DataError(
+            f"{path}: {line_of(frame, position)}, column {column!r}: {values[position]} is "
+            f"outside the dates finseq handles ({NANOSECOND_DATES[0]} to {NANOSECOND_DATES[1]})"
+        )
     return values.astype("datetime64[ns]")
 
 
 def _timestamps(path: Path, frame: pd.DataFrame, raw: pd.Series, column: str) -> np.ndarray:
     """Parses dates or date-times; zone-aware values are converted to UTC, then made naive.
     Bars must be in strictly ascending time."""
-    stamps = _stored_stamps(raw)
+    stamps = _stored_stamps(path, frame, raw, column)
     if stamps is None:
         stamps = _iso_dates(raw)
     if stamps is None:
