@@ -465,13 +465,13 @@ def test_a_panels_series_are_shared_out_to_a_pool_and_predict_as_in_one_process(
     the pool really ran (its tasks ran in other processes)."""
     panel = write_long_panel(tmp_path / "panel.parquet", 9, 400, seed=3)
     ran_in = []
-    original = predict_inputs.source_inputs
+    original = predict_inputs.source_outcome
 
     def recording(*args, **kwargs):
         ran_in.append(os.getpid())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(predict_inputs, "source_inputs", recording)
+    monkeypatch.setattr(predict_inputs, "source_outcome", recording)
     monkeypatch.setattr(predict_inputs, "usable_cores", lambda: 2)
     pooled = predict([str(panel)], trained.model_file, Selection(last=3))
     assert ran_in == []  # every series was validated in a worker
@@ -480,6 +480,51 @@ def test_a_panels_series_are_shared_out_to_a_pool_and_predict_as_in_one_process(
     assert len(ran_in) == 9 and set(ran_in) == {os.getpid()}
     pd.testing.assert_frame_equal(pooled, alone, check_exact=True)
     assert pooled["series"].unique().tolist() == [f"S{index:03d}" for index in range(9)]
+
+
+def test_a_pool_prints_the_notes_and_raises_the_error_of_one_process(
+    trained, tmp_path, monkeypatch, capsys
+):
+    """Pooled or not, the notes come out in series order and the refusal is the one a
+    single process meets first: a bad row of the first file before the second file's
+    missing; within a file, a later symbol's bad row before an earlier symbol's too few
+    bars (every symbol of a file is validated first); a one-series file too short for the
+    model before --since being after its end."""
+    panel = write_long_panel(tmp_path / "panel.csv", 9, 400, seed=4)
+    frame = pd.read_csv(panel, float_precision="round_trip")
+    for symbol in ("S001", "S004", "S007"):  # a hole of 60 bars: a note naming its line
+        frame = frame.drop(index=frame.index[frame["Symbol"] == symbol][200:260])
+    frame.to_csv(panel, index=False)
+    printed = {}
+    for cores in (2, 1):
+        monkeypatch.setattr(predict_inputs, "usable_cores", lambda cores=cores: cores)
+        predict([str(panel)], trained.model_file, Selection())
+        printed[cores] = capsys.readouterr().err
+    assert printed[2] == printed[1]
+    assert printed[1].index("::S001:") < printed[1].index("::S004:") < printed[1].index("::S007:")
+
+    bad = tmp_path / "bad.csv"
+    rows = synthetic_ohlcv(400, seed=5)
+    rows.loc[50, "Close"] = -1.0
+    rows.to_csv(bad, index=False)
+    short = frame[frame["Symbol"] == "S000"].head(40)
+    late_bad = frame[frame["Symbol"] == "S002"].copy()
+    late_bad.loc[late_bad.index[10], "Volume"] = -5.0
+    mixed = tmp_path / "mixed.csv"
+    pd.concat([short, late_bad]).to_csv(mixed, index=False)
+    one_short = tmp_path / "short.csv"
+    rows.drop(index=50).head(40).to_csv(one_short, index=False)
+    cases = [
+        ([bad, tmp_path / "missing.csv"], Selection(), "bad.csv: line 52"),
+        ([mixed], Selection(), "mixed.csv::S002: line"),
+        ([one_short], Selection(since=pd.Timestamp("2100-01-01")), "short.csv: only 40 bars"),
+    ]
+    for paths, selection, expected in cases:
+        for cores in (2, 1):
+            monkeypatch.setattr(predict_inputs, "usable_cores", lambda cores=cores: cores)
+            with pytest.raises(DataError) as raised:
+                predict([str(path) for path in paths], trained.model_file, selection)
+            assert expected in str(raised.value), (cores, str(raised.value))
 
 
 def test_an_unsafe_model_file_is_refused_and_runs_nothing(trained, tmp_path, capsys):

@@ -134,3 +134,17 @@ def test_one_panels_series_are_shared_out_and_prepare_the_bytes_notes_and_error_
         messages.add(str(raised.value))
     assert len(messages) == 1
     assert messages.pop().startswith(f"{panel}::S002: ")
+
+
+def test_with_fewer_files_than_workers_a_read_error_waits_for_the_files_before_it(tmp_path):
+    """The parent reads every file before the pool validates any: a later file that cannot
+    be read is still reported only after the earlier files' own errors, as in order."""
+    files = [str(path) for path in write_panel(tmp_path / "raw", n_series=1, n_bars=300)]
+    frame = pd.read_csv(files[0], float_precision="round_trip")
+    frame.loc[50, "Close"] = -1.0
+    frame.to_csv(files[0], index=False)
+    params = tiny_params()
+    for workers in (1, 3):
+        with pytest.raises(DataError) as raised:
+            read_series([files[0], str(tmp_path / "missing.csv")], params.label, workers)
+        assert str(raised.value).startswith(f"{files[0]}: line 52"), workers

@@ -10,9 +10,11 @@ are in docs/predicting.md); shorter files get a note.
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import io
 import multiprocessing
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finseq.errors import DataError, note
+from finseq.errors import DataError, UserError, note
 from finseq.features import WARMUP_BARS, StandardScaler, feature_matrix
 from finseq.inputs import split_sources
 from finseq.load import validate_series
@@ -92,53 +94,88 @@ class SeriesInputs:
 
 
 @dataclass(frozen=True)
-class EndedBefore:
-    """A series whose last bar comes before --since: a panel leaves it out (a delisted
-    symbol); a file of nothing else is refused."""
+class SeriesOutcome:
+    """One series as a task leaves it: its inputs, or the DataError computing them raised
+    (too few bars, --since after its end, ...), kept to be raised where one process would
+    raise it: after every series of its file is validated; and whether it ends before
+    --since (a delisted symbol of a panel)."""
 
-    path: str
-    last: np.datetime64
+    key: str
+    inputs: SeriesInputs | None
+    problem: DataError | None
+    ended: bool
 
 
-def source_inputs(
+@dataclass(frozen=True)
+class TaskResult:
+    """What a task printed (replayed by the parent, in task order), its series, and the
+    error that stopped it (reading or validating)."""
+
+    notes: str
+    outcomes: list[SeriesOutcome]
+    error: UserError | None
+
+
+def source_outcome(
     key: str, rows: pd.DataFrame, inputs: ModelInputs, selection: Selection
-) -> SeriesInputs | EndedBefore:
-    """One series' rows as read (split_sources), validated as prepare validates them."""
+) -> SeriesOutcome:
+    """One series' rows as read (split_sources), validated as prepare validates them (a
+    validation error raises), then its inputs computed."""
     frame = validate_series(Path(key), rows, inputs.adjust_volume)
-    if selection.since is not None and frame.index[-1] < selection.since:
-        return EndedBefore(key, frame.index[-1])
-    return series_inputs(key, frame, inputs, selection)
+    ended = selection.since is not None and bool(frame.index[-1] < selection.since)
+    try:
+        return SeriesOutcome(key, series_inputs(key, frame, inputs, selection), None, ended)
+    except DataError as exc:
+        return SeriesOutcome(key, None, exc, ended)
 
 
-def file_inputs(
-    path: str, inputs: ModelInputs, selection: Selection
-) -> list[SeriesInputs | EndedBefore]:
-    """Every series of one file (one, or a panel's symbols)."""
-    return [
-        source_inputs(key, rows, inputs, selection) for key, rows in split_sources(path).items()
-    ]
+def run_task(
+    sources: Callable[[], Iterable], inputs: ModelInputs, selection: Selection
+) -> TaskResult:
+    """`sources()` (keys and rows) → their outcomes, with the notes printed on the way and
+    the error that stopped them."""
+    notes, outcomes, error = io.StringIO(), [], None
+    with contextlib.redirect_stderr(notes):
+        try:
+            for key, rows in sources():
+                outcomes.append(source_outcome(key, rows, inputs, selection))
+        except UserError as exc:
+            error = exc
+    return TaskResult(notes.getvalue(), outcomes, error)
 
 
-def kept_series(
-    path: str, results: list[SeriesInputs | EndedBefore], selection: Selection
+def file_task(path: str, inputs: ModelInputs, selection: Selection) -> TaskResult:
+    """Every series of one file (one, or a panel's symbols): a task of a pool of files."""
+    return run_task(lambda: split_sources(path).items(), inputs, selection)
+
+
+def replayed(result: TaskResult) -> list[SeriesOutcome]:
+    """A task's notes printed here, its error raised here, its outcomes returned."""
+    sys.stderr.write(result.notes)
+    if result.error is not None:
+        raise result.error
+    return result.outcomes
+
+
+def file_series(
+    path: str, outcomes: list[SeriesOutcome], selection: Selection
 ) -> list[SeriesInputs]:
-    """One file's series under --since: a panel's symbols that end before it are left out
-    with a note; a file with no bar from it on is refused."""
-    ended = [one for one in results if isinstance(one, EndedBefore)]
-    if not ended:
-        return results
-    if len(ended) == len(results):
-        raise DataError(
-            f"{ended[0].path}: --since {selection.since} is after the file's last bar "
-            f"({pd.Timestamp(ended[0].last)})"
+    """One file's series as one process gives them: under --since, a panel's symbols that
+    end before it are left out with a note (unless all do); then the first problem of the
+    others is raised."""
+    ended = [one for one in outcomes if one.ended]
+    if len(outcomes) > 1 and ended and len(ended) < len(outcomes):
+        names = ", ".join(series_name(one.key) for one in ended[:5])
+        more = f" and {len(ended) - 5} more" if len(ended) > 5 else ""
+        note(
+            f"{path}: {len(ended)} symbol(s) end before --since {selection.since.date()} "
+            f"and are not predicted ({names}{more})"
         )
-    names = ", ".join(series_name(one.path) for one in ended[:5])
-    more = f" and {len(ended) - 5} more" if len(ended) > 5 else ""
-    note(
-        f"{path}: {len(ended)} symbol(s) end before --since {selection.since.date()} "
-        f"and are not predicted ({names}{more})"
-    )
-    return [one for one in results if not isinstance(one, EndedBefore)]
+        outcomes = [one for one in outcomes if not one.ended]
+    for one in outcomes:
+        if one.problem is not None:
+            raise one.problem
+    return [one.inputs for one in outcomes]
 
 
 def series_inputs(
@@ -165,27 +202,31 @@ def series_inputs(
 
 
 def map_tasks(
-    function: Callable[[object], object],
+    function: Callable[[object], TaskResult],
     items: Sequence,
     initializer: Callable[..., None] | None = None,
     initargs: tuple = (),
-) -> list:
-    """`function` over `items`, in order; in a pool of one process per core when there are
-    enough. `initializer(*initargs)` runs first in each process (forked, so its arguments
-    are inherited, never pickled). The first item that fails (in order) raises, as in one
-    process."""
+) -> Iterator[TaskResult]:
+    """`function` over `items`, yielded in order as they come; in a pool of one process per
+    core when there are enough. `initializer(*initargs)` runs first in each process
+    (forked, so its arguments are inherited, never pickled). Close it (contextlib.closing)
+    to end the pool early."""
     workers = min(usable_cores(), len(items) // TASKS_PER_WORKER)
     if workers < 2:
         if initializer is not None:
             initializer(*initargs)
-        return list(tracked(map(function, items), len(items), "predict", "series"))
+        yield from tracked(map(function, items), len(items), "predict", "series")
+        return
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         workers, mp_context=context, initializer=initializer, initargs=initargs
-    ) as pool:
+    )
+    try:
         chunk = max(1, len(items) // (4 * workers))
         results = pool.map(function, items, chunksize=chunk)
-        return list(tracked(results, len(items), "predict", "series"))
+        yield from tracked(results, len(items), "predict", "series")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # A few files' series, read in the parent, as each forked worker of gather_inputs sees them.
@@ -196,39 +237,47 @@ def _share_split(split: list[tuple[str, pd.DataFrame]]) -> None:
     _split[:] = split
 
 
-def _split_inputs(
-    index: int, inputs: ModelInputs, selection: Selection
-) -> SeriesInputs | EndedBefore:
-    key, rows = _split[index]
-    return source_inputs(key, rows, inputs, selection)
+def _split_task(index: int, inputs: ModelInputs, selection: Selection) -> TaskResult:
+    return run_task(lambda: [_split[index]], inputs, selection)
 
 
 def gather_inputs(
     paths: Sequence[str], inputs: ModelInputs, selection: Selection
 ) -> list[SeriesInputs]:
-    """Every series of every file, in file order. Many files are a task each; a few (one
-    panel of a universe) are read and split here, and each of their series is a task."""
+    """Every series of every file, in file order, with the notes and the first error one
+    process would give. Many files are a task each; a few (one panel of a universe) are
+    read and split here, and each of their series is a task."""
+    series: list[SeriesInputs] = []
     if len(paths) >= TASKS_PER_WORKER * usable_cores():
-        by_file = map_tasks(partial(file_inputs, inputs=inputs, selection=selection), paths)
-    else:
-        split = [(path, list(split_sources(path).items())) for path in paths]
-        flat = [one for _, parts in split for one in parts]
+        tasks = map_tasks(partial(file_task, inputs=inputs, selection=selection), paths)
+        with contextlib.closing(tasks):
+            for path, result in zip(paths, tasks, strict=True):
+                series += file_series(path, replayed(result), selection)
+        return series
+    split, read_error = [], None
+    for path in paths:
         try:
-            results = map_tasks(
-                partial(_split_inputs, inputs=inputs, selection=selection),
-                range(len(flat)),
-                initializer=_share_split,
-                initargs=(flat,),
-            )
-        finally:
-            _split.clear()
-        offsets = np.cumsum([0] + [len(parts) for _, parts in split])
-        by_file = [results[start:stop] for start, stop in itertools.pairwise(offsets)]
-    return [
-        one
-        for path, results in zip(paths, by_file, strict=True)
-        for one in kept_series(path, results, selection)
-    ]
+            split.append((path, list(split_sources(path).items())))
+        except UserError as exc:  # raised once the files before it are done, as in order
+            read_error = exc
+            break
+    flat = [one for _, parts in split for one in parts]
+    tasks = map_tasks(
+        partial(_split_task, inputs=inputs, selection=selection),
+        range(len(flat)),
+        initializer=_share_split,
+        initargs=(flat,),
+    )
+    try:
+        with contextlib.closing(tasks):
+            for path, parts in split:
+                outcomes = [one for _ in parts for one in replayed(next(tasks))]
+                series += file_series(path, outcomes, selection)
+    finally:
+        _split.clear()
+    if read_error is not None:
+        raise read_error
+    return series
 
 
 def note_short_history(series: SeriesInputs, inputs: ModelInputs) -> None:

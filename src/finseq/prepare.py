@@ -191,16 +191,23 @@ def read_series(
     """
     options = {"label_config": label_config, "lockbox": lockbox, "adjust_volume": adjust_volume}
     processes = resolve_data_workers(workers, len(files))
+    by_series = processes < resolve_data_workers(workers, len(files) + 1)
     shared: list[tuple[str, pd.DataFrame]] = []
-    if processes < resolve_data_workers(workers, len(files) + 1):
-        shared = [one for path in files for one in split_sources(path).items()]
+    read_error = None
+    if by_series:
+        for path in files:
+            try:
+                shared += split_sources(path).items()
+            except UserError as exc:  # raised once the files before it are done, as in order
+                read_error = exc
+                break
         processes = resolve_data_workers(workers, len(shared))
     frames, featurised = {}, []
     with contextlib.ExitStack() as stack:
         if processes > 1:
             spill_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="finseq-")))
             context = multiprocessing.get_context("fork")
-            if shared:
+            if by_series:
                 work = partial(_featurise_shared, spill_dir=spill_dir, **options)
                 pool = context.Pool(processes, _start_series_worker, (shared,))
                 tasks = range(len(shared))
@@ -211,22 +218,24 @@ def read_series(
             stack.callback(pool.join)
             stack.callback(pool.terminate)
             results = pool.imap(work, tasks)
-        elif shared:
+        elif by_series:
             results = (
                 _featurised(number, lambda one=one: [one], **options)
                 for number, one in enumerate(shared)
             )
         else:
             results = map(partial(_read_and_featurise, **options), enumerate(files))
-        unit = "series read" if shared else "files read"
+        unit = "series read" if by_series else "files read"
         for task_frames, task_series, notes, error in tracked(
-            results, len(shared) or len(files), "prepare", unit
+            results, len(shared) if by_series else len(files), "prepare", unit
         ):
             sys.stderr.write(notes)
             if error is not None:
                 raise error
             frames.update(task_frames)
             featurised += [_unspill(one) if isinstance(one, dict) else one for one in task_series]
+    if read_error is not None:
+        raise read_error
     return frames, featurised
 
 
