@@ -412,3 +412,20 @@ def test_a_panels_symbols_are_named_as_pandas_names_them_whatever_their_type(tmp
     panel.to_parquet(tmp_path / "bytes.parquet")
     keys = list(split_sources("bytes.parquet", tmp_path))
     assert keys == ["bytes.parquet::AAPL", "bytes.parquet::MSFT"]
+
+
+def test_a_panels_parts_keep_their_columns_types_zoned_date_times_included(tmp_path):
+    """Each symbol's part holds its rows with the file's own column types (a zoned Parquet
+    timestamp stays zoned), so it validates as that symbol's rows alone do."""
+    rows = synthetic_ohlcv(80, seed=2)
+    rows["Date"] = rows["Date"].dt.tz_localize("America/New_York")
+    both = pd.concat([rows.assign(Symbol="B"), rows.assign(Symbol="A")]).sort_values(
+        ["Date", "Symbol"], kind="stable"
+    )
+    both.to_parquet(tmp_path / "zoned.parquet", index=False)
+    parts = split_sources("zoned.parquet", tmp_path)
+    assert list(parts) == ["zoned.parquet::A", "zoned.parquet::B"]
+    alone = rows.reset_index(drop=True)
+    for part in parts.values():
+        assert part["Date"].dtype == alone["Date"].dtype
+        pd.testing.assert_frame_equal(part, alone)

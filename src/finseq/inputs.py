@@ -278,11 +278,12 @@ def split_sources(path: str, root: Path = Path()) -> dict[str, pd.DataFrame]:
         raise DataError(f"{root / path}: {line_of(frame, position)}, column {column!r}: no symbol")
     order = np.argsort(codes, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(symbols)))])
-    rows_by_symbol = frame.drop(columns=column).take(order)
+    # Each column reordered once, each symbol's part a slice of it.
+    by_symbol = {name: frame[name].array.take(order) for name in frame.columns if name != column}
     parts = {}
     for code, symbol in enumerate(symbols):
         start, stop = int(bounds[code]), int(bounds[code + 1])
-        part = rows_by_symbol.iloc[start:stop].reset_index(drop=True)
+        part = pd.DataFrame({name: values[start:stop] for name, values in by_symbol.items()})
         part.attrs = {**frame.attrs, "rows": order[start:stop], "file_rows": len(frame)}
         parts[f"{path}{SYMBOL_SEPARATOR}{symbol}"] = part
     return parts
