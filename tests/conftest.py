@@ -6,6 +6,7 @@ small models, a few hundred generated bars) so the suite stays fast on 2 cores.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,24 @@ PIPELINE_OUTPUTS = (
     "metrics/train/folds/f1/plots/metrics/val/loss.tsv",
     "metrics/lockbox.json",
 )
+
+
+def prepare_error_line(directory: Path) -> str:
+    """Runs the prepare stage in `directory` (params.yaml and data there, no git or DVC)
+    and returns its one stderr line, after checking exit 2 and that nothing was written."""
+    result = subprocess.run(
+        [sys.executable, "-m", "finseq.stages.prepare"],
+        cwd=directory,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert not (directory / "data" / "prepared").exists()
+    assert not (directory / "metrics").exists()
+    return lines[0]
 
 
 def tiny_params_dict(**overrides: dict) -> dict:

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, make_project, tiny_params, tiny_params_dict
+from conftest import make_project, prepare_error_line, tiny_params, tiny_params_dict
 
 from finseq import pipeline
 from finseq.artifacts import ARRAYS, PreparedData
@@ -197,22 +194,6 @@ def stage_project(tmp_path: Path, panel: pd.DataFrame, suffix: str = "csv") -> P
     return tmp_path
 
 
-def the_one_error_line(project: Path) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "finseq.stages.prepare"],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert not (project / "data" / "prepared").exists()
-    assert not (project / "metrics").exists()
-    return lines[0]
-
-
 def bad_panel(defect: str) -> tuple[pd.DataFrame, str]:
     """A CSV panel with one planted defect, and the one line it must give (the header is
     line 1, so the row at position i is line i + 2)."""
@@ -239,13 +220,13 @@ def bad_panel(defect: str) -> tuple[pd.DataFrame, str]:
 @pytest.mark.parametrize("defect", ["missing symbol", "duplicate", "too few bars"])
 def test_a_bad_panel_row_stops_prepare_with_one_line_naming_file_symbol_and_row(tmp_path, defect):
     panel, expected = bad_panel(defect)
-    assert the_one_error_line(stage_project(tmp_path, panel)) == expected
+    assert prepare_error_line(stage_project(tmp_path, panel)) == expected
 
 
 def test_a_parquet_panel_names_its_rows(tmp_path):
     panel = long_panel(series_frames(as_text=False))
     panel.loc[7, "Symbol"] = ""
-    line = the_one_error_line(stage_project(tmp_path, panel, "parquet"))
+    line = prepare_error_line(stage_project(tmp_path, panel, "parquet"))
     assert line == "error: data/raw/panel.parquet: row 8, column 'Symbol': no symbol"
 
 

@@ -12,9 +12,7 @@ labels are computed, not before) is caught by the last two checks
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import ROOT, Project, reproduced_project, tiny_params, tiny_params_dict
+from conftest import (
+    Project,
+    prepare_error_line,
+    reproduced_project,
+    tiny_params,
+    tiny_params_dict,
+)
 
 from finseq import pipeline
 from finseq import prepare as prepare_module
@@ -232,16 +236,7 @@ def test_the_prepare_stage_stops_on_a_lockbox_after_every_bar_with_exit_2(tmp_pa
     raw = tiny_params_dict(split={"lockbox": "2030-01-01"})
     raw["data"]["files"] = [str(path.relative_to(tmp_path)) for path in files]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    result = subprocess.run(
-        [sys.executable, "-m", "finseq.stages.prepare"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        capture_output=True,
-        text=True,
-    )
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: split.lockbox = '2030-01-01'")
+    assert prepare_error_line(tmp_path).startswith("error: split.lockbox = '2030-01-01'")
 
 
 def git(root: Path, *args: str) -> None:
