@@ -115,14 +115,6 @@ def ic_figures(ic: np.ndarray) -> dict[str, float | int]:
     }
 
 
-def sharpe_draws(returns: np.ndarray, indexes: np.ndarray, per_year: float) -> np.ndarray:
-    """sharpe_ratio of each resample (a row of `indexes`) of `returns`, all at once."""
-    sample = returns[indexes]
-    deviation = np.std(sample, axis=1, ddof=1)
-    ratio = np.mean(sample, axis=1) / np.where(deviation > 0, deviation, 1.0)
-    return np.where(deviation > 0, ratio * np.sqrt(per_year), 0.0)
-
-
 def cross_section_figures(
     predictions: pd.DataFrame,
     backtest: BacktestConfig,
@@ -149,7 +141,9 @@ def cross_section_figures(
     block = series_block_length([ic[np.isfinite(ic)], portfolio.net], horizon)
     indexes = resampled_dates(dates, block, evaluate.resamples, evaluate.bootstrap_seed)
     ic_low, ic_high = percentile_interval(np.nanmean(ic[indexes], axis=1))
-    sharpe_low, sharpe_high = percentile_interval(sharpe_draws(portfolio.net, indexes, per_year))
+    sharpe_low, sharpe_high = percentile_interval(
+        np.array([sharpe_ratio(portfolio.net[draw], per_year) for draw in indexes])
+    )
     return {
         **ic_figures(ic),
         "cs_ic_low": ic_low,
