@@ -189,6 +189,10 @@ def test_the_first_failure_is_the_root_cause_not_the_ranks_stopped_because_of_it
     # A rank that recorded the peer loss and was then ended by the launcher is still no cause.
     lost_then_stopped = _failure(-signal.SIGTERM, 10, lost.error_file_data)
     assert first_failure({0: lost_then_stopped, 1: killed}).startswith("training rank 1 ")
+    # Nor is one whose run_stage caught the launcher's SIGTERM and exited 130, however early
+    # the launcher stamped it.
+    interrupted = _failure(130, 1)
+    assert first_failure({0: interrupted, 1: killed}).startswith("training rank 1 was ended")
     user_error = _failure(2, 13, {"message": "training diverged: ...", "timestamp": 13})
     assert first_failure({0: lost, 1: user_error, 2: stopped}) == "training diverged: ..."
     earlier = _failure(2, 9, {"message": "earlier", "timestamp": 9})

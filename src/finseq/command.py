@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from finseq.errors import UserError, in_local_rank, record_failure
+from finseq.errors import INTERRUPTED_STATUS, UserError, in_local_rank, record_failure
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:
@@ -51,7 +51,7 @@ def run_stage(
     except KeyboardInterrupt:
         if not in_local_rank():
             print(f"error: interrupted; {interrupted}", file=sys.stderr)
-        _exit(130)
+        _exit(INTERRUPTED_STATUS)
     except BrokenPipeError:
         # The reader of stdout went away (`finseq predict ... | head`): stop quietly, as
         # command-line tools do, without a traceback when Python flushes stdout at exit.

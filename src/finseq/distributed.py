@@ -29,7 +29,13 @@ from datetime import timedelta
 import torch
 from torch import distributed
 
-from finseq.errors import LOCAL_LAUNCH, ConfigError, PeerLost, RankError
+from finseq.errors import (
+    INTERRUPTED_STATUS,
+    LOCAL_LAUNCH,
+    ConfigError,
+    PeerLost,
+    RankError,
+)
 
 # A rank that waits longer than this in one collective (a peer hung rather than died) fails.
 COLLECTIVE_TIMEOUT = timedelta(minutes=5)
@@ -176,8 +182,9 @@ def first_failure(failures: dict) -> str:
             failure.exitcode,
             failure.error_file_data.get("exit_status"),
         )
-        # The launcher ends the other ranks with SIGTERM once one has failed.
-        stopped = failure.exitcode == -signal.SIGTERM
+        # The launcher ends the other ranks with SIGTERM once one has failed: a rank dies of
+        # it, or (inside command.run_stage, which turns it into KeyboardInterrupt) exits 130.
+        stopped = failure.exitcode in (-signal.SIGTERM, INTERRUPTED_STATUS)
         return (peer_lost, stopped, failure.timestamp, rank)
 
     rank, failure = min(failures.items(), key=order)

@@ -39,6 +39,10 @@ class PeerLost(UserError):
     exit_status = 3  # never the root cause: the launcher reports another rank's failure
 
 
+# The exit status of a stage ended by Ctrl-C or SIGTERM (command.run_stage): 128 + SIGINT,
+# as shells report an interrupted command.
+INTERRUPTED_STATUS = 130
+
 # Set in the ranks the train stage starts itself (finseq.distributed.launch_local_ranks):
 # their launcher prints the failure's one line, so a rank prints none of its own.
 LOCAL_LAUNCH = "FINSEQ_LOCAL_RANKS"
