@@ -207,6 +207,10 @@ def train_tiny_model(raw: Sequence[Path], model_file: Path, seeds: int = 1):
     params = tiny_params(data={"files": [str(path) for path in raw], "workers": 1})
     data = pipeline.prepare(params)
     windows = pipeline.window(params, data)
+    cached = _model_of_unmutated_training(raw, seeds)
+    if cached is not None and cached.exists():
+        shutil.copyfile(cached, model_file)
+        return data, windows
     fold = data.meta["model_fold"]
     checkpoints = []
     for offset in range(seeds):
@@ -215,7 +219,34 @@ def train_tiny_model(raw: Sequence[Path], model_file: Path, seeds: int = 1):
         model, result = pipeline.train_fold(seeded, data, windows, fold, torch.device("cpu"))
         checkpoints.append(fold_checkpoint(model, result, data, windows, fold, seeded))
     save_checkpoint(with_further_seeds(checkpoints[0], checkpoints[1:]), model_file)
+    if cached is not None:
+        shutil.copyfile(model_file, cached.with_suffix(".partial"))
+        cached.with_suffix(".partial").replace(cached)
     return data, windows
+
+
+# Under `mutmut run`, a mutant of one of these modules cannot change what training does
+# (training calls no function of theirs), and training is reproducible to the byte, so their
+# mutants' tests share one tiny model instead of training it again for each mutant.
+MODULES_TRAINING_NEVER_CALLS = ("finseq.predict.", "finseq.predict_inputs.")
+
+
+def _model_of_unmutated_training(raw: Sequence[Path], seeds: int) -> Path | None:
+    """Where a mutant outside training keeps the model that train_tiny_model(raw, ..., seeds)
+    trains, keyed by every finseq source file, the raw files and the seeds; None otherwise
+    (outside mutmut, or a mutant that training could call)."""
+    import hashlib
+    import tempfile
+
+    import finseq
+
+    if not os.environ.get("MUTANT_UNDER_TEST", "").startswith(MODULES_TRAINING_NEVER_CALLS):
+        return None
+    digest = hashlib.sha256(f"{seeds}".encode())
+    package = Path(finseq.__file__).parent
+    for path in [*sorted(package.rglob("*.py")), *raw]:
+        digest.update(path.read_bytes())
+    return Path(tempfile.gettempdir()) / f"finseq-mutmut-model-{digest.hexdigest()[:16]}.pth"
 
 
 # An unmarked test should not take this long: the `slow` marker's definition (it runs real

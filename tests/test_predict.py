@@ -255,10 +255,14 @@ def test_since_predicts_every_bar_from_that_date(trained, tmp_path, capsys):
     pd.testing.assert_frame_equal(since, expected)
 
 
-def test_the_default_is_the_last_bar_of_each_series_as_a_table(trained, capsys):
+def test_the_default_is_the_last_bar_of_each_series_as_a_table(trained, tmp_path, capsys):
     status, out, err = run_cli(capsys, "--model", trained.model_file, *trained.raw)
     assert status == 0 and err == ""
     lines = out.splitlines()
+    written = tmp_path / "last.csv"
+    predict_ok(capsys, "--model", trained.model_file, *trained.raw, "--out", written)
+    for line, (_, row) in zip(lines[2:], read_predictions(written).iterrows(), strict=True):
+        assert line.split()[2:5] == [f"{row[name]:.4f}" for name in PROBABILITIES]
     assert lines[0] == (
         f"model {trained.model_file} (md5 {file_md5(trained.model_file)}), calibration direction"
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import finseq
-from finseq.artifacts import PreparedData, WindowSets, check_windows
+from finseq.artifacts import PreparedData, WindowSets, check_windows, require_files
 from finseq.errors import DataError
 from finseq.provenance import short
 from finseq.scoring import check_model
@@ -77,11 +77,13 @@ def test_a_model_of_other_prepared_data_names_the_params_that_differ():
     checkpoint = checkpoint_of(data, windows)
     checkpoint["provenance"]["prepared_hash"] = "c" * 64
     checkpoint["params"]["label"]["horizon"] = 3
+    checkpoint["params"]["split"]["embargo"] = 4
     with pytest.raises(DataError) as raised:
         check_model(checkpoint, "models/folds/f1.pth", data, windows, **WHERE)
     assert str(raised.value) == (
         "models/folds/f1.pth was trained on other prepared data than data/prepared "
-        "(label.horizon is 3 in the model, 5 in the data); run `dvc repro`"
+        "(label.horizon is 3 in the model, 5 in the data; split.embargo is 4 in the model, "
+        "5 in the data); run `dvc repro`"
     )
 
 
@@ -151,4 +153,20 @@ def test_a_checkpoint_is_read_only_by_its_own_series(monkeypatch, ours, written_
         check_finseq_version(checkpoint, "model.pth")
     assert str(raised.value).startswith(
         f"model.pth was written by finseq {written_by}; this is finseq {ours}"
+    )
+
+
+def test_a_missing_hash_is_shown_as_none():
+    assert short(None) == "none"
+    assert short("0123456789abcdef") == "0123456789ab"
+
+
+def test_a_stage_missing_its_input_files_names_each_and_the_stage_to_run(tmp_path):
+    (tmp_path / "features.npy").write_bytes(b"")
+    require_files(tmp_path, ["features.npy"], "prepare")
+    with pytest.raises(DataError) as raised:
+        require_files(tmp_path, ["labels.npy", "features.npy", "meta.json"], "prepare")
+    assert str(raised.value) == (
+        f"{tmp_path}: missing labels.npy, meta.json; run `dvc repro prepare` "
+        "(or `dvc checkout`) first"
     )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Project, make_project, reproduced_project
+import yaml
+from conftest import Project, make_project, reproduced_project, tiny_params_dict
 from scipy import stats
 
 from finseq.markdown import format_change, format_value, markdown_table
@@ -151,6 +154,18 @@ def test_dvcs_tables_get_their_files_in_path_order_and_keep_each_files_rows():
     assert in_path_order(NO_PARAMS_MD).strip() == NO_PARAMS_MD.strip()
 
 
+def test_a_line_without_cells_sorts_first_and_a_path_is_sorted_whole():
+    """Rows sort on the whole path cell (with its spaces), stably; a line without cells
+    (none of dvc's, but not to be lost) sorts before every path."""
+    table = "| Path | x |\n|---|---|\n| z q | 1 |\n| z | 2 |\nnote\n| A | 3 |\n"
+    assert in_path_order(table).splitlines()[2:] == [
+        "note",
+        "| A | 3 |",
+        "| z | 2 |",
+        "| z q | 1 |",
+    ]
+
+
 def test_metrics_of_two_revisions_are_paired_key_by_key():
     base = {"metrics/eval.json": {"test": {"skill": 0.01, "loss": 1.07}, "model_md5": "a"}}
     target = {
@@ -177,12 +192,37 @@ def test_fold_section_has_one_row_per_fold_with_its_period_and_skill():
         ["f3", "2006-10-05 to 2008-07-03 → 2006-10-06 to 2008-07-03", "0.0286", "0.0286", "0"],
         ["f10", "2012-01-03 to 2013-10-02", "0.0235", "—", "—"],
     ]
-    assert "skill = 1 - loss / prior_loss" in section
+    assert section.split("\n\n")[1] == (
+        "Test skill of each fold's test block (`skill = 1 - loss / prior_loss`: above 0 only "
+        "when the model knows more than its training class balance). Every figure of every "
+        "fold is under *All metrics*."
+    )
+
+
+def test_a_fold_without_a_number_dates_or_skill_still_gets_its_row_last():
+    """A fold named without a number sorts after f10; a fold without dates reads —, one with
+    a date on one side only its other side's period, one without skill — for its skill."""
+    partial = {
+        **EVAL_DIFF,
+        "folds.final.skill": {"old": 0.01, "new": 0.02},
+        "folds.f4.first_date": {"old": "2009-01-02", "new": "2009-01-02"},
+        "folds.f4.last_date": {"old": None, "new": "2010-01-04"},
+        "folds.f5.first_date": {"old": "2011-01-03", "new": None},
+        "folds.f5.last_date": {"old": "2011-12-30", "new": None},
+    }
+    rows = table_rows(fold_section(partial, "main", "gru"))
+    assert [row[0] for row in rows] == ["f2", "f3", "f4", "f5", "f10", "final"]
+    assert rows[2] == ["f4", "2009-01-02 to 2010-01-04", "—", "—", "—"]
+    assert rows[3] == ["f5", "2011-01-03 to 2011-12-30", "—", "—", "—"]
+    assert rows[5] == ["final", "—", "0.0100", "0.0200", "+0.0100"]
 
 
 def test_fold_section_without_folds_says_so():
     holdout = {key: value for key, value in EVAL_DIFF.items() if not key.startswith("folds.")}
-    assert "No `folds.*` in metrics/eval.json" in fold_section(holdout, "main", "gru")
+    assert fold_section(holdout, "main", "gru") == (
+        "## Walk-forward folds\n\nNo `folds.*` in metrics/eval.json of either revision "
+        "(a holdout split, or a revision from before walk-forward evaluation)."
+    )
     assert fold_section({}, "main", "gru").endswith("No metrics/eval.json in either revision.")
 
 
@@ -194,15 +234,21 @@ def test_headline_has_test_skill_and_loss_with_their_change():
 
 
 def test_training_section_names_the_stop_reason_and_best_epoch():
-    rows = table_rows(training_section(SUMMARY_DIFF, "main", "gru"))
+    section = training_section(SUMMARY_DIFF, "main", "gru")
+    assert header_cells(section) == ["", "main", "gru", "change"]
+    rows = table_rows(section)
     assert rows[0] == ["best epoch (restored)", "2", "3", "+1"]
     assert rows[1] == ["epochs run", "7", "3", "-4"]
     assert rows[2] == ["stop reason", "early stopping", "epoch limit", "—"]
     assert rows[3] == ["val loss at best epoch", "1.0383", "1.0301", "-0.0082"]
+    only_epochs = table_rows(training_section({"epochs_run": {"old": 7, "new": 3}}, "a", "b"))
+    assert only_epochs[0] == ["best epoch (restored)", "—", "—", "—"]
+    assert only_epochs[2] == ["stop reason", "—", "—", "—"]
 
 
 def test_parse_curve_reads_dvclive_tsv():
     assert parse_curve("step\tloss\n1\t1.06\n2\t1.03\n") == {1: 1.06, 2: 1.03}
+    assert parse_curve("step\tloss\ttimestamp\n1\t1.06\t17\n") == {1: 1.06}
     assert parse_curve(None) == {}
     assert parse_curve("step\tloss\n") == {}
 
@@ -224,7 +270,7 @@ def test_curves_section_pairs_epochs_and_bolds_each_restored_epoch():
 
 def test_curves_section_without_curves_says_so():
     section = curves_section(LossCurves(), LossCurves(), {}, "main", "workspace")
-    assert "No per-epoch loss curves" in section
+    assert section == "No per-epoch loss curves in either revision."
 
 
 def test_report_has_headline_verdicts_params_folds_training_then_folded_tables():
@@ -267,7 +313,29 @@ def test_report_has_headline_verdicts_params_folds_training_then_folded_tables()
     folds = table_rows(visible[visible.index("## Walk-forward folds") :].split("\n\n## ")[0])
     assert [row[0] for row in folds] == ["f2", "f3", "f10"]
     assert "folds.f2.loss" not in visible
-    assert "`plots/index.html`" in lines[-1]
+    assert lines[-1] == (
+        "Charts of both revisions (`dvc plots diff`): `plots/index.html`; the page renders "
+        "without network."
+    )
+
+
+def test_a_report_without_verdicts_has_its_headline_right_below_the_title():
+    report = build_report(
+        ReportInputs(
+            "main",
+            "gru",
+            PARAMS_MD,
+            METRICS_MD,
+            {"metrics/eval.json": EVAL_DIFF},
+            LossCurves(),
+            LossCurves(),
+        )
+    )
+    assert report.split("\n\n")[:3] == [
+        "# Model report: `gru` against `main`",
+        "**test.skill -0.0285 → -0.0301 (-0.0016); test.loss 1.0812 → 1.0830 (+0.0017)**",
+        "## Parameters",
+    ]
 
 
 def test_report_without_metrics_in_either_revision_still_renders():
@@ -765,5 +833,240 @@ def test_what_the_model_knows_says_whether_its_move_skill_beats_volatilitys(gain
     assert rows["direction: up or down, given a move"][1] == "+0.0000"
 
 
+def test_what_the_model_knows_says_what_its_table_holds_and_compares_nothing_unmeasured():
+    """Without the paired move gain, the section states what it shows and adds no
+    comparison; a bound missing on one side shows the figure alone."""
+    eval_diff = {**KNOWN_EVAL, "baselines.volatility.skill_high": {"new": 0.05}}
+    text = knowledge_section(eval_diff, "t")
+    assert text.split("\n\n")[:2] == [
+        "## What the model knows",
+        "Test skill of the target split into its two parts, each against its own part of the "
+        "fold's class prior, with 95% block-bootstrap intervals. The volatility baseline "
+        "predicts P(flat) from volatility features alone and splits the rest by the prior: "
+        "its direction skill is 0 by construction.",
+    ]
+    assert header_cells(text) == ["skill", "`t`", "volatility baseline"]
+    rows = {cells[0]: cells[1:] for cells in table_rows(text)}
+    assert rows["whole: all three classes"] == ["+0.0210 [+0.0110, +0.0320]", "+0.0380"]
+    with_gain = dict(KNOWN_EVAL)
+    for end, value in zip(("", "_low", "_high"), (0.03, 0.01, 0.05), strict=True):
+        with_gain[f"baselines.volatility.move_gain{end}"] = {"new": value}
+    assert (
+        knowledge_section(with_gain, "t")
+        .split("\n\n")[1]
+        .endswith(
+            "its direction skill is 0 by construction. Its move skill is more than volatility "
+            "alone knows (+0.0300 [+0.0100, +0.0500], paired over the same windows)."
+        )
+    )
+
+
 def test_what_the_model_knows_is_left_out_for_a_target_without_the_split():
     assert knowledge_section({"test.skill": {"new": 0.02}}, "t") == ""
+
+
+# --- the command on a git history of files, with dvc's tables faked ---------------------
+
+PARAMS_TABLE = (
+    "| Path | Param | main | t |\n|---|---|---|---|\n"
+    "| z.yaml | b | 1 | 2 |\n| params.yaml | model.type | lstm | gru |\n"
+)
+METRICS_TABLE = "| Path | Metric | main | t | Change |\n|---|---|---|---|---|\n"
+
+
+def commit_revision(repo, files: dict[str, str], message: str) -> str:
+    """Writes `files` (path → text) into `repo`, commits them, returns the commit."""
+    for path, text in files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def git(repo, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def revision_files(edge: float, skill: float, val_loss: float, seeds: dict | None) -> dict:
+    """What the report reads of a revision: eval.json, the train summary, both DVCLive loss
+    curves and the predictions file."""
+    eval_json = {
+        "test": {"skill": skill, "loss": 1.0 - skill, "move_skill": skill / 2},
+        "folds": {"f1": {"skill": skill, "first_date": "2021-01-04", "last_date": "2021-12-31"}},
+    }
+    if seeds is not None:
+        eval_json["seeds"] = seeds
+    return {
+        "metrics/eval.json": json.dumps(eval_json),
+        "metrics/train/metrics.json": json.dumps({"best_epoch": 2, "val": {"loss": val_loss}}),
+        "metrics/train/plots/metrics/train/loss.tsv": "step\tloss\n1\t1.5\n2\t1.25\n",
+        "metrics/train/plots/metrics/val/loss.tsv": f"step\tloss\n1\t1.75\n2\t{val_loss}\n",
+        "metrics/predictions.csv": graded_predictions(edge).to_csv(index=False),
+    }
+
+
+@pytest.fixture
+def git_history(tmp_path, monkeypatch):
+    """A git repository whose main scores the labels well and whose `worse` branch, also
+    recorded as the `dvc exp` experiment `worse-exp`, scores them badly; dvc's tables are
+    faked (each call recorded). Returns (the calls, main's commit, worse's commit)."""
+    from finseq import report
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    # The tiny params: 200 bootstrap resamples, not 2,000.
+    params = yaml.safe_dump(tiny_params_dict())
+    spread = {"count": 3, "skill_sd": 0.001, "skill_ensemble_sd": 0.0006}
+    main = commit_revision(
+        repo, {"params.yaml": params, **revision_files(0.1, 0.05, 0.9875, spread)}, "main"
+    )
+    git(repo, "checkout", "-q", "-b", "worse")
+    worse = commit_revision(repo, revision_files(-0.1, -0.04, 1.0625, spread), "worse")
+    git(repo, "update-ref", "refs/exps/ab/cdef/worse-exp", worse)
+    git(repo, "checkout", "-q", "main")
+    monkeypatch.chdir(repo)
+    calls = []
+
+    def fake_dvc(*args: str):
+        calls.append(args)
+        table = PARAMS_TABLE if args[0] == "params" else METRICS_TABLE
+        return subprocess.CompletedProcess(["dvc", *args], 0, stdout=table, stderr="")
+
+    monkeypatch.setattr(report, "run_dvc", fake_dvc)
+    return calls, main, worse
+
+
+def test_the_command_reports_an_experiment_against_a_branch_from_what_git_keeps(git_history):
+    """--target an experiment's name: dvc gets the names as given, git the experiment's
+    commit; each revision's own files make the verdicts, the training rows and the curves,
+    and the report goes to --out with the plots page named."""
+    from finseq import report
+
+    calls, _, _ = git_history
+    report.main(["--target", "worse-exp", "--out", "report.md", "--plots-dir", "plots"])
+    assert calls == [
+        ("params", "diff", "main", "worse-exp", "--md"),
+        ("metrics", "diff", "main", "worse-exp", "--all", "--md"),
+        ("plots", "diff", "main", "worse-exp", "-o", "plots"),
+    ]
+    text = Path("report.md").read_text()
+    assert text.startswith("# Model report: `worse-exp` against `main`\n")
+    assert {figure: row[5] for figure, row in verdict_rows(text).items()}["skill"] == ("**worse**")
+    assert "Training noise is included" in text
+    assert "test.skill 0.0500 → -0.0400 (-0.0900)" in text
+    # DVC's params table, its rows in path order.
+    assert "| params.yaml | model.type | lstm | gru |\n| z.yaml | b | 1 | 2 |" in text
+    knows = text[text.index("## What the model knows") :]
+    assert header_cells(knows) == ["skill", "`worse-exp`", "volatility baseline"]
+    assert header_cells(text[text.index("## Walk-forward folds") :]) == [
+        "fold",
+        "test block",
+        "main skill",
+        "worse-exp skill",
+        "change",
+    ]
+    assert header_cells(text[text.index("## Training") :])[1:3] == ["main", "worse-exp"]
+    assert header_cells(text[text.index("Loss per epoch") :])[1:] == [
+        "main train",
+        "main val",
+        "worse-exp train",
+        "worse-exp val",
+    ]
+    training = table_rows(text[text.index("## Training") :])
+    assert training[3][:3] == ["val loss at best epoch", "0.9875", "1.0625"]
+    curves = table_rows(text[text.index("Loss per epoch") :])
+    assert curves[:2] == [
+        ["1", "1.5000", "1.7500", "1.5000", "1.7500"],
+        ["2", "1.2500", "**0.9875**", "1.2500", "**1.0625**"],
+    ]
+    assert "`plots/index.html`" in text
+
+
+def test_the_command_reports_the_workspace_to_stdout_against_the_base(git_history, capsys):
+    """No --target: dvc compares the base with the workspace, whose files are read from
+    disk, uncommitted; no --out: stdout; no --plots-dir: no plots."""
+    from finseq import report
+
+    calls, _, _ = git_history
+    for path, text in revision_files(-0.1, -0.02, 1.125, None).items():
+        Path(path).write_text(text)
+    report.main(["--base", "main"])
+    assert calls == [
+        ("params", "diff", "main", "--md"),
+        ("metrics", "diff", "main", "--all", "--md"),
+    ]
+    text = capsys.readouterr().out
+    assert text.startswith("# Model report: `workspace` against `main`\n")
+    assert "test.skill 0.0500 → -0.0200 (-0.0700)" in text
+    assert "**1.1250**" in text and "dvc plots diff" not in text
+
+
+def test_a_revision_is_a_commit_an_experiment_or_left_to_dvc(git_history):
+    """A branch resolves to its commit, a `dvc exp` name to its experiment's commit; a name
+    of two experiments or of none is passed on as given (dvc then names it in its error)."""
+    from finseq import report
+
+    _, main, worse = git_history
+    assert report.resolve_revision(None) is None
+    assert report.resolve_revision("main") == main
+    assert report.resolve_revision("worse-exp") == worse
+    assert report.resolve_revision("nothing") == "nothing"
+    git(".", "update-ref", "refs/exps/cd/efab/worse-exp", main)
+    assert report.resolve_revision("worse-exp") == "worse-exp"
+
+
+def test_a_revision_lacking_a_file_reads_as_without_it(git_history):
+    """read_metrics leaves out a file the revision lacks; read_curves gives empty curves."""
+    from finseq import report
+
+    _, main, _ = git_history
+    git(".", "rm", "-q", "metrics/train/metrics.json", "metrics/train/plots/metrics/val/loss.tsv")
+    git(".", "commit", "-q", "-m", "no summary")
+    head = report.resolve_revision("main")
+    assert list(report.read_metrics(head)) == ["metrics/eval.json"]
+    assert set(report.read_metrics(main)) == {"metrics/eval.json", "metrics/train/metrics.json"}
+    curves = report.read_curves(head)
+    assert curves.val == {} and curves.train == {1: 1.5, 2: 1.25}
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stderr", "message"),
+    [
+        (1, "ERROR: unknown Git revision 'nope'\n", "dvc params diff: unknown Git revision 'nope'"),
+        (3, "", "dvc params diff: exit 3"),
+    ],
+)
+def test_a_failing_dvc_command_is_one_line_naming_it(monkeypatch, returncode, stderr, message):
+    """run_dvc runs this interpreter's dvc and turns a failure into one ConfigError line."""
+    from finseq import report
+    from finseq.errors import ConfigError
+
+    seen = []
+
+    def fake_run(argv, **kwargs):
+        seen.append((argv, kwargs))
+        return subprocess.CompletedProcess(argv, returncode, stdout="", stderr=stderr)
+
+    monkeypatch.setattr(report.subprocess, "run", fake_run)
+    with pytest.raises(ConfigError) as raised:
+        report.run_dvc("params", "diff", "nope")
+    assert str(raised.value) == message
+    assert seen[0][0] == [sys.executable, "-m", "dvc", "params", "diff", "nope"]
+    assert seen[0][1] == {"capture_output": True, "text": True, "check": False}
+
+
+def test_a_dvc_command_that_succeeds_hands_back_its_output(monkeypatch):
+    from finseq import report
+
+    def fake_run(argv, **kwargs):
+        return subprocess.CompletedProcess(argv, 0, stdout="| a |\n|---|\n", stderr="warn")
+
+    monkeypatch.setattr(report.subprocess, "run", fake_run)
+    assert report.run_dvc("metrics", "diff").stdout == "| a |\n|---|\n"
+    assert report.run_dvc_md("metrics", "diff") == "| a |\n|---|\n"
