@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,9 @@ import yaml
 from conftest import Project, make_project, reproduced_project, tiny_params_dict
 from scipy import stats
 
+from finseq.evidence import daily_totals
 from finseq.markdown import format_change, format_value, markdown_table
+from finseq.params import parse_params
 from finseq.report import in_path_order, paired_metrics, parse_curve
 from finseq.report_sections import (
     LossCurves,
@@ -565,7 +568,121 @@ def test_a_base_without_predictions_is_said_in_one_line():
     settings = EvidenceSettings(0.0, False, 5, 1, "sign", 3, 100, 0)
     text, line = verdict_section(None, pd.DataFrame(), settings, "old", "new")
     assert line == "No verdicts: `old` has no metrics/predictions.csv."
-    assert "no verdicts" in text
+    assert text == (
+        "## Verdicts\n\n`old` has no metrics/predictions.csv (a revision from before "
+        "walk-forward evaluation, or not reproduced): no verdicts; the metrics below are "
+        "point values only."
+    )
+    _, line = verdict_section(pd.DataFrame(), None, settings, "old", "new")
+    assert line == "No verdicts: `new` has no metrics/predictions.csv."
+
+
+RULE = (
+    "**skill is the primary figure: the change is judged on it alone.** The other rows "
+    "describe the change, each with a 95% interval of its own, not corrected for the number "
+    "of rows: together they read `better` or `worse` by chance more often than one time in "
+    "twenty."
+)
+HOW_JUDGED = (
+    "; 95% interval of the change from 300 block-bootstrap resamples of dates. `better` / "
+    "`worse` when the interval excludes 0, else `within noise`. Sharpe after 5 bps per unit "
+    "of turnover, positions sized by sign and held 1 bars, for both revisions from the "
+    "workspace's `backtest` params. "
+)
+SAMPLE_NOISE_ONLY = (
+    "The intervals measure test-sample noise only (neither revision measured its "
+    "seed-to-seed spread: `train.seeds` = 1): a change of seed alone can read `better` or "
+    "`worse`."
+)
+TRAINING_NOISE = (
+    "Training noise is included: each revision is its seed ensemble, and each interval is "
+    "widened by the noise of the difference of two ensembles (the seeds' spread "
+    "`seeds.*_sd` over the square root of their number, with a t quantile at the Welch "
+    "degrees of freedom; docs/reviewing.md)."
+)
+
+
+def test_the_verdict_section_says_how_it_judged_each_way_in_full():
+    """The rule, how the windows were compared (paired, some labels unknown, unpaired), the
+    bootstrap, the backtest and which noise the intervals hold, word for word; the table's
+    header and each revision's own figure in its own column; the headline."""
+    base, target = graded_predictions(0.1), graded_predictions(0.05)
+    text, line = verdict_section(base, target, SETTINGS, "base", "t")
+    paragraphs = text.split("\n\n")
+    assert paragraphs[:3] == [
+        "## Verdicts",
+        RULE,
+        "Paired window by window over the 500 out-of-sample windows both predicted"
+        + HOW_JUDGED
+        + SAMPLE_NOISE_ONLY,
+    ]
+    assert header_cells(paragraphs[3]) == [
+        "figure",
+        "base",
+        "t",
+        "change",
+        "95% interval",
+        "verdict",
+    ]
+    skill = verdict_rows(text)["skill"]
+    swapped = verdict_rows(verdict_section(target, base, SETTINGS, "t", "base")[0])["skill"]
+    assert skill[1:3] == swapped[2:0:-1] and skill[1] != skill[2]
+    assert line == (
+        "Verdict: skill worse (primary); also move_skill not measured in both, "
+        "direction_skill not measured in both, loss worse, accuracy within noise, sharpe within "
+        "noise."
+    )
+    unknown = target.copy()
+    unknown.loc[:9, "label"] = np.nan
+    spread = {"count": 3, "skill_sd": 0.01}
+    text = verdict_section(
+        base.assign(label=unknown["label"]), unknown, SETTINGS, "b", "t", (spread, None)
+    )[0]
+    assert text.split("\n\n")[2] == (
+        "Paired window by window over the 500 out-of-sample windows both predicted (490 of "
+        "them with a known label, on which the class figures are)" + HOW_JUDGED + TRAINING_NOISE
+    )
+    text = verdict_section(base, target.iloc[2:], SETTINGS, "b", "t")[0]
+    assert text.split("\n\n")[2] == (
+        "The two revisions scored different windows (500 and 498): each is resampled on its "
+        "own dates (unpaired), so the intervals are wider" + HOW_JUDGED + SAMPLE_NOISE_ONLY
+    )
+
+
+def test_a_paired_comparison_of_near_identical_models_is_narrower_than_unpaired():
+    """Two models whose edge varies window by window, the target's 0.002 above the base's on
+    every window: paired over the same windows, the interval of the change is far narrower
+    than the same two resampled each on its own dates."""
+    edges = np.random.default_rng(1).uniform(0.0, 0.3, size=500)
+
+    def with_edges(edge: np.ndarray) -> pd.DataFrame:
+        frame = graded_predictions(0.0)
+        true = frame["label"].to_numpy() + 1
+        probabilities = np.repeat(((2 / 3 - edge) / 2)[:, None], 3, axis=1)
+        probabilities[np.arange(len(frame)), true] = 1 / 3 + edge
+        frame[["p_down", "p_flat", "p_up"]] = probabilities
+        return frame
+
+    base, target = with_edges(edges), with_edges(edges + 0.002)
+
+    def width(text: str) -> float:
+        low, high = verdict_rows(text)["skill"][4].strip("[]").split(", ")
+        return float(high) - float(low)
+
+    paired = width(verdict_section(base, target, SETTINGS, "b", "t")[0])
+    unpaired = width(verdict_section(base, target.iloc[2:], SETTINGS, "b", "t")[0])
+    assert paired < 0.002 < unpaired
+
+
+def test_the_verdicts_backtest_is_the_settings_own():
+    """EvidenceSettings.totals passes each backtest setting on: long-only differs from
+    long-short."""
+    frame = graded_predictions(0.1)
+    long_only = dataclasses.replace(SETTINGS, long_only=True)
+    ours = long_only.totals(frame)
+    theirs = daily_totals(frame, 0.0, True, 5, hold=1, sizing="sign")
+    assert np.array_equal(ours.strategy, theirs.strategy, equal_nan=True)
+    assert not np.array_equal(ours.strategy, SETTINGS.totals(frame).strategy, equal_nan=True)
 
 
 @pytest.mark.slow
@@ -631,6 +748,25 @@ SETTINGS = EvidenceSettings(
     resamples=300,
     seed=0,
 )
+
+
+def test_the_verdicts_take_the_backtest_and_bootstrap_of_the_params_given():
+    """Each setting from its own key; hold `horizon` resolves to the label horizon."""
+    params = tiny_params_dict(
+        backtest={"threshold": 0.1, "long_only": True, "cost_bps": 7, "sizing": "score"},
+        label={"horizon": 4},
+        evaluate={"resamples": 123, "bootstrap_seed": 9},
+    )
+    assert EvidenceSettings.of(parse_params(params)) == EvidenceSettings(
+        threshold=0.1,
+        long_only=True,
+        cost_bps=7,
+        hold=4,
+        sizing="score",
+        horizon=4,
+        resamples=123,
+        seed=9,
+    )
 
 
 def verdicts_of(text: str) -> dict[str, str]:
