@@ -940,3 +940,38 @@ def test_each_calibration_is_the_checkpoints_own_fit_and_none_is_the_softmax(tra
             assert np.array_equal(expected, softmaxes.astype(np.float32))
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert defaults["evaluate"]["calibration"] == DEFAULT_CALIBRATION
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--last", "0"], "argument --last: '0' is not an integer >= 1"),
+        (["--last", "x1"], "argument --last: 'x1' is not an integer >= 1"),
+        (["--since", "not-a-date"], "argument --since: 'not-a-date' is not a date"),
+    ],
+)
+def test_a_bad_selection_is_a_usage_error_naming_the_argument(capsys, args, message):
+    """Refused by the parser before any file or model is read: its usage, one error line
+    naming the argument, exit 2."""
+    status, out, err = run_cli(capsys, "missing.csv", "--model", "missing.pth", *args)
+    assert status == 2 and out == ""
+    lines = err.splitlines()
+    assert lines[0].startswith("usage: finseq predict [-h]")
+    assert lines[-1] == f"finseq predict: error: {message}"
+
+
+def test_a_selection_is_parsed_to_what_it_says():
+    """--last 1 is allowed; --since a date with an offset is that instant in UTC, naive."""
+    parser = predict_module.build_parser()
+    assert parser.parse_args(["a.csv", "--last", "1"]).last == 1
+    since = parser.parse_args(["a.csv", "--since", "2018-12-01T05:00:00+05:00"]).since
+    assert since == pd.Timestamp("2018-12-01") and since.tz is None
+
+
+def test_an_interrupted_prediction_says_nothing_was_written(capsys, monkeypatch):
+    def interrupted(argv, prog):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_module, "run", interrupted)
+    status, out, err = run_cli(capsys, "a.csv")
+    assert (status, out, err) == (130, "", "error: interrupted; nothing was written\n")
