@@ -975,3 +975,34 @@ def test_an_interrupted_prediction_says_nothing_was_written(capsys, monkeypatch)
     monkeypatch.setattr(predict_module, "run", interrupted)
     status, out, err = run_cli(capsys, "a.csv")
     assert (status, out, err) == (130, "", "error: interrupted; nothing was written\n")
+
+
+def test_the_help_says_what_each_argument_takes_and_its_default(capsys, monkeypatch):
+    """`finseq predict --help` word for word (at 100 columns): the users' reference."""
+    monkeypatch.setenv("COLUMNS", "100")
+    status, out, _ = run_cli(capsys, "--help")
+    assert status == 0
+    assert out == (
+        "usage: finseq predict [-h] [--model MODEL] [--last LAST | --since SINCE | --all] "
+        "[--out OUT]\n"
+        "                      [--calibration {none,temperature,move_direction,direction}]\n"
+        "                      csv [csv ...]\n"
+        "\n"
+        "Probabilities of the -1/0/1 label for the bars of OHLCV files.\n"
+        "\n"
+        "positional arguments:\n"
+        "  csv                   OHLCV CSV or Parquet files (one series each, or long-format "
+        "panels with a\n"
+        "                        Symbol column), directories or globs\n"
+        "\n"
+        "options:\n"
+        "  -h, --help            show this help message and exit\n"
+        "  --model MODEL         default: models/model.pth\n"
+        "  --last LAST           the last N bars of each file (default 1)\n"
+        "  --since SINCE         every bar from DATE on\n"
+        "  --all                 every bar with a full window\n"
+        "  --out OUT             write CSV here (default: a table on stdout)\n"
+        "  --calibration {none,temperature,move_direction,direction}\n"
+        "                        as evaluate.calibration (default: direction, params.yaml's "
+        "default)\n"
+    )

@@ -173,7 +173,7 @@ def positive(text: str) -> int:
 def build_parser(prog: str = "finseq predict") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Probabilities of the -1/0/1 label for the bars of OHLCV CSV files.",
+        description="Probabilities of the -1/0/1 label for the bars of OHLCV files.",
     )
     parser.add_argument(
         "csv",

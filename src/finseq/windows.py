@@ -8,13 +8,18 @@ rule and stay inside one part, so that holdout results are comparable across ver
 
 Windows are never materialised as an N x L x F array (about
 L times the feature matrix): the window stage stores one int64 end index per
-window, and training gathers each batch with one indexing operation.
+window, and training gathers each batch with one indexing operation. torch is imported
+only by the gather's helpers, so the window stage starts without it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def segment_starts(series: np.ndarray, split: np.ndarray) -> np.ndarray:
@@ -47,6 +52,8 @@ def window_ends(
 
 def window_offsets(seq_len: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Row offsets of a window relative to its end: -seq_len + 1 .. 0."""
+    import torch
+
     return torch.arange(-seq_len + 1, 1, device=device)
 
 
