@@ -1038,7 +1038,7 @@ def revision_files(edge: float, skill: float, val_loss: float, seeds: dict | Non
     return {
         "metrics/eval.json": json.dumps(eval_json),
         "metrics/train/metrics.json": json.dumps({"best_epoch": 2, "val": {"loss": val_loss}}),
-        "metrics/train/plots/metrics/train/loss.tsv": "step\tloss\n1\t1.5\n2\t1.25\n",
+        "metrics/train/plots/metrics/train/loss.tsv": f"step\tloss\n1\t1.5\n2\t{val_loss + 0.25}\n",
         "metrics/train/plots/metrics/val/loss.tsv": f"step\tloss\n1\t1.75\n2\t{val_loss}\n",
         "metrics/predictions.csv": graded_predictions(edge).to_csv(index=False),
     }
@@ -1058,6 +1058,8 @@ def git_history(tmp_path, monkeypatch):
     git(repo, "config", "user.name", "t")
     # The tiny params: 200 bootstrap resamples, not 2,000.
     params = yaml.safe_dump(tiny_params_dict())
+    commit_revision(repo, {"params.yaml": params}, "before any run")
+    git(repo, "tag", "bare")
     spread = {"count": 3, "skill_sd": 0.001, "skill_ensemble_sd": 0.0006}
     main = commit_revision(
         repo, {"params.yaml": params, **revision_files(0.1, 0.05, 0.9875, spread)}, "main"
@@ -1108,6 +1110,7 @@ def test_the_command_reports_an_experiment_against_a_branch_from_what_git_keeps(
         "change",
     ]
     assert header_cells(text[text.index("## Training") :])[1:3] == ["main", "worse-exp"]
+    assert header_cells(text[text.index("## Verdicts") :])[1:3] == ["main", "worse-exp"]
     assert header_cells(text[text.index("Loss per epoch") :])[1:] == [
         "main train",
         "main val",
@@ -1119,7 +1122,7 @@ def test_the_command_reports_an_experiment_against_a_branch_from_what_git_keeps(
     curves = table_rows(text[text.index("Loss per epoch") :])
     assert curves[:2] == [
         ["1", "1.5000", "1.7500", "1.5000", "1.7500"],
-        ["2", "1.2500", "**0.9875**", "1.2500", "**1.0625**"],
+        ["2", "1.2375", "**0.9875**", "1.3125", "**1.0625**"],
     ]
     assert "`plots/index.html`" in text
 
@@ -1141,6 +1144,46 @@ def test_the_command_reports_the_workspace_to_stdout_against_the_base(git_histor
     assert text.startswith("# Model report: `workspace` against `main`\n")
     assert "test.skill 0.0500 → -0.0200 (-0.0700)" in text
     assert "**1.1250**" in text and "dvc plots diff" not in text
+
+
+def test_a_base_from_before_any_run_reports_what_it_lacks(git_history, capsys):
+    """A base revision without metrics, curves or predictions (the workspace has them all):
+    no verdicts, its columns empty, nothing of the workspace's read in its place."""
+    from finseq import report
+
+    report.main(["--base", "bare", "--target", "main"])
+    text = capsys.readouterr().out
+    assert "## Verdicts\n\n`bare` has no metrics/predictions.csv" in text
+    assert "**No verdicts: `bare` has no metrics/predictions.csv.**" in text
+    curves = table_rows(text[text.index("Loss per epoch") :])
+    assert curves[1] == ["2", "—", "—", "1.2375", "**0.9875**"]
+    assert table_rows(text[text.index("## Walk-forward folds") :])[0][2:4] == ["—", "0.0500"]
+
+
+def test_the_help_says_what_each_argument_takes(capsys, monkeypatch):
+    """`python -m finseq.report --help` word for word (at 100 columns)."""
+    from finseq import report
+
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exited:
+        report.main(["--help"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == (
+        "usage: python -m finseq.report [-h] [--base BASE] [--target TARGET] [--out OUT]\n"
+        "                               [--plots-dir PLOTS_DIR]\n"
+        "\n"
+        "Markdown report of verdicts, params, folds and metrics against a base revision.\n"
+        "\n"
+        "options:\n"
+        "  -h, --help            show this help message and exit\n"
+        "  --base BASE           revision to compare with (default: main)\n"
+        "  --target TARGET       revision to report on, or 'workspace' for the working tree "
+        "(default)\n"
+        "  --out OUT             write the report to this file instead of stdout\n"
+        "  --plots-dir PLOTS_DIR\n"
+        "                        also write `dvc plots diff` of both revisions to this "
+        "directory\n"
+    )
 
 
 def test_a_revision_is_a_commit_an_experiment_or_left_to_dvc(git_history):
@@ -1168,7 +1211,7 @@ def test_a_revision_lacking_a_file_reads_as_without_it(git_history):
     assert list(report.read_metrics(head)) == ["metrics/eval.json"]
     assert set(report.read_metrics(main)) == {"metrics/eval.json", "metrics/train/metrics.json"}
     curves = report.read_curves(head)
-    assert curves.val == {} and curves.train == {1: 1.5, 2: 1.25}
+    assert curves.val == {} and curves.train == {1: 1.5, 2: 1.2375}
 
 
 @pytest.mark.parametrize(
