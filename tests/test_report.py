@@ -341,6 +341,22 @@ def test_a_report_without_verdicts_has_its_headline_right_below_the_title():
     ]
 
 
+def test_a_report_with_curves_but_no_training_summary_bolds_no_epoch():
+    report = build_report(
+        ReportInputs(
+            "main",
+            "gru",
+            PARAMS_MD,
+            METRICS_MD,
+            {"metrics/eval.json": EVAL_DIFF},
+            LossCurves(train={1: 1.1}, val={1: 1.2}),
+            LossCurves(),
+        )
+    )
+    curves = table_rows(report[report.index("Loss per epoch") :])
+    assert curves[0] == ["1", "1.1000", "1.2000", "—", "—"]
+
+
 def test_report_without_metrics_in_either_revision_still_renders():
     report = build_report(
         ReportInputs("main", "workspace", NO_PARAMS_MD, "", {}, LossCurves(), LossCurves())
@@ -855,6 +871,11 @@ def test_training_noise_uses_the_t_quantile_of_its_few_seeds_and_the_ensembles_s
     assert training_noise(pairs, "skill") == pytest.approx(4.3027 * 0.01, rel=1e-4)
     assert training_noise((None, None), "skill") == 0.0
     assert training_noise(both, "sharpe") == 0.0  # not measured for that figure
+    # Seeds that agreed to the bit add no noise (not 0/0, not a NaN quantile times 0).
+    assert training_noise((ensemble(0.0), ensemble(0.0)), "skill") == 0.0
+    assert training_noise((None, ensemble(0.0)), "skill") == 0.0
+    # A spread without its seed count is not a measured spread.
+    assert training_noise(({"skill_sd": 0.01}, None), "skill") == 0.0
 
 
 def test_a_change_inside_the_old_1_96_rule_but_not_the_t_rule_reads_within_noise():
