@@ -614,6 +614,26 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
     assert list((tmp_path / "a-folder").iterdir()) == []
 
 
+@pytest.mark.parametrize("unwritable", ["folder", "file"])
+def test_an_output_that_may_not_be_written_is_refused_before_any_work(
+    tmp_path, capsys, monkeypatch, unwritable
+):
+    """A folder or an existing file that the user may not write (os.access says so; root
+    may write anything, so the permission is faked) stops before the model is read."""
+    out = tmp_path / "p.csv"
+    out.write_text("kept")
+    refused = tmp_path if unwritable == "folder" else out
+    real_access = os.access
+    monkeypatch.setattr(
+        predict_module.os,
+        "access",
+        lambda path, mode: Path(path) != refused and real_access(path, mode),
+    )
+    status, _, err = run_cli(capsys, "--model", tmp_path / "no-model.pth", "--out", out, "a.csv")
+    assert (status, err) == (2, f"error: --out {out}: not writable\n")
+    assert out.read_text() == "kept"
+
+
 def test_two_files_of_one_series_name_are_refused(trained, tmp_path, capsys):
     (tmp_path / "x").mkdir()
     copy = Path(shutil.copy(trained.raw[0], tmp_path / "x" / "sp500.csv"))

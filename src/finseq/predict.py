@@ -106,7 +106,7 @@ def predict_series(
 
 def check_output(out: Path) -> None:
     """Before any work: a path that cannot be written stops here, with nothing written."""
-    parent = out.parent if str(out.parent) else Path(".")
+    parent = out.parent  # "." for a bare file name
     if out.is_dir():
         raise DataError(f"--out {out}: is a directory; give a file name")
     if not parent.is_dir():
