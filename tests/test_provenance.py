@@ -3,13 +3,17 @@ other's checkpoints: on small artefacts built in memory, no training and no DVC.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 import finseq
 from finseq.artifacts import PreparedData, WindowSets, check_windows, require_files
 from finseq.errors import DataError
-from finseq.provenance import short
+from finseq.provenance import file_md5, short
 from finseq.scoring import check_model
 from finseq.versions import check_finseq_version, compatible_series, readable_version
 
@@ -170,3 +174,15 @@ def test_a_stage_missing_its_input_files_names_each_and_the_stage_to_run(tmp_pat
         f"{tmp_path}: missing labels.npy, meta.json; run `dvc repro prepare` "
         "(or `dvc checkout`) first"
     )
+
+
+def test_a_files_md5_is_the_one_dvc_records_and_covers_every_block(tmp_path):
+    """file_md5 of a committed output is dvc.lock's md5 for it; of a file of several read
+    blocks, the md5 of all its bytes."""
+    root = Path(__file__).parents[1]
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    recorded = {out["path"]: out["md5"] for out in lock["stages"]["evaluate"]["outs"]}
+    assert file_md5(root / "metrics/eval.json") == recorded["metrics/eval.json"]
+    payload = np.random.default_rng(0).bytes(3 * (1 << 20) + 7)
+    (tmp_path / "blob").write_bytes(payload)
+    assert file_md5(tmp_path / "blob") == hashlib.md5(payload).hexdigest()
