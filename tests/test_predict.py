@@ -266,6 +266,7 @@ def test_the_default_is_the_last_bar_of_each_series_as_a_table(trained, tmp_path
     # The CSV holds float32 probabilities at the 9 significant digits that round-trip them.
     cells = [line.split(",")[2:5] for line in written.read_text().splitlines()[1:]]
     assert all(len(cell.replace("0.", "", 1)) <= 9 for row in cells for cell in row), cells
+    assert all(cell == f"{float(np.float32(cell)):.9g}" for row in cells for cell in row), cells
     one = predict_ok(capsys, "--model", trained.model_file, trained.raw[0]).splitlines()
     assert one[0] == lines[0] and len(one) == 3
     assert lines[0] == (
