@@ -1032,3 +1032,43 @@ def test_the_help_says_what_each_argument_takes_and_its_default(capsys, monkeypa
         "                        as evaluate.calibration (default: direction, params.yaml's "
         "default)\n"
     )
+
+
+def test_the_history_note_counts_the_predicted_bars_short_of_full_history(
+    trained, tmp_path, capsys
+):
+    """--all on a file 50 bars longer than full history: the first predicted bar's history is
+    itself and the bars before it, which the file has but does not predict; the bars short
+    of full history are the first `needed` minus that, not every predicted bar (word for
+    word)."""
+    source = trained.raw[0]
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    seq_len = checkpoint["seq_len"]
+    needed = ModelInputs(seq_len=seq_len, scaler=None).bars_for_full_history
+    lines = source.read_text().splitlines(keepends=True)
+    tail = tmp_path / "tail.csv"
+    tail.write_text(lines[0] + "".join(lines[-(needed + 50) :]))
+    status, _, err = run_cli(
+        capsys, "--model", trained.model_file, "--all", "--out", tmp_path / "o.csv", tail
+    )
+    assert status == 0
+    first = needed + 50 - len(read_predictions(tmp_path / "o.csv")) + 1
+    assert seq_len - 1 <= first < needed
+    assert err == (
+        f"note: {tail}: {needed - first} predicted bar(s) have fewer than {needed} bars "
+        f"of history (the first has {first}); their features still depend on where the "
+        "file starts, so they may differ from a longer file's by more than 1e-6\n"
+    )
+
+
+def test_since_the_last_bar_predicts_that_bar(trained, tmp_path, capsys):
+    last = pd.read_csv(trained.raw[0])["Date"].iloc[-1]
+    out = tmp_path / "last.csv"
+    predict_ok(capsys, "--model", trained.model_file, "--since", last, "--out", out, trained.raw[0])
+    assert read_predictions(out)["timestamp"].astype(str).tolist() == [last]
+
+
+def test_the_model_defaults_to_the_pipelines_and_is_a_path():
+    parser = predict_module.build_parser()
+    assert parser.parse_args(["a.csv"]).model == Path("models/model.pth")
+    assert parser.parse_args(["a.csv", "--model", "m.pth"]).model == Path("m.pth")
