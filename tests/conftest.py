@@ -220,8 +220,10 @@ def train_tiny_model(raw: Sequence[Path], model_file: Path, seeds: int = 1):
         checkpoints.append(fold_checkpoint(model, result, data, windows, fold, seeded))
     save_checkpoint(with_further_seeds(checkpoints[0], checkpoints[1:]), model_file)
     if cached is not None:
-        shutil.copyfile(model_file, cached.with_suffix(".partial"))
-        cached.with_suffix(".partial").replace(cached)
+        # Each mutmut child writes its own partial file: two may train at once.
+        partial = cached.with_suffix(f".{os.getpid()}.partial")
+        shutil.copyfile(model_file, partial)
+        partial.replace(cached)
     return data, windows
 
 
