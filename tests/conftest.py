@@ -258,6 +258,26 @@ def _model_of_unmutated_training(raw: Sequence[Path], seeds: int) -> Path | None
     return Path(tempfile.gettempdir()) / f"finseq-mutmut-model-{digest.hexdigest()[:16]}.pth"
 
 
+# Under `mutmut run`, a mutant's tests that have not finished after this many seconds of wall
+# time end with mutmut's "timeout" status (36): a mutant that loops forever or deadlocks a
+# pool. mutmut's own wall-clock limit does not run in its fork server, and its CPU-time limit
+# never fires on a process that waits.
+MUTANT_WALL_LIMIT_S = 360
+MUTMUT_TIMEOUT_STATUS = 36
+
+
+def pytest_configure(config) -> None:
+    if "__mutmut_" not in os.environ.get("MUTANT_UNDER_TEST", ""):
+        return
+    import signal
+
+    def timed_out(signum, frame) -> None:
+        os._exit(MUTMUT_TIMEOUT_STATUS)
+
+    signal.signal(signal.SIGALRM, timed_out)
+    signal.alarm(MUTANT_WALL_LIMIT_S)
+
+
 # An unmarked test should not take this long: the `slow` marker's definition (it runs real
 # dvc commands or trains models) is kept by this report, not by a timed test.
 UNMARKED_LIMIT_S = 5.0
