@@ -36,7 +36,9 @@ from finseq.calibration import (
 from finseq.card import model_card
 from finseq.checkpoint import load_checkpoint, save_checkpoint
 from finseq.errors import DataError
-from finseq.inputs import load_series
+from finseq.features import FEATURE_NAMES, StandardScaler, feature_matrix
+from finseq.inputs import load_series, split_sources
+from finseq.load import validate_series
 from finseq.panel import prepare_dataset
 from finseq.predict import PREDICT_BATCH, ModelInputs, Selection, predict
 from finseq.provenance import MODEL_SOURCES, file_md5, source_hash
@@ -326,34 +328,80 @@ def test_a_panel_file_predicts_the_rows_of_its_per_symbol_files(trained, tmp_pat
 
 def test_since_leaves_out_a_panels_symbols_that_ended_before_it(trained, tmp_path, capsys):
     """A delisted symbol of a panel has no bar from --since on: the others are predicted and
-    a note names it (as the lockbox stage opens a universe); a panel none of whose symbols
-    reaches --since is refused as a one-series file is."""
+    a note names it (as the lockbox stage opens a universe); one whose last bar is --since
+    itself is predicted at that bar; a panel none of whose symbols reaches --since is
+    refused as a one-series file is, naming the first symbol."""
     parts = []
-    for seed, (symbol, bars) in enumerate([("LIVE", 400), ("GONE", 330)], start=70):
+    for seed, (symbol, bars) in enumerate([("LIVE", 400), ("GONE", 330), ("EDGE", 361)], 70):
         frame = synthetic_ohlcv(bars, seed=seed, start="2021-01-04")
         parts.append(frame.assign(Ticker=symbol))
-    pd.concat(parts).to_csv(tmp_path / "panel.csv", index=False)
-    since = str(parts[0]["Date"].iloc[360].date())
+    panel = tmp_path / "panel.csv"
+    pd.concat(parts).to_csv(panel, index=False)
+    since = parts[0]["Date"].iloc[360]
+    assert parts[2]["Date"].iloc[-1] == since
     out = tmp_path / "p.csv"
     status, _, stderr = run_cli(
-        capsys,
-        "--model",
-        trained.model_file,
-        "--since",
-        since,
-        "--out",
-        out,
-        str(tmp_path / "panel.csv"),
+        capsys, "--model", trained.model_file, "--since", since.date(), "--out", out, panel
     )
     assert status == 0, stderr
-    assert read_predictions(out)["series"].unique().tolist() == ["LIVE"]
-    assert len(read_predictions(out)) == 40
-    assert "1 symbol(s) end before --since" in stderr and "(GONE)" in stderr
-    late = str((parts[0]["Date"].iloc[-1] + pd.Timedelta(days=10)).date())
-    status, _, stderr = run_cli(
-        capsys, "--model", trained.model_file, "--since", late, str(tmp_path / "panel.csv")
+    predicted = read_predictions(out)
+    assert predicted["series"].value_counts().to_dict() == {"LIVE": 40, "EDGE": 1}
+    assert predicted.loc[predicted["series"] == "EDGE", "timestamp"].tolist() == [since]
+    assert stderr == (
+        f"note: {panel}: 1 symbol(s) end before --since {since.date()} and are not predicted "
+        "(GONE)\n"
     )
-    assert status == 2 and "is after the file's last bar" in stderr
+    late = parts[0]["Date"].iloc[-1] + pd.Timedelta(days=10)
+    status, _, stderr = run_cli(capsys, "--model", trained.model_file, "--since", late, panel)
+    assert status == 2
+    assert stderr == (
+        f"error: {panel}::EDGE: --since {late} is after the file's last bar ({since})\n"
+    )
+
+
+def split_file(path: Path) -> Path:
+    """A file whose Close is not adjusted for a 2:1 split at bar 200 and whose Adj Close is."""
+    rows = synthetic_ohlcv(400, seed=12)
+    before = rows.index < 200
+    for name in ("Open", "High", "Low", "Close"):
+        rows.loc[before, name] *= 2.0
+    rows["Adj Close"] = rows["Close"].where(~before, rows["Close"] / 2.0)
+    rows.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("adjust_volume", [True, False])
+def test_a_series_is_validated_with_the_checkpoints_volume_adjustment(tmp_path, adjust_volume):
+    """A checkpoint from before data.adjust_volume was trained on unadjusted volume: its
+    series are read so, and a newer checkpoint's adjusted."""
+    path = str(split_file(tmp_path / "split.csv"))
+    rows = split_sources(path)[path]
+    width = len(feature_matrix(validate_series(path, rows)).T)
+    scaler = StandardScaler(mean=np.zeros(width), std=np.ones(width))
+    inputs = ModelInputs(seq_len=8, scaler=scaler, adjust_volume=adjust_volume)
+    outcome = predict_inputs.source_outcome(path, rows, inputs, Selection(last=3))
+    expected = {
+        flag: feature_matrix(validate_series(path, rows, flag))[-10:].astype(np.float32)
+        for flag in (True, False)
+    }
+    assert not np.array_equal(expected[True], expected[False])
+    np.testing.assert_array_equal(outcome.inputs.rows, expected[adjust_volume])
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+def test_a_panel_symbols_non_finite_feature_names_that_symbol(tmp_path):
+    """The refusal of a series whose features are not finite names its key (the panel's
+    symbol), and the bar its frame says most likely caused it."""
+    frame = synthetic_ohlcv(300, seed=13).set_index("Date").rename(columns=str.lower)
+    frame.index = pd.DatetimeIndex(frame.index, name="timestamp")
+    frame.iloc[250, frame.columns.get_loc("close")] = np.inf
+    width = len(FEATURE_NAMES)
+    inputs = ModelInputs(seq_len=8, scaler=StandardScaler(np.zeros(width), np.ones(width)))
+    with pytest.raises(DataError) as raised:
+        predict_inputs.series_inputs("panel.csv::AAA", frame, inputs, Selection())
+    message = str(raised.value)
+    assert message.startswith("panel.csv::AAA: feature ")
+    assert f"is the bar of {frame.index[250]} (Close inf); check that bar" in message
 
 
 # --- how much history a prediction needs ---------------------------------------------------
