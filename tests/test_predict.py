@@ -502,6 +502,27 @@ def test_the_first_bad_file_is_named_even_among_many(trained, tmp_path, capsys):
     assert "s05.csv: only 50 bars" in error
 
 
+def test_every_batch_the_model_sees_is_padded_to_predict_batch(trained, monkeypatch):
+    """A window's logits must not depend on how many windows share its batch (CPU kernels
+    here give the same bits either way; a device whose kernels follow the batch shape would
+    not), so the last, partial batch is padded to PREDICT_BATCH, as evaluate pads."""
+    batch_sizes = []
+    read_model = predict_module.read_model
+
+    def read_model_recording_batches(path):
+        members, checkpoint = read_model(path)
+        for member in members:
+            member.model.register_forward_pre_hook(
+                lambda module, args: batch_sizes.append(len(args[0]))
+            )
+        return members, checkpoint
+
+    monkeypatch.setattr(predict_module, "read_model", read_model_recording_batches)
+    predicted = predict([str(trained.raw[0])], trained.model_file, Selection(last=3))
+    assert len(predicted) == 3
+    assert batch_sizes == [PREDICT_BATCH, PREDICT_BATCH]  # one batch for each of 2 seeds
+
+
 def test_a_pool_gives_the_same_predictions_as_one_process(trained, tmp_path, monkeypatch):
     files = []
     for index in range(9):
