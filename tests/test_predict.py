@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -404,6 +405,85 @@ def test_a_panel_symbols_non_finite_feature_names_that_symbol(tmp_path):
     assert f"is the bar of {frame.index[250]} (Close inf); check that bar" in message
 
 
+@pytest.mark.parametrize(
+    ("ended", "listed"),
+    [
+        (5, "S0, S1, S2, S3, S4"),
+        (6, "S0, S1, S2, S3, S4 and 1 more"),
+        (7, "S0, S1, S2, S3, S4 and 2 more"),
+    ],
+)
+def test_the_note_on_ended_symbols_names_five_and_counts_the_rest(capsys, ended, listed):
+    since = pd.Timestamp("2021-06-01")
+    outcomes = [
+        predict_inputs.SeriesOutcome(f"p.csv::S{index}", None, DataError("ended"), True)
+        for index in range(ended)
+    ]
+    live = predict_inputs.SeriesOutcome("p.csv::LIVE", "inputs of LIVE", None, False)
+    kept = predict_inputs.file_series("p.csv", [*outcomes, live], Selection(since=since))
+    assert kept == ["inputs of LIVE"]
+    assert capsys.readouterr().err == (
+        f"note: p.csv: {ended} symbol(s) end before --since 2021-06-01 and are not predicted "
+        f"({listed})\n"
+    )
+
+
+def test_many_files_predict_every_series_in_a_pool_or_not_with_progress(
+    trained, tmp_path, monkeypatch, capsys
+):
+    """Nine one-series files and a panel with a delisted symbol under --since: with 2 cores
+    each file is a task of a pool, with 1 they run in turn, and with 4 the files are read
+    here and each series is a task of a pool of 3; every series is predicted the same,
+    the delisted symbol is named once, and FINSEQ_PROGRESS=1 prints a line per tenth."""
+    monkeypatch.setenv("FINSEQ_PROGRESS", "1")
+    paths = []
+    for index in range(9):
+        paths.append(tmp_path / f"f{index}.csv")
+        synthetic_ohlcv(400, seed=80 + index, start="2021-01-04").to_csv(paths[-1], index=False)
+    parts = [
+        synthetic_ohlcv(bars, seed=seed, start="2021-01-04").assign(Ticker=symbol)
+        for seed, (symbol, bars) in enumerate([("LIVE", 400), ("GONE", 330)], 90)
+    ]
+    panel = tmp_path / "panel.csv"
+    pd.concat(parts).to_csv(panel, index=False)
+    paths.append(panel)
+    since = parts[0]["Date"].iloc[360]
+    predictions = {}
+    for cores, tasks in ((2, 10), (1, 10), (4, 11)):
+        monkeypatch.setattr(predict_inputs, "usable_cores", lambda cores=cores: cores)
+        predicted = predict(
+            [str(path) for path in paths], trained.model_file, Selection(since=since)
+        )
+        predictions[cores] = predicted
+        lines = capsys.readouterr().err.splitlines()
+        notes = [line for line in lines if not line.startswith("predict: ")]
+        assert notes == [
+            f"note: {panel}: 1 symbol(s) end before --since {since.date()} and are not "
+            "predicted (GONE)"
+        ]
+        progress = [line for line in lines if line not in notes]
+        pattern = rf"predict: (\d+/{tasks} series \(\d+%\), \d+ s|done, {tasks} series in \d+ s)"
+        assert 1 < len(progress) <= 11, progress
+        assert [line for line in progress if not re.fullmatch(pattern, line)] == []
+    expected = [f"f{index}" for index in range(9)] + ["LIVE"]
+    assert predictions[1]["series"].unique().tolist() == expected
+    assert (predictions[1]["series"].value_counts() == 40).all()
+    pd.testing.assert_frame_equal(predictions[2], predictions[1], check_exact=True)
+    pd.testing.assert_frame_equal(predictions[4], predictions[1], check_exact=True)
+
+
+def test_a_file_that_cannot_be_read_after_good_ones_is_refused(trained, tmp_path, monkeypatch):
+    """A few files are read here before any is predicted: an unreadable one is refused, not
+    skipped, whichever its place."""
+    monkeypatch.setattr(predict_inputs, "usable_cores", lambda: 2)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    for paths in ([trained.raw[0], empty], [empty, trained.raw[0]]):
+        with pytest.raises(DataError) as raised:
+            predict([str(path) for path in paths], trained.model_file, Selection())
+        assert str(raised.value) == f"{empty}: file is empty"
+
+
 # --- how much history a prediction needs ---------------------------------------------------
 
 
@@ -654,11 +734,57 @@ def test_a_checkpoint_of_another_finseq_series_is_refused_naming_both(trained, t
     save_checkpoint(checkpoint, other)
     out = tmp_path / "p.csv"
     error = assert_refused(capsys, out, "--model", other, "--out", out, trained.raw[0])
-    assert f"written by finseq 0.9.3; this is finseq {finseq.__version__}" in error
+    assert error.startswith(
+        f"error: {other} was written by finseq 0.9.3; this is finseq {finseq.__version__}"
+    )
     # A patch release of the same series reads it.
     checkpoint["provenance"]["finseq_version"] = "0.1.99"
     save_checkpoint(checkpoint, other)
     predict_ok(capsys, "--model", other, "--out", out, trained.raw[0])
+
+
+def test_a_checkpoint_without_calibrations_is_refused_naming_it(trained, tmp_path, capsys):
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    checkpoint.pop("calibrations")
+    old = tmp_path / "old.pth"
+    save_checkpoint(checkpoint, old)
+    out = tmp_path / "p.csv"
+    error = assert_refused(capsys, out, "--model", old, "--out", out, trained.raw[0])
+    assert error == (
+        f"error: {old} holds no calibration (saved by an older finseq): run `dvc repro`, or set "
+        "evaluate.calibration to none"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data_params", "adjusted"),
+    [
+        ({"adjust_volume": True}, True),
+        ({"adjust_volume": False}, False),
+        ({}, False),  # a checkpoint from before data.adjust_volume
+        (None, False),  # ... and from before its data section was saved
+    ],
+)
+def test_series_are_read_with_the_volume_adjustment_the_checkpoint_was_trained_on(
+    trained, tmp_path, monkeypatch, data_params, adjusted
+):
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    if data_params is None:
+        checkpoint["params"].pop("data")
+    else:
+        checkpoint["params"]["data"] = data_params
+    model = tmp_path / "model.pth"
+    save_checkpoint(checkpoint, model)
+    seen = []
+    gather_inputs = predict_module.gather_inputs
+
+    def gather_inputs_recording(paths, inputs, selection):
+        seen.append(inputs.adjust_volume)
+        return gather_inputs(paths, inputs, selection)
+
+    monkeypatch.setattr(predict_module, "gather_inputs", gather_inputs_recording)
+    predict([str(trained.raw[0])], model, Selection())
+    assert seen == [adjusted] and type(seen[0]) is bool
 
 
 def test_since_after_the_last_bar_is_refused(trained, tmp_path, capsys):
@@ -716,7 +842,13 @@ def test_two_files_of_one_series_name_are_refused(trained, tmp_path, capsys):
     error = assert_refused(
         capsys, out, "--model", trained.model_file, "--out", out, trained.raw[0], copy
     )
-    assert "two series named 'sp500'" in error
+    assert error == (
+        f"error: the command line lists '{trained.raw[0]}' and '{copy}': two series named "
+        "'sp500'; give each file or symbol a distinct name"
+    )
+    pattern = str(tmp_path / "nothing-*.csv")
+    error = assert_refused(capsys, out, "--model", trained.model_file, "--out", out, pattern)
+    assert error == f"error: the command line: {pattern!r} matches no files"
 
 
 # --- provenance ---------------------------------------------------------------------------

@@ -82,8 +82,9 @@ class Progress:
 
 
 def tracked(items: Iterable[Item], total: int, what: str, unit: str) -> Iterator[Item]:
-    """`items`, advancing a Progress by one as each is taken."""
+    """`items`, advancing a Progress by one as each is taken (before it is handed on: a
+    caller that takes the last item and then closes the generator has counted it)."""
     with Progress(total, what, unit) as progress:
         for item in items:
-            yield item
             progress.advance()
+            yield item
