@@ -14,7 +14,7 @@ import yaml
 import finseq
 from finseq.artifacts import PreparedData, WindowSets, check_windows, require_files
 from finseq.errors import DataError
-from finseq.provenance import array_hash, file_md5, short
+from finseq.provenance import MODEL_SOURCES, array_hash, file_md5, short, source_hash
 from finseq.scoring import check_model
 from finseq.versions import check_finseq_version, compatible_series, readable_version
 
@@ -213,3 +213,13 @@ def test_an_array_hash_is_sha256_of_each_arrays_header_and_bytes_then_the_sorted
         assert array_hash([("features", changed), ("labels", labels)], meta) != array_hash(
             arrays, meta
         )
+
+
+def test_the_source_hash_is_sha256_of_each_model_source_framed_by_its_name():
+    """What a checkpoint records as the code that built it, computed by hand: each file of
+    MODEL_SOURCES as `name NUL bytes NUL`, in order."""
+    package = Path(finseq.__file__).parent
+    by_hand = hashlib.sha256()
+    for relative in MODEL_SOURCES:
+        by_hand.update(relative.encode() + b"\0" + (package / relative).read_bytes() + b"\0")
+    assert source_hash() == by_hand.hexdigest()
