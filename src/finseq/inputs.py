@@ -25,7 +25,6 @@ from finseq.errors import ConfigError, DataError
 from finseq.load import (
     DATE_COLUMN_NAMES,
     SYMBOL_COLUMN_NAMES,
-    FileRows,
     line_of,
     normalise,
     validate_series,
@@ -285,7 +284,7 @@ def split_sources(path: str, root: Path = Path()) -> dict[str, pd.DataFrame]:
     for code, symbol in enumerate(symbols):
         start, stop = int(bounds[code]), int(bounds[code + 1])
         part = pd.DataFrame({name: values[start:stop] for name, values in by_symbol.items()})
-        part.attrs = {**frame.attrs, "rows": FileRows(order[start:stop]), "file_rows": len(frame)}
+        part.attrs = {**frame.attrs, "rows": order[start:stop], "file_rows": len(frame)}
         parts[f"{path}{SYMBOL_SEPARATOR}{symbol}"] = part
     return parts
 

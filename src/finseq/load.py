@@ -39,24 +39,6 @@ def normalise(name: str) -> str:
 WHERE_ATTRS = ("path", "rows", "file_rows", "parquet")
 
 
-class FileRows:
-    """A panel symbol's attrs["rows"]: the file row of each of its rows. pandas deep-copies a
-    frame's attrs into the result of every operation on it (each column read); this is
-    read-only, so the copy is the object itself, not its thousands of positions."""
-
-    __slots__ = ("positions",)
-
-    def __init__(self, positions: np.ndarray) -> None:
-        self.positions = positions
-        self.positions.flags.writeable = False
-
-    def __getitem__(self, position: int) -> int:
-        return int(self.positions[position])
-
-    def __deepcopy__(self, memo: dict) -> FileRows:
-        return self
-
-
 def line_of(frame: pd.DataFrame, position: int) -> str:
     """'line N' of the CSV data row (or bar of a frame from finseq.inputs.load_series) at
     0-based `position`; 'row N' (from 1) in a Parquet file.
@@ -64,7 +46,7 @@ def line_of(frame: pd.DataFrame, position: int) -> str:
     Counted only when a message needs it: a valid file never pays for a second read.
     """
     attrs = frame.attrs
-    row = attrs["rows"][position] if "rows" in attrs else position
+    row = int(attrs["rows"][position]) if "rows" in attrs else position
     if attrs.get("parquet"):
         return f"row {row + 1}"
     n_rows = attrs.get("file_rows", len(frame))
