@@ -360,6 +360,10 @@ def test_since_leaves_out_a_panels_symbols_that_ended_before_it(trained, tmp_pat
     )
 
 
+# Scales each feature by 1 around 0: a series' inputs are then its features, in float32.
+IDENTITY_SCALER = StandardScaler(mean=np.zeros(len(FEATURE_NAMES)), std=np.ones(len(FEATURE_NAMES)))
+
+
 def split_file(path: Path) -> Path:
     """A file whose Close is not adjusted for a 2:1 split at bar 200 and whose Adj Close is."""
     rows = synthetic_ohlcv(400, seed=12)
@@ -377,9 +381,7 @@ def test_a_series_is_validated_with_the_checkpoints_volume_adjustment(tmp_path, 
     series are read so, and a newer checkpoint's adjusted."""
     path = str(split_file(tmp_path / "split.csv"))
     rows = split_sources(path)[path]
-    width = len(feature_matrix(validate_series(path, rows)).T)
-    scaler = StandardScaler(mean=np.zeros(width), std=np.ones(width))
-    inputs = ModelInputs(seq_len=8, scaler=scaler, adjust_volume=adjust_volume)
+    inputs = ModelInputs(seq_len=8, scaler=IDENTITY_SCALER, adjust_volume=adjust_volume)
     outcome = predict_inputs.source_outcome(path, rows, inputs, Selection(last=3))
     expected = {
         flag: feature_matrix(validate_series(path, rows, flag))[-10:].astype(np.float32)
@@ -396,8 +398,7 @@ def test_a_panel_symbols_non_finite_feature_names_that_symbol(tmp_path):
     frame = synthetic_ohlcv(300, seed=13).set_index("Date").rename(columns=str.lower)
     frame.index = pd.DatetimeIndex(frame.index, name="timestamp")
     frame.iloc[250, frame.columns.get_loc("close")] = np.inf
-    width = len(FEATURE_NAMES)
-    inputs = ModelInputs(seq_len=8, scaler=StandardScaler(np.zeros(width), np.ones(width)))
+    inputs = ModelInputs(seq_len=8, scaler=IDENTITY_SCALER)
     with pytest.raises(DataError) as raised:
         predict_inputs.series_inputs("panel.csv::AAA", frame, inputs, Selection())
     message = str(raised.value)

@@ -322,18 +322,23 @@ def test_report_has_headline_verdicts_params_folds_training_then_folded_tables()
     )
 
 
-def test_a_report_without_verdicts_has_its_headline_right_below_the_title():
-    report = build_report(
+def gru_against_main(base_curves: LossCurves) -> str:
+    """The report of `gru` against `main` from the fixed tables, without predictions."""
+    return build_report(
         ReportInputs(
             "main",
             "gru",
             PARAMS_MD,
             METRICS_MD,
             {"metrics/eval.json": EVAL_DIFF},
-            LossCurves(),
+            base_curves,
             LossCurves(),
         )
     )
+
+
+def test_a_report_without_verdicts_has_its_headline_right_below_the_title():
+    report = gru_against_main(LossCurves())
     assert report.split("\n\n")[:3] == [
         "# Model report: `gru` against `main`",
         "**test.skill -0.0285 → -0.0301 (-0.0016); test.loss 1.0812 → 1.0830 (+0.0017)**",
@@ -342,17 +347,7 @@ def test_a_report_without_verdicts_has_its_headline_right_below_the_title():
 
 
 def test_a_report_with_curves_but_no_training_summary_bolds_no_epoch():
-    report = build_report(
-        ReportInputs(
-            "main",
-            "gru",
-            PARAMS_MD,
-            METRICS_MD,
-            {"metrics/eval.json": EVAL_DIFF},
-            LossCurves(train={1: 1.1}, val={1: 1.2}),
-            LossCurves(),
-        )
-    )
+    report = gru_against_main(LossCurves(train={1: 1.1}, val={1: 1.2}))
     curves = table_rows(report[report.index("Loss per epoch") :])
     assert curves[0] == ["1", "1.1000", "1.2000", "—", "—"]
 
