@@ -40,7 +40,15 @@ TINY_OVERRIDES = {
     "split": {"embargo": 2, "folds": 3, "lockbox": None},
     "window": {"seq_len": 8},
     "model": {"hidden_dim": 8, "num_layers": 1},
-    "train": {"epochs": 2, "batch_size": 64, "patience": 2, "threads": 1, "seeds": 1},
+    # On the CPU wherever the suite runs: the byte-identity checks compare CPU runs.
+    "train": {
+        "epochs": 2,
+        "batch_size": 64,
+        "patience": 2,
+        "threads": 1,
+        "seeds": 1,
+        "device": "cpu",
+    },
     "evaluate": {"batch_size": 512, "resamples": 200},
 }
 
@@ -164,9 +172,20 @@ def reproduced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project whose pipeline ran once, per test process. Tests get copies of it
     (`reproduced_project`), so the tiny pipeline runs once, not once per module."""
     project = make_project(tmp_path_factory.mktemp("template") / "repo")
-    project.run("dvc", "repro")
+    dvc_yaml_before = (project.path / "dvc.yaml").read_bytes()
+    output = project.run("dvc", "repro").stdout
+    assert (project.path / "dvc.yaml").read_bytes() == dvc_yaml_before, "dvc.yaml was rewritten"
+    (project.path.parent / REPRO_OUTPUT).write_text(output)
     project.commit("reproduced")
     return project.path
+
+
+# Beside the template: what its `dvc repro` printed (tests/test_pipeline.py reads the stages run).
+REPRO_OUTPUT = "repro-output.txt"
+
+
+def template_repro_output(template: Path) -> str:
+    return (template.parent / REPRO_OUTPUT).read_text()
 
 
 def reproduced_project(template: Path, directory: Path) -> Project:

@@ -6,7 +6,13 @@ import json
 
 import pytest
 import torch
-from conftest import PIPELINE_OUTPUTS, TINY_OVERRIDES, Project, make_project
+from conftest import (
+    PIPELINE_OUTPUTS,
+    TINY_OVERRIDES,
+    Project,
+    reproduced_project,
+    template_repro_output,
+)
 
 from finseq.crosssection import not_enough_series
 
@@ -57,13 +63,11 @@ STAGES = ("prepare", "window", "train", "evaluate", "lockbox")
 
 
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory) -> tuple[Project, str]:
-    project = make_project(tmp_path_factory.mktemp("pipeline") / "repo")
-    dvc_yaml_before = (project.path / "dvc.yaml").read_bytes()
-    output = project.run("dvc", "repro").stdout
-    assert (project.path / "dvc.yaml").read_bytes() == dvc_yaml_before, "dvc.yaml was rewritten"
-    project.commit("reproduce tiny pipeline")
-    return project, output
+def reproduced(reproduced_template, tmp_path_factory) -> tuple[Project, str]:
+    """A copy of the session's tiny project, reproduced from nothing by `dvc repro` (which
+    left dvc.yaml as it was), and what that `dvc repro` printed."""
+    project = reproduced_project(reproduced_template, tmp_path_factory.mktemp("pipeline") / "repo")
+    return project, template_repro_output(reproduced_template)
 
 
 def test_repro_runs_every_stage_and_writes_every_output(reproduced):
