@@ -161,9 +161,12 @@ def daily_totals(
     sums = grouped[
         ["loss", "prior_loss", *PART_SUMS, "windows", "correct", "majority_correct"]
     ].sum(min_count=1)
-    scored = per_window[known]
-    cells = pd.crosstab(scored["date"], scored["cell"]).reindex(
-        index=sums.index, columns=range(NUM_CLASSES**2), fill_value=0
+    # Each scored window counted in its date's (label, prediction) cell: np.bincount over
+    # date position x cell (pd.crosstab's counts, without its cost at every evaluate).
+    date_position = np.searchsorted(sums.index.to_numpy(), dates[known])
+    cells = np.bincount(
+        date_position * NUM_CLASSES**2 + per_window["cell"].to_numpy()[known],
+        minlength=len(sums) * NUM_CLASSES**2,
     )
     strategy = pd.Series(portfolio.net, index=portfolio.dates).reindex(sums.index)
     return DailyTotals(
@@ -173,7 +176,7 @@ def daily_totals(
         windows=sums["windows"].to_numpy(),
         correct=sums["correct"].to_numpy(),
         majority_correct=sums["majority_correct"].to_numpy(),
-        confusion=cells.to_numpy().reshape(-1, NUM_CLASSES, NUM_CLASSES),
+        confusion=cells.reshape(-1, NUM_CLASSES, NUM_CLASSES),
         strategy=strategy.to_numpy(),
         per_year=bars_per_year(portfolio.dates),
         parts=None
