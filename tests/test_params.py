@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -209,6 +210,31 @@ def test_load_params_reads_exponent_notation_as_a_number_like_dvc_does(tmp_path:
     text = yaml.safe_dump(tiny_params_dict(train={"learning_rate": "LR"}))
     path.write_text(text.replace("learning_rate: LR", "learning_rate: 1e-4"))
     assert load_params(path).train.learning_rate == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("stage", ["prepare", "window", "train", "evaluate", "lockbox"])
+def test_a_bad_param_stops_each_stage_before_it_imports_its_code(tmp_path: Path, stage):
+    """The params are checked first: a typo costs half a second, not the import of torch."""
+    params = tiny_params_dict(train={"epochs": "ten"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    script = (
+        "import sys\n"
+        "from finseq.command import run_stage\n"
+        f"from finseq.stages.{stage} import main\n"
+        "try:\n"
+        "    run_stage(main)\n"
+        "finally:\n"
+        "    heavy = ('torch', 'arch', 'scipy', 'pandas', 'finseq.artifacts')\n"
+        "    print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: train.epochs = 'ten' has the wrong type: expected an integer"
+    )
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.fixture(scope="module")

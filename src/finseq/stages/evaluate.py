@@ -7,11 +7,13 @@ the md5 of the model users take away), the out-of-sample predictions
 
 from finseq.command import run_stage
 from finseq.params import load_params
-from finseq.scoring import run_evaluate
 
 
 def main() -> None:
-    run_evaluate(load_params())
+    params = load_params()
+    from finseq.scoring import run_evaluate  # after the params: a bad one stops at once
+
+    run_evaluate(params)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,14 @@ split.lockbox on; opened (`dvc exp run -S split.lockbox_open=true`), it scores
 models/model.pth on those bars and counts the opening."""
 
 from finseq.command import run_stage
-from finseq.lockbox import run_lockbox
 from finseq.params import load_params
 
 
 def main() -> None:
-    run_lockbox(load_params())
+    params = load_params()
+    from finseq.lockbox import run_lockbox  # after the params: a bad one stops at once
+
+    run_lockbox(params)
 
 
 if __name__ == "__main__":

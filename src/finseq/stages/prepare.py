@@ -2,12 +2,14 @@
 metrics/data.json."""
 
 from finseq.command import run_stage
-from finseq.panel import run_prepare
 from finseq.params import load_params
 
 
 def main() -> None:
-    run_prepare(load_params())
+    params = load_params()
+    from finseq.panel import run_prepare  # after the params: a bad one stops at once
+
+    run_prepare(params)
 
 
 if __name__ == "__main__":

@@ -7,18 +7,20 @@ With `train.processes` above 1 it starts that many ranks of itself (finseq.distr
 under torchrun it is one rank: every rank trains, rank 0 alone logs and writes.
 """
 
-from finseq.artifacts import load_windowed
-from finseq.atomic import remove_temporaries
 from finseq.command import run_stage
-from finseq.distributed import launch_local_ranks, process_group, ranks_from_environment
-from finseq.folds import train_models
 from finseq.params import load_params
 from finseq.paths import FOLD_MODELS_DIR, MODEL_FILE, PREPARED_DIR, TRAIN_LIVE_DIR, WINDOWS_DIR
-from finseq.runtime import configure_torch
 
 
 def main() -> None:
     params = load_params()
+    # After the params: a bad one stops the stage before torch is imported.
+    from finseq.artifacts import load_windowed
+    from finseq.atomic import remove_temporaries
+    from finseq.distributed import launch_local_ranks, process_group, ranks_from_environment
+    from finseq.folds import train_models
+    from finseq.runtime import configure_torch
+
     ranks = ranks_from_environment()
     if ranks is None and params.train.processes > 1:
         load_windowed(PREPARED_DIR, WINDOWS_DIR)  # stale or missing inputs are refused once

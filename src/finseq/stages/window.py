@@ -3,11 +3,13 @@
 
 from finseq.command import run_stage
 from finseq.params import load_params
-from finseq.window_sets import run_window
 
 
 def main() -> None:
-    run_window(load_params())
+    params = load_params()
+    from finseq.window_sets import run_window  # after the params: a bad one stops at once
+
+    run_window(params)
 
 
 if __name__ == "__main__":
