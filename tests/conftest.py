@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 # The benchmarks' helpers build the temporary git + DVC copies of the pipeline for both.
@@ -169,15 +170,28 @@ def project_at(directory: Path) -> Project:
 
 @pytest.fixture(scope="session")
 def reproduced_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny project whose pipeline ran once, per test process. Tests get copies of it
-    (`reproduced_project`), so the tiny pipeline runs once, not once per module."""
-    project = make_project(tmp_path_factory.mktemp("template") / "repo")
-    dvc_yaml_before = (project.path / "dvc.yaml").read_bytes()
-    output = project.run("dvc", "repro").stdout
-    assert (project.path / "dvc.yaml").read_bytes() == dvc_yaml_before, "dvc.yaml was rewritten"
-    (project.path.parent / REPRO_OUTPUT).write_text(output)
-    project.commit("reproduced")
-    return project.path
+    """A tiny project whose pipeline ran once per test run: the first test process (pytest-
+    xdist worker) to ask builds it under a file lock, in the run's temporary directory that
+    the workers share, and the others wait for it. Tests get copies of it
+    (`reproduced_project`), so the tiny pipeline runs once, not once per module or worker;
+    nothing runs in the template itself."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, above each worker's own
+    template = root / "template" / "repo"
+    with FileLock(root / "template.lock"):
+        if not (template.parent / REPRO_OUTPUT).exists():
+            shutil.rmtree(template.parent, ignore_errors=True)  # a build that failed
+            template.parent.mkdir()
+            project = make_project(template)
+            dvc_yaml_before = (project.path / "dvc.yaml").read_bytes()
+            output = project.run("dvc", "repro").stdout
+            assert (project.path / "dvc.yaml").read_bytes() == dvc_yaml_before, (
+                "dvc.yaml was rewritten"
+            )
+            project.commit("reproduced")
+            (template.parent / REPRO_OUTPUT).write_text(output)  # last: the template is done
+    return template
 
 
 # Beside the template: what its `dvc repro` printed (tests/test_pipeline.py reads the stages run).
