@@ -6,6 +6,7 @@ small models, a few hundred generated bars) so the suite stays fast on 2 cores.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -92,6 +93,27 @@ def prepare_error_line(directory: Path) -> str:
     assert not (directory / "data" / "prepared").exists()
     assert not (directory / "metrics").exists()
     return lines[0]
+
+
+def stage_imports(
+    directory: Path, stage: str, modules: Sequence[str]
+) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Runs `stage` in a fresh Python process in `directory` (through run_stage, as
+    `python -m finseq.stages.<stage>` does) and returns the run and which of `modules` it
+    had imported when it ended, succeeded or not."""
+    script = (
+        "import sys\n"
+        "from finseq.command import run_stage\n"
+        f"from finseq.stages.{stage} import main\n"
+        "try:\n"
+        "    run_stage(main)\n"
+        "finally:\n"
+        f"    print(sorted(m for m in {tuple(modules)!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=directory, capture_output=True, text=True, check=False
+    )
+    return result, ast.literal_eval(result.stdout.strip().splitlines()[-1])
 
 
 def tiny_params_dict(**overrides: dict) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from conftest import (
     Project,
     prepare_error_line,
     reproduced_project,
+    stage_imports,
     tiny_params,
     tiny_params_dict,
 )
@@ -288,18 +288,11 @@ def test_the_sealed_stage_loads_no_scoring_machinery(tmp_path: Path):
     git(tmp_path, "init", "-q", "-b", "main")
     params = tiny_params_dict(split={"lockbox": LOCKBOX})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    script = (
-        "import sys\n"
-        "from finseq.stages.lockbox import main\n"
-        "main()\n"
-        "print(sorted(m for m in ('torch', 'arch', 'pandas', 'finseq.lockbox_opening') "
-        "if m in sys.modules))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
+    result, loaded = stage_imports(
+        tmp_path, "lockbox", ("torch", "arch", "pandas", "finseq.lockbox_opening")
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert loaded == []
     written = json.loads((tmp_path / LOCKBOX_METRICS).read_text())
     assert written == {"date": LOCKBOX, "opened": False, "openings": 0}
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import Project, merge, reproduced_project, tiny_params_dict
+from conftest import Project, merge, reproduced_project, stage_imports, tiny_params_dict
 
 from finseq.errors import ConfigError
 from finseq.params import load_params, parse_params
@@ -217,24 +216,14 @@ def test_a_bad_param_stops_each_stage_before_it_imports_its_code(tmp_path: Path,
     """The params are checked first: a typo costs half a second, not the import of torch."""
     params = tiny_params_dict(train={"epochs": "ten"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    script = (
-        "import sys\n"
-        "from finseq.command import run_stage\n"
-        f"from finseq.stages.{stage} import main\n"
-        "try:\n"
-        "    run_stage(main)\n"
-        "finally:\n"
-        "    heavy = ('torch', 'arch', 'scipy', 'pandas', 'finseq.artifacts')\n"
-        "    print(sorted(m for m in heavy if m in sys.modules))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
+    result, loaded = stage_imports(
+        tmp_path, stage, ("torch", "arch", "scipy", "pandas", "finseq.artifacts")
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: train.epochs = 'ten' has the wrong type: expected an integer"
     )
-    assert result.stdout.strip() == "[]"
+    assert loaded == []
 
 
 @pytest.fixture(scope="module")
