@@ -284,7 +284,7 @@ def test_the_sealed_stage_reads_no_bar_and_says_so(tmp_path: Path, monkeypatch):
 
 def test_the_sealed_stage_loads_no_scoring_machinery(tmp_path: Path):
     """Sealed (the default), the stage process imports neither torch nor the bootstraps nor
-    the opening's code: it runs in about a second, not the five that importing them takes."""
+    the opening's code: it runs in under a second, not the five that importing them takes."""
     git(tmp_path, "init", "-q", "-b", "main")
     params = tiny_params_dict(split={"lockbox": LOCKBOX})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -4,7 +4,7 @@ and are opened only by one explicit, recorded act, `split.lockbox_open: true`.
 
 Sealed, the stage writes metrics/lockbox.json as {"opened": false, "openings": K, "date"}
 and reads no bar at all; it imports nothing that scores (torch, the bootstraps), so a sealed
-run, the default, takes about a second. Opened, finseq.lockbox_opening scores the sealed bars.
+run, the default, takes under a second. Opened, finseq.lockbox_opening scores the sealed bars.
 
 Openings are counted from git, so that none can be taken back quietly: every metrics/
 lockbox.json in the history of any ref (branches, tags and DVC's experiment refs) that says
