@@ -55,6 +55,9 @@ TINY_OVERRIDES = {
 }
 
 
+# The dvc.yaml stages, in the order `dvc repro` runs them.
+PIPELINE_STAGES = ("prepare", "window", "train", "evaluate", "lockbox")
+
 # Files every default (walk-forward) run writes, one of each kind.
 PIPELINE_OUTPUTS = (
     "data/prepared/features.npy",
@@ -113,7 +116,9 @@ def stage_imports(
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=directory, capture_output=True, text=True, check=False
     )
-    return result, ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"the stage process printed nothing:\n{result.stderr}"
+    return result, ast.literal_eval(lines[-1])
 
 
 def tiny_params_dict(**overrides: dict) -> dict:

@@ -7,12 +7,17 @@ import hashlib
 
 import pytest
 import torch
-from conftest import PIPELINE_OUTPUTS, Project, project_at, reproduced_project
+from conftest import (
+    PIPELINE_OUTPUTS,
+    PIPELINE_STAGES,
+    Project,
+    project_at,
+    reproduced_project,
+)
 
 from finseq.params import parse_params
 from finseq.runtime import resolve_fold_workers
 
-STAGES = ("prepare", "window", "train", "evaluate", "lockbox")
 OUTPUTS = ("data/prepared", "data/windows", "models", "metrics", "dvc.lock")
 
 
@@ -37,7 +42,7 @@ def test_a_forced_rerun_gives_the_bytes_of_the_first_run(reproduced_template, tm
     project = reproduced_project(reproduced_template, tmp_path / "repo")
     assert project.read_params()["train"]["device"] == "cpu"
     output = project.run("dvc", "repro", "-f").stdout
-    assert output.count("Running stage") == len(STAGES), output
+    assert output.count("Running stage") == len(PIPELINE_STAGES), output
     second = output_hashes(project)
     expected = {*PIPELINE_OUTPUTS, "dvc.lock"}
     assert expected <= set(first)

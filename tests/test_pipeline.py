@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import (
     PIPELINE_OUTPUTS,
+    PIPELINE_STAGES,
     TINY_OVERRIDES,
     Project,
     reproduced_project,
@@ -59,7 +60,6 @@ EVIDENCE_KEYS = {
     *(f"buy_hold_{name}" for name in ("annual_return", "annual_volatility", "sharpe")),
     "buy_hold_max_drawdown",
 }
-STAGES = ("prepare", "window", "train", "evaluate", "lockbox")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def reproduced(reproduced_template, tmp_path_factory) -> tuple[Project, str]:
 
 def test_repro_runs_every_stage_and_writes_every_output(reproduced):
     project, output = reproduced
-    for stage in STAGES:
+    for stage in PIPELINE_STAGES:
         assert f"Running stage '{stage}'" in output
     for path in PIPELINE_OUTPUTS:
         assert (project.path / path).is_file(), path
