@@ -410,3 +410,108 @@ def test_a_panels_parts_keep_their_columns_types_zoned_date_times_included(tmp_p
     for part in parts.values():
         assert part["Date"].dtype == alone["Date"].dtype
         pd.testing.assert_frame_equal(part, alone)
+
+
+# --- layouts users bring that pandas would misread ------------------------------------------
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["pyarrow", "pandas"])
+def test_tickers_spelled_like_pandas_missing_values_are_symbols(tmp_path, fast):
+    """NA (National Bank of Canada), NAN and NULL are tickers, not missing cells; only an
+    empty symbol cell is missing. Both CSV parsers read them so."""
+    frames = series_frames()
+    tickers = dict(zip(SYMBOLS, ("NA", "NAN", "NULL"), strict=True))
+    panel = long_panel(frames)
+    panel["Symbol"] = panel["Symbol"].map(tickers)
+    if not fast:  # a padded header cell sends the file to pandas' parser
+        panel = panel.rename(columns={"Volume": " Volume"})
+    panel.to_csv(tmp_path / "panel.csv", index=False)
+    path = str(tmp_path / "panel.csv")
+    assert (_read_csv_arrow(Path(path), Path(path).read_bytes()[:8192]) is not None) == fast
+    parts = split_sources(path)
+    assert list(parts) == [f"{path}::{ticker}" for ticker in sorted(tickers.values())]
+    assert len(parts[f"{path}::NA"]) == len(frames["AAA"])
+    panel.loc[5, "Symbol"] = ""
+    panel.to_csv(tmp_path / "panel.csv", index=False)
+    with pytest.raises(DataError, match=r"panel.csv: line 7, column 'Symbol': no symbol"):
+        split_sources(path)
+
+
+def test_the_symbol_separator_in_a_symbol_or_a_file_name_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    panel = long_panel(series_frames())
+    panel.loc[panel["Symbol"] == "BBB", "Symbol"] = "A::B"
+    panel.to_csv("panel.csv", index=False)
+    first = int(np.flatnonzero(panel["Symbol"] == "A::B")[0])
+    with pytest.raises(DataError) as raised:
+        split_sources("panel.csv")
+    assert str(raised.value) == (
+        f"panel.csv: line {first + 2}, column 'Symbol': symbol 'A::B' holds '::', which "
+        "separates a panel's file from its symbol; rename it"
+    )
+    (tmp_path / "we::ird.csv").write_text("Date,Open,High,Low,Close,Volume\n")
+    for entry in ("we::ird.csv", "*.csv", "."):
+        with pytest.raises(ConfigError) as raised:
+            expand_entries([entry])
+        assert str(raised.value).endswith(
+            "'we::ird.csv': a file name may not hold '::', which separates a panel's file "
+            "from its symbol; rename the file"
+        ), entry
+
+
+def test_a_directory_skips_hidden_files_as_a_glob_does(universe):
+    (universe / "one" / "._AAA.csv").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    assert expand_entries(["one"]) == expand_entries(["one/*.csv"])
+    assert expand_entries(["one"]) == [f"one/{symbol}.csv" for symbol in SYMBOLS]
+
+
+def test_a_parquet_file_stamped_by_an_unnamed_date_time_index_reads_as_its_csv(universe):
+    frame = series_frames(as_text=False)["AAA"]
+    frame.set_index("Date").rename_axis(None).to_parquet("indexed.parquet")
+    expected = read_sources("one/AAA.csv")["one/AAA.csv"]
+    loaded = read_sources("indexed.parquet")["indexed.parquet"]
+    pd.testing.assert_frame_equal(loaded, expected)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x1f\x8b\x08\x00\x00", "a gzip-compressed file; decompress it first"),
+        (b"PK\x03\x04\x14\x00", "a zip-compressed file; decompress it first"),
+        (
+            b"Date;Open;High;Low;Close;Volume\n2000-01-03;1,5;1,6;1,4;1,5;100\n",
+            "the header's fields are separated by ';', not by commas; finseq reads "
+            "comma-separated files: save it with commas",
+        ),
+        (
+            b"Date\tOpen\tHigh\tLow\tClose\tVolume\n2000-01-03\t1.5\t1.6\t1.4\t1.5\t100\n",
+            "the header's fields are separated by '\\t', not by commas; finseq reads "
+            "comma-separated files: save it with commas",
+        ),
+        (
+            b"# Source: a vendor, 2020\nDate,Open,High,Low,Close,Volume\n",
+            "line 1 ('# Source: a vendor, 2020') is not a header naming the columns; remove "
+            "the lines above the header",
+        ),
+        (
+            b"Date,Open,High,Low,Close,Volume,Close\n2000-01-03,1,2,1,1,100,1.5\n",
+            "column 'Close' appears twice in the header; keep one",
+        ),
+    ],
+    ids=["gzip", "zip", "semicolons", "tabs", "comment line", "column twice"],
+)
+def test_a_file_pandas_would_misread_is_one_line_naming_the_cause(tmp_path, content, message):
+    path = tmp_path / "prices.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as raised:
+        read_csv(path)
+    assert str(raised.value) == f"{path}: {message}"
+
+
+def test_a_header_that_starts_with_a_hash_is_still_a_header(tmp_path):
+    frame = synthetic_ohlcv(30, seed=3)
+    plain = tmp_path / "plain.csv"
+    frame.to_csv(plain, index=False)
+    hashed = tmp_path / "hashed.csv"
+    hashed.write_text("#" + plain.read_text())
+    pd.testing.assert_frame_equal(load_series(hashed), load_series(plain))

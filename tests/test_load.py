@@ -518,14 +518,12 @@ def test_nights_weekends_and_holidays_of_intraday_bars_are_no_gap(tmp_path, caps
 def test_iso_dates_parse_to_pandas_instants_and_anything_else_is_left_to_pandas(tmp_path):
     """The NumPy fast path for 'YYYY-MM-DD' gives what pandas' parse gives, and steps aside
     for every other spelling, so the error messages and zone rules stay pandas'."""
-    from finseq import load
+    from finseq import stamps
 
     span = np.arange(np.datetime64("1677-09-22"), np.datetime64("2262-04-11"), 43)
     days = pd.Series([*np.datetime_as_string(span), "2262-04-10", "2000-02-29", "1999-12-31"])
-    fast = load._iso_dates(days.astype(object))
-    frame = pd.DataFrame({"Date": days})
-    frame.attrs["path"] = str(tmp_path / "x.csv")
-    reference = load._parsed_stamps(tmp_path / "x.csv", frame, days, "Date")
+    fast = stamps.iso_dates(days.astype(object))
+    reference = stamps.parsed_stamps(tmp_path / "x.csv", days, "Date", str)
     assert fast is not None and fast.dtype == "datetime64[ns]"
     np.testing.assert_array_equal(fast, reference)
     for other in (
@@ -538,13 +536,13 @@ def test_iso_dates_parse_to_pandas_instants_and_anything_else_is_left_to_pandas(
         ["2000-01-3"],
         ["2000-02-30"],
     ):
-        assert load._iso_dates(pd.Series(other, dtype=object)) is None, other
+        assert stamps.iso_dates(pd.Series(other, dtype=object)) is None, other
 
 
 def test_stored_date_times_are_taken_as_pandas_would_parse_them(tmp_path):
     """Parquet's timestamp columns skip the text parse: naive ones are UTC, zoned ones are
     converted to UTC, any unit; a missing or out-of-range one is left to pandas."""
-    from finseq import load
+    from finseq import stamps
 
     instants = pd.date_range("1999-12-31 22:00", periods=50, freq="37min")
     columns = [
@@ -554,14 +552,12 @@ def test_stored_date_times_are_taken_as_pandas_would_parse_them(tmp_path):
         pd.Series(instants.tz_localize("Asia/Kolkata").as_unit("ms")),
     ]
     for raw in columns:
-        frame = pd.DataFrame({"Date": raw})
-        frame.attrs["path"] = str(tmp_path / "x.parquet")
-        reference = load._parsed_stamps(tmp_path / "x.parquet", frame, raw, "Date")
-        stored = load._stored_stamps(tmp_path / "x.parquet", frame, raw, "Date")
+        reference = stamps.parsed_stamps(tmp_path / "x.parquet", raw, "Date", str)
+        stored = stamps.stored_stamps(tmp_path / "x.parquet", raw, "Date", str)
         assert stored is not None and stored.dtype == "datetime64[ns]"
         np.testing.assert_array_equal(stored, reference)
     for raw in (pd.Series([instants[0], pd.NaT]), pd.Series(["2000-01-03"])):
-        assert load._stored_stamps(tmp_path / "x.parquet", frame, raw, "Date") is None
+        assert stamps.stored_stamps(tmp_path / "x.parquet", raw, "Date", str) is None
 
 
 def test_a_stored_date_beyond_what_nanoseconds_hold_is_refused_not_wrapped(tmp_path):
@@ -575,3 +571,99 @@ def test_a_stored_date_beyond_what_nanoseconds_hold_is_refused_not_wrapped(tmp_p
     frame.to_parquet(path)
     with pytest.raises(DataError, match=r"far.parquet: row 2, column 'Date': 3000-01-01.* outside"):
         load_series(path)
+
+
+def dated_csv(directory: Path, stamps: list[str], name: str = "dated.csv") -> Path:
+    """Generated bars stamped with `stamps`, written as text."""
+    frame = synthetic_ohlcv(len(stamps), seed=8)
+    frame["Date"] = stamps
+    path = directory / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_dates_that_read_both_day_first_and_month_first_are_refused(tmp_path):
+    """Day-first bars whose days are all 12 or less would parse month first without a
+    word (2 January stamped 1 February): the line is named, with both readings."""
+    days = pd.bdate_range("2024-01-01", "2024-01-12")
+    minutes = [day + pd.Timedelta(minutes=540 + k) for day in days for k in range(0, 480, 30)]
+    path = dated_csv(tmp_path, [stamp.strftime("%d.%m.%Y %H:%M") for stamp in minutes])
+    with pytest.raises(DataError) as caught:
+        load_series(path)
+    assert str(caught.value) == (
+        f"{path}: line 18, column 'Date': '02.01.2024 09:00' reads as 2024-02-01 month first "
+        "and as 2024-01-02 day first, and every date of the column fits both; write the "
+        "dates as YYYY-MM-DD"
+    )
+
+
+def test_day_first_dates_that_only_read_day_first_load_as_their_iso_spelling(tmp_path):
+    """From 13 January on only the day-first reading parses, so it is taken for every row,
+    including the first twelve days (which pandas alone read month first, then refused
+    as out of order); month-first US dates and year-first ISO stamps keep their reading."""
+    days = pd.bdate_range("1999-01-04", periods=40)
+    iso = load_series(dated_csv(tmp_path, list(days.strftime("%Y-%m-%d")), "iso.csv"))
+    for layout in ("%d/%m/%Y", "%m/%d/%Y"):
+        other = load_series(dated_csv(tmp_path, list(days.strftime(layout)), "other.csv"))
+        np.testing.assert_array_equal(other.index.to_numpy(), iso.index.to_numpy())
+    minutes = [day + pd.Timedelta(minutes=570 + k) for day in days[:8] for k in range(0, 390, 30)]
+    stamps = [stamp.isoformat(sep=" ") for stamp in minutes]  # days 4 to 12 only: no day > 12
+    loaded = load_series(dated_csv(tmp_path, stamps, "intraday.csv"))
+    np.testing.assert_array_equal(loaded.index.to_numpy(), pd.DatetimeIndex(minutes).to_numpy())
+
+
+def test_stamps_with_and_without_a_zone_offset_in_one_column_are_refused(tmp_path):
+    """Bare stamps would be taken as UTC beside offset ones: two conventions, refused."""
+    days = pd.bdate_range("2008-12-01", periods=12)
+    stamps = [f"{day:%Y-%m-%d}T00:00:00" for day in days[:7]]
+    stamps += [f"{day:%Y-%m-%d}T00:00:00-05:00" for day in days[7:]]
+    path = dated_csv(tmp_path, stamps)
+    with pytest.raises(DataError) as caught:
+        load_series(path)
+    assert str(caught.value) == (
+        f"{path}: line 9, column 'Date': '2008-12-10T00:00:00-05:00' has a time-zone offset "
+        "and line 2 ('2008-12-01T00:00:00') has none; give every timestamp of a series the "
+        "same convention (all with an offset, or all in UTC without one)"
+    )
+    zoned = [f"{day:%Y-%m-%d}T00:00:00-05:00" for day in days]
+    loaded = load_series(dated_csv(tmp_path, zoned, "zoned.csv"))
+    np.testing.assert_array_equal(
+        loaded.index.to_numpy(), (days + pd.Timedelta(hours=5)).to_numpy()
+    )
+
+
+def test_unordered_timestamps_beside_an_unknown_identifier_column_suggest_a_symbol_column(
+    tmp_path,
+):
+    """A panel whose symbol column has a name finseq does not know reads as one series
+    out of order; the message names the column that may be the symbol."""
+    first = synthetic_ohlcv(30, seed=1).assign(Sym="AAA")
+    second = synthetic_ohlcv(30, seed=2).assign(Sym="BBB", Dividends=0.0)
+    path = tmp_path / "panel.csv"
+    pd.concat([first, second]).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"line 32, column 'Date': timestamps are not in ascending"):
+        load_series(path)
+    with pytest.raises(DataError) as caught:
+        load_series(path)
+    assert str(caught.value).endswith(
+        "sort the file by time; if column 'Sym' names each row's series (a long-format "
+        "panel), call it Symbol, Ticker, Code or Instrument"
+    )
+    plain = tmp_path / "plain.csv"
+    pd.concat([first, second]).drop(columns="Sym").to_csv(plain, index=False)
+    with pytest.raises(DataError) as caught:
+        load_series(plain)
+    assert str(caught.value).endswith("sort the file by time")
+
+
+def test_a_parquet_date_beyond_what_nanoseconds_hold_is_named_as_such(tmp_path):
+    frame = synthetic_ohlcv(3, seed=1)
+    frame["Date"] = [pd.Timestamp("2000-01-03").date(), pd.Timestamp("2300-01-01").date(), None]
+    path = tmp_path / "far.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(DataError) as caught:
+        load_series(path)
+    assert str(caught.value) == (
+        f"{path}: row 2, column 'Date': 2300-01-01 is outside the dates finseq handles "
+        "(1677-09-22 to 2262-04-10)"
+    )

@@ -67,7 +67,10 @@ def expand_entries(
             found = sorted(
                 str(Path(entry) / path.name)
                 for path in (root / entry).iterdir()
-                if path.suffix.lower() in TABLE_SUFFIXES and path.is_file()
+                # Hidden files are skipped, as a glob skips them (macOS's ._x.csv).
+                if path.suffix.lower() in TABLE_SUFFIXES
+                and not path.name.startswith(".")
+                and path.is_file()
             )
         else:
             found = [entry]
@@ -75,6 +78,11 @@ def expand_entries(
             what = "files" if glob.has_magic(entry) else "*.csv or *.parquet files"
             raise ConfigError(f"{listed_in}: {entry!r} matches no {what}")
         for path in found:
+            if SYMBOL_SEPARATOR in path:
+                raise ConfigError(
+                    f"{listed_in}: {path!r}: a file name may not hold {SYMBOL_SEPARATOR!r}, "
+                    "which separates a panel's file from its symbol; rename the file"
+                )
             normal = os.path.normpath(path)
             if normal in matched_by:
                 raise ConfigError(
@@ -88,7 +96,8 @@ def expand_entries(
 
 def read_csv(path: Path) -> pd.DataFrame:
     """A CSV file's rows as pandas reads them (skipinitialspace, pandas' missing-value
-    spellings, dates and symbols as text), every number correctly rounded.
+    spellings but in a symbol column, dates and symbols as text), every number correctly
+    rounded, once _check_layout has found nothing pandas would misread.
 
     A plain numeric OHLCV file is parsed by pyarrow, three times faster than pandas' C
     parser; anything it would read differently (see _read_csv_arrow) goes to pandas with
@@ -100,10 +109,48 @@ def read_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: file is empty")
     with path.open("rb") as handle:
         head = handle.read(8192)
-    if b"\x00" in head:
-        raise DataError(f"{path}: not a CSV file (it contains binary data)")
+    _check_layout(path, head)
     frame = _read_csv_arrow(path, head)
     return frame if frame is not None else _read_csv_pandas(path)
+
+
+COMPRESSED = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz"}
+OTHER_DELIMITERS = (";", "\t", "|")
+
+
+def _check_layout(path: Path, head: bytes) -> None:
+    """What pandas would misread without a word, or refuse with a message that hides the
+    cause: a compressed or binary file, a first line that is not the header (a '#'
+    comment), another delimiter than the comma, a column named twice (pandas reads the
+    second as 'Close.1' and the first is used)."""
+    for magic, kind in COMPRESSED.items():
+        if head.startswith(magic):
+            raise DataError(f"{path}: a {kind}-compressed file; decompress it first")
+    if b"\x00" in head:
+        raise DataError(f"{path}: not a CSV file (it contains binary data)")
+    first_line = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    first_line = first_line.lstrip("\ufeff")
+    try:
+        names = [name.strip() for name in next(csv.reader([first_line]))]
+    except (StopIteration, csv.Error):
+        return
+    if first_line.startswith("#") and not _text_columns(names):
+        raise DataError(
+            f"{path}: line 1 ({first_line[:40]!r}) is not a header naming the columns; "
+            "remove the lines above the header"
+        )
+    if len(names) == 1:
+        delimiter = next((one for one in OTHER_DELIMITERS if one in first_line), None)
+        if delimiter is not None:
+            raise DataError(
+                f"{path}: the header's fields are separated by {delimiter!r}, not by commas; "
+                "finseq reads comma-separated files: save it with commas"
+            )
+    seen = set()
+    for name in names:
+        if name and name in seen:
+            raise DataError(f"{path}: column {name!r} appears twice in the header; keep one")
+        seen.add(name)
 
 
 def _text_columns(columns: Iterable[object]) -> list:
@@ -116,13 +163,27 @@ def _text_columns(columns: Iterable[object]) -> list:
     ]
 
 
+def _symbol_columns(columns: Iterable[object]) -> list:
+    return [column for column in columns if normalise(column) in SYMBOL_COLUMN_NAMES]
+
+
+def _missing_spellings(columns: Iterable[object]) -> dict:
+    """pandas' missing-value spellings for every column but a symbol's, where only an empty
+    cell is missing: NA, NAN and NULL are real tickers."""
+    symbols = _symbol_columns(columns)
+    return {
+        column: [""] if column in symbols else sorted(PANDAS_MISSING_SPELLINGS)
+        for column in columns
+    }
+
+
 def _read_csv_arrow(path: Path, head: bytes) -> pd.DataFrame | None:
     """pyarrow's parse, or None where it could differ from pandas': a header pandas would
     rename or strip (blank, duplicated, padded, a byte-order mark), a last line with an
     open quote (pyarrow closes it, pandas refuses a truncated file), a row pyarrow rejects,
     a column that is not all numbers (other than the text columns), a NaN or infinity
     spelled as a number (pandas keeps 'NAN' or '1e400' as text), or a text value that is
-    missing or starts with a space."""
+    missing (_missing_spellings) or starts with a space."""
     import pyarrow
     import pyarrow.compute
     import pyarrow.csv
@@ -141,6 +202,7 @@ def _read_csv_arrow(path: Path, head: bytes) -> pd.DataFrame | None:
     ):
         return None
     text_columns = _text_columns(header)
+    spellings = _missing_spellings(header)
     try:
         table = pyarrow.csv.read_csv(
             path,
@@ -151,7 +213,6 @@ def _read_csv_arrow(path: Path, head: bytes) -> pd.DataFrame | None:
             convert_options=pyarrow.csv.ConvertOptions(
                 column_types={name: pyarrow.string() for name in text_columns},
                 null_values=sorted(PANDAS_MISSING_SPELLINGS),
-                strings_can_be_null=True,
             ),
         )
     except (pyarrow.ArrowException, OSError, ValueError):
@@ -160,8 +221,9 @@ def _read_csv_arrow(path: Path, head: bytes) -> pd.DataFrame | None:
         return None
     for name, column in zip(table.column_names, table.columns, strict=True):
         if name in text_columns:
+            missing = pyarrow.array(spellings[name])
             if (
-                column.null_count
+                pyarrow.compute.any(pyarrow.compute.is_in(column, missing)).as_py()
                 or pyarrow.compute.any(pyarrow.compute.starts_with(column, " ")).as_py()
             ):
                 return None
@@ -196,14 +258,22 @@ def _read_csv_pandas(path: Path) -> pd.DataFrame:
             warnings.simplefilter("error", pd.errors.ParserWarning)
             options = {"skipinitialspace": True, "index_col": False}
             frame = pd.read_csv(path, float_precision="round_trip", **options)
-            # Text columns read as numbers: rare, so only such files are read twice.
+            # Text columns read as numbers, or a symbol column: rare, so only such files are
+            # read twice.
             dtypes = {
                 column: str
                 for column in _text_columns(frame.columns)
                 if frame[column].dtype != object
             }
-            if dtypes:
-                frame = pd.read_csv(path, dtype=dtypes, float_precision="round_trip", **options)
+            if dtypes or _symbol_columns(frame.columns):
+                frame = pd.read_csv(
+                    path,
+                    dtype=dtypes,
+                    float_precision="round_trip",
+                    keep_default_na=False,
+                    na_values=_missing_spellings(frame.columns),
+                    **options,
+                )
             return frame
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
@@ -238,9 +308,11 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     except (pyarrow.ArrowException, OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())
         raise DataError(f"{path}: not a readable Parquet file ({reason})") from None
-    if any(name is not None for name in frame.index.names) or isinstance(
-        frame.index, pd.DatetimeIndex
-    ):
+    if isinstance(frame.index, pd.DatetimeIndex) and frame.index.name is None:
+        # A date-time index with no name: the bars' stamps, unless a column holds them.
+        has_dates = any(normalise(column) in DATE_COLUMN_NAMES for column in frame.columns)
+        frame = frame.reset_index(names=None if has_dates else "timestamp")
+    elif any(name is not None for name in frame.index.names):
         frame = frame.reset_index()  # pandas wrote its (Date, Symbol) index as the index
     # Numbers in a date column are text, as read_csv keeps them: 20000103 is a date.
     for column in frame.columns:
@@ -255,13 +327,10 @@ def split_sources(path: str, root: Path = Path()) -> dict[str, pd.DataFrame]:
     panel (symbols in sorted order, each symbol's rows in file order, its attrs naming their
     file rows). A row with no symbol is refused here."""
     frame = read_table(root / path)
-    symbol_columns = [
-        column for column in frame.columns if normalise(column) in SYMBOL_COLUMN_NAMES
-    ]
+    symbol_columns = _symbol_columns(frame.columns)
     if not symbol_columns or not len(frame):
         return {path: frame}
     column = symbol_columns[0]
-    # Factorised first: the few distinct symbols are stripped, not the many rows.
     # Factorised first: the few distinct spellings are turned into names (as pandas'
     # astype(str) names them) and stripped, not the many rows; spellings that strip to one
     # name are one symbol.
@@ -276,6 +345,14 @@ def split_sources(path: str, root: Path = Path()) -> dict[str, pd.DataFrame]:
     if missing.any():
         position = int(np.argmax(missing))
         raise DataError(f"{root / path}: {line_of(frame, position)}, column {column!r}: no symbol")
+    for code, symbol in enumerate(symbols):
+        if SYMBOL_SEPARATOR in symbol:
+            position = int(np.argmax(codes == code))
+            raise DataError(
+                f"{root / path}: {line_of(frame, position)}, column {column!r}: symbol "
+                f"{symbol!r} holds {SYMBOL_SEPARATOR!r}, which separates a panel's file from "
+                "its symbol; rename it"
+            )
     order = np.argsort(codes, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(symbols)))])
     # Each column reordered once, each symbol's part a slice of it.

@@ -11,8 +11,8 @@ are repaired instead; see `validate_series`.
 from __future__ import annotations
 
 import sys
-import warnings
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ import pandas as pd
 
 from finseq.errors import DataError, note
 from finseq.splits import split_adjusted_volume, split_like_steps
+from finseq.stamps import timestamps
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
@@ -95,6 +96,25 @@ def _find_columns(path: Path, frame: pd.DataFrame) -> dict[str, str]:
     return columns
 
 
+def _panel_hint(frame: pd.DataFrame, columns: dict[str, str]) -> str:
+    """For a message about repeated or unordered timestamps: a column finseq does not read
+    that is not float (text or integers) may be a panel's symbol under another name."""
+    if "rows" in frame.attrs:  # a panel's symbol: its symbol column was found
+        return ""
+    known = set(columns.values())
+    others = [
+        column
+        for column in frame.columns
+        if column not in known and not pd.api.types.is_float_dtype(frame[column].dtype)
+    ]
+    if not others:
+        return ""
+    return (
+        f"; if column {others[0]!r} names each row's series (a long-format panel), call it "
+        "Symbol, Ticker, Code or Instrument"
+    )
+
+
 def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
     raw = frame[column]
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
@@ -116,122 +136,6 @@ def _numeric(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
         what = "missing value" if np.isnan(array[position]) else f"{array[position]} is not finite"
         raise DataError(f"{path}: {line_of(frame, position)}, column {column!r}: {what}")
     return array
-
-
-TIME_WITHOUT_DATE = r"^\s*\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?\s*([AaPp][Mm])?\s*$"
-
-
-def _parse_stamps(raw: pd.Series, **options: str) -> pd.Series:
-    with warnings.catch_warnings():
-        # pandas warns when it cannot infer one format; the NaT it returns is reported below.
-        warnings.simplefilter("ignore", UserWarning)
-        return pd.to_datetime(raw, utc=True, errors="coerce", **options)
-
-
-# The dates datetime64[ns] can hold, as pandas parses them (it refuses the others).
-NANOSECOND_DATES = (np.datetime64("1677-09-22"), np.datetime64("2262-04-10"))
-
-
-def _iso_dates(raw: pd.Series) -> np.ndarray | None:
-    """A column of 'YYYY-MM-DD' text, the commonest date column, parsed by NumPy into
-    datetime64[ns]: the instants pandas' parse gives, at a third of its cost. None for any
-    other column (times, other layouts, missing or out-of-range dates): pandas parses it."""
-    values = raw.to_numpy()
-    if values.dtype != object or not len(values):
-        return None
-    text = values.astype("U")
-    if text.dtype.itemsize != 40:  # the longest is not 10 characters
-        return None
-    characters = text.view("U1").reshape(len(text), 10)  # shorter ones end in ""
-    shaped = (characters[:, 4] == "-") & (characters[:, 7] == "-") & (characters[:, 9] != "")
-    if not shaped.all():
-        return None
-    try:
-        days = values.astype("datetime64[D]")
-    except ValueError:
-        return None
-    if days.min() < NANOSECOND_DATES[0] or days.max() > NANOSECOND_DATES[1]:
-        return None
-    return days.astype("datetime64[ns]")
-
-
-def _parsed_stamps(path: Path, frame: pd.DataFrame, raw: pd.Series, column: str) -> np.ndarray:
-    """pandas' parse of any date or date-time text, as naive UTC datetime64[ns].
-
-    A time with no date ('09:30') is rejected: pandas would silently give it today's date.
-    """
-    parsed = _parse_stamps(raw)
-    if parsed.isna().any():
-        parsed = _parse_stamps(raw, format="mixed")
-    # A time with no date parses as today: only rows near today (or unparsed) can be one.
-    # Compared, not subtracted: a date centuries from today would overflow a difference.
-    today = pd.Timestamp.now(tz="UTC").normalize()
-    two_days = pd.Timedelta(days=2)
-    near_today = (
-        parsed.isna() | ((parsed >= today - two_days) & (parsed <= today + two_days))
-    ).to_numpy()
-    if near_today.any():
-        time_only = np.zeros(len(raw), dtype=bool)
-        time_only[near_today] = (
-            raw[near_today].astype(str).str.match(TIME_WITHOUT_DATE).to_numpy(dtype=bool)
-        )
-        if time_only.any():
-            position = int(np.argmax(time_only))
-            raise DataError(
-                f"{path}: {line_of(frame, position)}, column {column!r}: "
-                f"{raw.iloc[position]!r} has a time but no date"
-            )
-    if parsed.isna().any():
-        position = int(np.argmax(parsed.isna().to_numpy()))
-        value = raw.iloc[position]
-        what = "missing date" if pd.isna(value) else f"{value!r} is not a date"
-        raise DataError(f"{path}: {line_of(frame, position)}, column {column!r}: {what}")
-    return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
-
-
-def _stored_stamps(
-    path: Path, frame: pd.DataFrame, raw: pd.Series, column: str
-) -> np.ndarray | None:
-    """A column already holding date-times (Parquet's timestamps) as naive UTC
-    datetime64[ns], as pandas' parse gives it; None if one is missing (pandas' parse names
-    it). A date datetime64[ns] cannot hold is refused here: converted, it would wrap."""
-    if not pd.api.types.is_datetime64_any_dtype(raw.dtype) or raw.isna().any():
-        return None
-    if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        raw = raw.dt.tz_convert("UTC").dt.tz_localize(None)
-    values = raw.to_numpy()
-    outside = (values < NANOSECOND_DATES[0]) | (values > NANOSECOND_DATES[1])
-    if outside.any():
-        position = int(np.argmax(outside))
-        raise DataError(
-            f"{path}: {line_of(frame, position)}, column {column!r}: {values[position]} is "
-            f"outside the dates finseq handles ({NANOSECOND_DATES[0]} to {NANOSECOND_DATES[1]})"
-        )
-    return values.astype("datetime64[ns]")
-
-
-def _timestamps(path: Path, frame: pd.DataFrame, raw: pd.Series, column: str) -> np.ndarray:
-    """Parses dates or date-times; zone-aware values are converted to UTC, then made naive.
-    Bars must be in strictly ascending time."""
-    stamps = _stored_stamps(path, frame, raw, column)
-    if stamps is None:
-        stamps = _iso_dates(raw)
-    if stamps is None:
-        stamps = _parsed_stamps(path, frame, raw, column)
-    step = np.diff(stamps.astype(np.int64))
-    if (step <= 0).any():
-        position = int(np.argmax(step <= 0)) + 1
-        if step[position - 1] == 0:
-            raise DataError(
-                f"{path}: {line_of(frame, position)}, column {column!r}: duplicate timestamp "
-                f"{raw.iloc[position]!r} (also on {line_of(frame, position - 1)})"
-            )
-        raise DataError(
-            f"{path}: {line_of(frame, position)}, column {column!r}: timestamps are not in "
-            f"ascending order ({raw.iloc[position]!r} comes after {raw.iloc[position - 1]!r}); "
-            "sort the file by time"
-        )
-    return stamps
 
 
 def _reject_first(
@@ -285,7 +189,8 @@ def validate_series(
     if "time" in columns:
         stamp_text = stamp_text + " " + frame[columns["time"]]
         stamp_column = f"{columns['date']} + {columns['time']}"
-    stamps = _timestamps(path, frame, stamp_text, stamp_column)
+    where = partial(line_of, frame)
+    stamps = timestamps(path, stamp_text, stamp_column, where, _panel_hint(frame, columns))
 
     if ADJ_CLOSE in values:
         factor = values[ADJ_CLOSE] / values["close"]
