@@ -13,6 +13,7 @@ import pytest
 from conftest import holdout_split
 
 from finseq.errors import ConfigError, DataError
+from finseq.features import WARMUP_BARS
 from finseq.panel import prepare_dataset
 from finseq.params import LabelConfig, WindowConfig
 from finseq.split import SPLIT_NAMES, TEST, TRAIN, VAL
@@ -152,6 +153,22 @@ def test_a_split_whose_every_sample_is_purged_names_horizon_embargo_and_vol_wind
     assert message.startswith("no val samples are left of 24 val rows")
     assert f"label.horizon ({LABEL.horizon}) + split.embargo (30)" in message
     assert f"label.vol_window ({LABEL.vol_window})" in message
+
+
+def test_a_split_of_flat_prices_names_its_undecided_labels_not_the_purge(capsys):
+    """Flat prices give barriers of width 0 that every next bar touches both of: every
+    label is undecided, and the message says so rather than blaming horizon and embargo."""
+    flat = frame_on(CALENDAR, seed=1)
+    flat[["open", "high", "low", "close"]] = 100.0
+    with pytest.raises(ConfigError) as raised:
+        prepare_dataset({"flat.csv": flat}, LABEL, holdout_split(train=0.7, val=0.15, embargo=5))
+    rows = 560 - WARMUP_BARS  # the train cut at CALENDAR[560]
+    assert str(raised.value) == (
+        f"no train samples are left of {rows} train rows: {rows} of them "
+        "have an undecided label (a bar touched both triple-barrier barriers): flat prices, "
+        "or label.threshold too small"
+    )
+    assert "100.0% of their labels undecided" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")

@@ -164,7 +164,12 @@ def prepare_dataset(
     with _naming_the_lockbox(split_config):
         for index, fold in enumerate(plan.folds):
             _check_every_part_has_samples(
-                fold, stacked["parts"][index], stacked["samples"][index], label_config, split_config
+                fold,
+                stacked["parts"][index],
+                stacked["samples"][index],
+                stacked["labels"] == UNKNOWN_LABEL,
+                label_config,
+                split_config,
             )
     fold_meta = {}
     for index, fold in enumerate(plan.folds):
@@ -311,10 +316,13 @@ def _check_every_part_has_samples(
     fold: Fold,
     parts: np.ndarray,
     samples: np.ndarray,
+    undecided: np.ndarray,
     label_config: LabelConfig,
     split_config: SplitConfig,
 ) -> None:
-    """A part whose every bar is purged or unlabelled: name the params that did it."""
+    """A part whose every bar is purged or unlabelled: name the params that did it, or the
+    undecided labels where they are most of the part (flat prices: every bar touches both
+    barriers of width 0)."""
     if not (parts == TRAIN).any() and fold.name == HOLDOUT:
         raise ConfigError(
             f"split.train = {split_config.train} leaves no training rows after the "
@@ -329,6 +337,13 @@ def _check_every_part_has_samples(
     for split_code, split_name in enumerate(SPLIT_NAMES):
         rows = int((parts == split_code).sum())
         if rows and not (samples & (parts == split_code)).any():
+            ties = int((undecided & (parts == split_code)).sum())
+            if 2 * ties >= rows:
+                raise ConfigError(
+                    f"no {split_name} samples are left of {rows} {split_name} rows{where}: "
+                    f"{ties} of them have an undecided label (a bar touched both "
+                    "triple-barrier barriers): flat prices, or label.threshold too small"
+                )
             raise ConfigError(
                 f"no {split_name} samples are left of {rows} {split_name} rows{where}: each needs "
                 f"label.horizon ({label_config.horizon}) + split.embargo ({split_config.embargo}) "
