@@ -168,7 +168,7 @@ def test_a_split_of_flat_prices_names_its_undecided_labels_not_the_purge(capsys)
         "have an undecided label (a bar touched both triple-barrier barriers): flat prices, "
         "or label.threshold too small"
     )
-    assert "100.0% of their labels undecided" in capsys.readouterr().err
+    assert "flat.csv: 100.0% of its triple-barrier labels are undecided" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
