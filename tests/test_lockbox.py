@@ -37,7 +37,7 @@ from finseq.errors import ConfigError
 from finseq.inputs import load_series
 from finseq.labels import UNKNOWN_LABEL
 from finseq.lockbox import recorded_openings, run_lockbox
-from finseq.lockbox_opening import lockbox_table
+from finseq.lockbox_opening import lockbox_figures, lockbox_table
 from finseq.params import parse_params
 from finseq.paths import LOCKBOX_METRICS, MODEL_FILE, PREPARED_DIR, WINDOWS_DIR
 from finseq.saving import fold_checkpoint
@@ -193,7 +193,9 @@ def test_the_seal_is_the_same_with_files_read_side_by_side(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "value", ["2018-13-01", "the end of 2017", 2018, True, ["2018-01-01"]], ids=str
+    "value",
+    ["2018-13-01", "the end of 2017", "2018-W01", "2018-001", 2018, True, ["2018-01-01"]],
+    ids=str,
 )
 def test_a_lockbox_that_is_no_iso_date_is_refused_in_one_line(value):
     with pytest.raises(ConfigError) as raised:
@@ -208,6 +210,23 @@ def test_an_unquoted_yaml_date_is_read_as_its_iso_string():
     raw = tiny_params_dict()
     text = yaml.safe_dump(raw).replace("lockbox: null", "lockbox: 2018-01-01")
     assert parse_params(yaml.safe_load(text)).split.lockbox == "2018-01-01"
+
+
+@pytest.mark.parametrize("labelled_dates", [0, 2, 19])
+def test_an_opened_lockbox_of_too_few_labelled_dates_is_refused_not_spent(labelled_dates):
+    """Two scored bars gave a Sharpe of 17; none crashed the figures. Under 20 dates with a
+    known label, the opening is refused with the date to move."""
+    dates = pd.bdate_range("2018-12-03", periods=24)
+    labels = np.where(np.arange(24) < labelled_dates, 1.0, np.nan)
+    table = pd.DataFrame({"series": "a", "timestamp": dates, "label": labels})
+    params = tiny_params(split={"lockbox": "2018-12-03"})
+    with pytest.raises(ConfigError) as raised:
+        lockbox_figures(table, params)
+    assert str(raised.value) == (
+        f"split.lockbox = '2018-12-03' leaves {labelled_dates} sealed date(s) with a known "
+        f"label (the last label.horizon = {params.label.horizon} bars of a file have none); "
+        "an opened lockbox needs at least 20: choose an earlier date"
+    )
 
 
 def test_opening_no_lockbox_is_refused():

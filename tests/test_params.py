@@ -211,6 +211,52 @@ def test_load_params_reads_exponent_notation_as_a_number_like_dvc_does(tmp_path:
     assert load_params(path).train.learning_rate == pytest.approx(1e-4)
 
 
+@pytest.mark.parametrize(
+    ("key", "spelling"),
+    [
+        ("train.epochs", "010"),
+        ("train.epochs", "1_0"),
+        ("train.epochs", "0x0A"),
+        ("train.epochs", "1:30"),
+        ("split.lockbox_open", "yes"),
+        ("backtest.long_only", "on"),
+        ("data.adjust_volume", "no"),
+        ("split.lockbox", "2018-01-01"),
+    ],
+)
+def test_params_yaml_is_read_as_dvc_reads_it(tmp_path: Path, key: str, spelling: str):
+    """A run uses the values `dvc params diff` and `dvc exp show` record: DVC's YAML 1.2
+    reads `010` as 10 (PyYAML's 1.1: 8) and `yes` as text (1.1: true), which a boolean key
+    then refuses, rather than opening the lockbox on a value DVC records as 'yes'."""
+    from dvc.utils.serialize import parse_yaml
+
+    section, name = key.split(".")
+    raw = tiny_params_dict()
+    text = yaml.safe_dump(raw).replace(f"  {name}: ", f"  {name}: {spelling} #", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    as_dvc_reads_it = parse_yaml(text, str(path))[section][name]
+    try:
+        value = getattr(getattr(load_params(path), section), name)
+    except ConfigError as refused:
+        assert isinstance(as_dvc_reads_it, str), refused
+        assert str(refused).startswith(f"{key} = {as_dvc_reads_it!r} has the wrong type")
+    else:
+        assert value == (as_dvc_reads_it.isoformat() if key == "split.lockbox" else as_dvc_reads_it)
+
+
+def test_an_unquoted_date_that_is_no_date_is_one_line(tmp_path: Path):
+    text = yaml.safe_dump(tiny_params_dict(split={"lockbox": "LOCKBOX"}))
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("'LOCKBOX'", "2018-13-01").replace("LOCKBOX", "2018-13-01"))
+    with pytest.raises(ConfigError) as raised:
+        load_params(path)
+    assert str(raised.value) == (
+        f"{path}: a value YAML reads as a date is not a valid date (month must be in 1..12); "
+        "fix or quote it"
+    )
+
+
 @pytest.mark.parametrize("stage", ["prepare", "window", "train", "evaluate", "lockbox"])
 def test_a_bad_param_stops_each_stage_before_it_imports_its_code(tmp_path: Path, stage):
     """The params are checked first: a typo costs half a second, not the import of torch."""

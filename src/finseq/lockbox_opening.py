@@ -129,12 +129,24 @@ def lockbox_table(params: Params, root: Path) -> tuple[pd.DataFrame, str]:
     return table, str(scored["model"].iloc[0]) if len(scored) else ""
 
 
+# Dates with a known label below which an opened lockbox's figures say nothing (a Sharpe
+# of 17 from two bars): the opening is refused, and not spent on them.
+MIN_LOCKBOX_DATES = 20
+
+
 def lockbox_figures(table: pd.DataFrame, params: Params) -> dict:
     """metrics/lockbox.json's `lockbox.*` keys of an opened lockbox's scored table."""
     if not len(table):
         raise DataError(
             f"split.lockbox = {params.split.lockbox!r} leaves no sealed bar with a full window "
             "of the model to score"
+        )
+    dates = table.loc[table["label"].notna(), "timestamp"].nunique()
+    if dates < MIN_LOCKBOX_DATES:
+        raise ConfigError(
+            f"split.lockbox = {params.split.lockbox!r} leaves {dates} sealed date(s) with a "
+            f"known label (the last label.horizon = {params.label.horizon} bars of a file have "
+            f"none); an opened lockbox needs at least {MIN_LOCKBOX_DATES}: choose an earlier date"
         )
     classes = table_metrics(table)
     backtest, _ = configured_backtest(table, params.backtest, params.label.horizon)

@@ -9,12 +9,10 @@ these dataclasses.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
@@ -345,18 +343,6 @@ def parse_params(raw: Any) -> Params:
     return params
 
 
-class _ParamsLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """YAML 1.2 numbers (`1e-4` is a float, as DVC's ruamel.yaml reads it), on libyaml's
-    parser where PyYAML has it: the pure-Python one costs every stage about 8 ms."""
-
-
-_ParamsLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$"),
-    list("-+.0123456789"),
-)
-
-
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     """Reads and validates params.yaml; the one way stages get their configuration."""
     path = Path(path)
@@ -366,8 +352,17 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
         raise ConfigError(f"{path}: file not found (run from the repository root)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read as text ({exc})") from None
+    # DVC's own parser and settings (ruamel.yaml, YAML 1.2), so that a run uses the values
+    # `dvc params diff` and `dvc exp show` record: `010` is 10, `yes` and `on` are text (no
+    # boolean), `1:30` is text, `1e-4` a float. PyYAML's YAML 1.1 reads all four otherwise.
+    from ruamel.yaml import YAML, YAMLError
+
     try:
-        raw = yaml.load(text, Loader=_ParamsLoader)
-    except yaml.YAMLError as exc:
+        raw = YAML(typ="safe").load(text)
+    except YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    except ValueError as exc:  # an unquoted date that is none: 2018-13-01
+        raise ConfigError(
+            f"{path}: a value YAML reads as a date is not a valid date ({exc}); fix or quote it"
+        ) from None
     return parse_params(raw)

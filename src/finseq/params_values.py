@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 from typing import Any
 
 from pydantic_core import PydanticCustomError
@@ -33,7 +34,11 @@ def lockbox_date(value: Any) -> Any:
         return None
     if isinstance(value, datetime.date):
         return value.isoformat()
+    # A calendar date first (2018-01-01 or 20180101), then an optional time: Python reads
+    # week and ordinal dates (2018-W01, 2018-001) too, which pandas, cutting the bars, does not.
     try:
+        if not re.match(r"\d{4}-?\d{2}-?\d{2}(?:$|[T ])", value):
+            raise ValueError(value)
         datetime.datetime.fromisoformat(value)
     except (TypeError, ValueError):
         raise not_allowed("an ISO date such as '2018-01-01', or null (no lockbox)") from None
