@@ -8,6 +8,7 @@ last good ones come back with `dvc checkout` (cached outs) and `git checkout -- 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import signal
 import subprocess
@@ -79,6 +80,16 @@ def test_a_successful_file_write_gets_ordinary_permissions(tmp_path: Path):
     assert (tmp_path / "metrics.json").read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644
     assert entries(tmp_path) == ["metrics.json"]
+
+
+def test_a_figure_that_is_not_a_number_is_written_as_json_null(tmp_path: Path):
+    """NaN and Infinity are not JSON: a strict reader must be able to read every metrics file."""
+    target = tmp_path / "eval.json"
+    write_json(
+        target, {"test": {"hit_rate": float("nan"), "sharpe": 0.5}, "bounds": [float("-inf"), 1]}
+    )
+    strict = json.loads(target.read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert strict == {"bounds": [None, 1], "test": {"hit_rate": None, "sharpe": 0.5}}
 
 
 def test_a_checkpoint_that_fails_to_save_keeps_the_previous_model(tmp_path: Path):

@@ -7,6 +7,7 @@ SIGTERM, a crash) leaves either the previous output or none, never a truncated o
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -60,9 +61,22 @@ def remove_temporaries(target: str | Path) -> None:
 
 
 def write_json(target: str | Path, payload: Any) -> None:
-    """Deterministic JSON (sorted keys), written atomically."""
+    """Deterministic JSON (sorted keys), written atomically. A figure that is not a number
+    (a hit rate of a strategy that never traded, a bound no bootstrap could draw) is written
+    `null`: NaN and Infinity are not JSON, and strict readers (jq, JavaScript) refuse them."""
     with atomic_path(target) as temporary:
-        temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        text = json.dumps(_finite(payload), indent=2, sort_keys=True, allow_nan=False)
+        temporary.write_text(text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def write_text(target: str | Path, text: str) -> None:
