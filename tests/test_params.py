@@ -142,6 +142,11 @@ BAD_PARAMS = [
         id="huge-learning-rate",
     ),
     pytest.param(
+        {"train": {"learning_rate": 1e-300}},
+        ["train.learning_rate = 1e-300", "0 or a number of magnitude >= 1e-30"],
+        id="underflowing-learning-rate",
+    ),
+    pytest.param(
         {"train": {"seed": 2**64}},
         ["train.seed = 18446744073709551616", "an integer of magnitude <= 2147483647"],
         id="huge-seed",

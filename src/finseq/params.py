@@ -21,9 +21,11 @@ from finseq.params_values import each_file_once, lockbox_date
 from finseq.params_values import not_allowed as _not_allowed
 from finseq.paths import PARAMS_FILE
 
-# Every number must fit the 32-bit types torch and numpy compute with.
+# Every number must fit the 32-bit types torch and numpy compute with: a learning rate of
+# 1e-300 is 0 in float32, and training would silently do nothing.
 LARGEST_INTEGER = 2**31 - 1
 LARGEST_NUMBER = 1e30
+SMALLEST_NUMBER = 1e-30
 
 # Strict: YAML's `true` is no integer and `2.5` no epoch count (an integer is a number).
 SECTION = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
@@ -41,6 +43,8 @@ def _number_fits(value: Any) -> Any:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if number and not abs(float(value)) <= LARGEST_NUMBER:
         raise _not_allowed(f"a finite number of magnitude <= {LARGEST_NUMBER:g}")
+    if number and value and abs(float(value)) < SMALLEST_NUMBER:
+        raise _not_allowed(f"0 or a number of magnitude >= {SMALLEST_NUMBER:g}")
     return value
 
 
