@@ -205,6 +205,16 @@ def test_a_lockbox_that_is_no_iso_date_is_refused_in_one_line(value):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("value", ["9999-12-31", "1600-01-01"])
+def test_a_lockbox_date_beyond_nanosecond_timestamps_is_refused(value):
+    with pytest.raises(ConfigError) as raised:
+        parse_params(tiny_params_dict(split={"lockbox": value}))
+    assert str(raised.value) == (
+        f"split.lockbox = {value!r} is not allowed: expected a date from 1678 to 2261 (what "
+        "nanosecond timestamps hold)"
+    )
+
+
 def test_an_unquoted_yaml_date_is_read_as_its_iso_string():
     """YAML (and `dvc exp run -S split.lockbox=2018-01-01`) reads an unquoted date as a date."""
     raw = tiny_params_dict()

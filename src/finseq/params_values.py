@@ -32,14 +32,16 @@ def lockbox_date(value: Any) -> Any:
     """split.lockbox: an ISO date string or null (YAML reads an unquoted date as a date)."""
     if value is None:
         return None
-    if isinstance(value, datetime.date):
-        return value.isoformat()
+    text = value.isoformat() if isinstance(value, datetime.date) else value
     # A calendar date first (2018-01-01 or 20180101), then an optional time: Python reads
-    # week and ordinal dates (2018-W01, 2018-001) too, which pandas, cutting the bars, does not.
+    # week and ordinal dates (2018-W01, 2018-001) too, which pandas, cutting the bars, does
+    # not; and a year the bars' nanosecond timestamps can hold.
     try:
-        if not re.match(r"\d{4}-?\d{2}-?\d{2}(?:$|[T ])", value):
-            raise ValueError(value)
-        datetime.datetime.fromisoformat(value)
+        if not re.match(r"\d{4}-?\d{2}-?\d{2}(?:$|[T ])", text):
+            raise ValueError(text)
+        year = datetime.datetime.fromisoformat(text).year
     except (TypeError, ValueError):
         raise not_allowed("an ISO date such as '2018-01-01', or null (no lockbox)") from None
-    return value
+    if not 1678 <= year <= 2261:
+        raise not_allowed("a date from 1678 to 2261 (what nanosecond timestamps hold)")
+    return text
