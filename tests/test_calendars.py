@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import holdout_split
+from conftest import holdout_split, split_config
 
 from finseq.errors import ConfigError, DataError
 from finseq.features import WARMUP_BARS
@@ -153,6 +153,33 @@ def test_a_split_whose_every_sample_is_purged_names_horizon_embargo_and_vol_wind
     assert message.startswith("no val samples are left of 24 val rows")
     assert f"label.horizon ({LABEL.horizon}) + split.embargo (30)" in message
     assert f"label.vol_window ({LABEL.vol_window})" in message
+
+
+def test_walk_forward_messages_name_the_walk_forward_keys():
+    """A fold with no training rows names split.val_share, not the holdout's split.train;
+    a purge that empties a part names the keys that widen it; a stride that places no
+    window names window.stride."""
+    frames = {"full.csv": frame_on(CALENDAR, seed=1)}
+    all_val = split_config(method="walk_forward", folds=2, oos_start=0.5, val_share=0.9)
+    with pytest.raises(ConfigError) as raised:
+        prepare_dataset(frames, LABEL, all_val)
+    assert str(raised.value).endswith(
+        "give it more history (split.oos_start or split.history) or a smaller "
+        "split.val_share (0.9)"
+    )
+    purged = split_config(method="walk_forward", folds=2, oos_start=0.5, history=40, embargo=5)
+    with pytest.raises(ConfigError) as raised:
+        prepare_dataset(frames, LABEL, purged)
+    assert str(raised.value).endswith(
+        "lower those or widen the split (split.history, split.val_share, split.folds)"
+    )
+    data = prepare_dataset(frames, LABEL, split_config(method="walk_forward", folds=2))
+    with pytest.raises(ConfigError) as raised:
+        make_window_sets(data, WindowConfig(seq_len=20, stride=1000))
+    assert str(raised.value).endswith(
+        "after warm-up where window.stride places one; lower window.seq_len or window.stride, "
+        "or raise split.oos_start"
+    )
 
 
 def test_a_split_of_flat_prices_names_its_undecided_labels_not_the_purge(capsys):

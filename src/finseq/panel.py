@@ -331,9 +331,15 @@ def _check_every_part_has_samples(
     if not (parts == TRAIN).any():
         raise ConfigError(
             f"fold {fold.name} has no training rows after the {WARMUP_BARS}-bar warm-up of each "
-            "series; give it more history (split.train, split.oos_start or split.history)"
+            "series; give it more history (split.oos_start or split.history) or a smaller "
+            f"split.val_share ({split_config.val_share})"
         )
     where = "" if fold.name == HOLDOUT else f" in fold {fold.name}"
+    widen = (
+        "split.train, split.val"
+        if fold.name == HOLDOUT
+        else "split.history, split.val_share, split.folds"
+    )
     for split_code, split_name in enumerate(SPLIT_NAMES):
         rows = int((parts == split_code).sum())
         if rows and not (samples & (parts == split_code)).any():
@@ -348,5 +354,5 @@ def _check_every_part_has_samples(
                 f"no {split_name} samples are left of {rows} {split_name} rows{where}: each needs "
                 f"label.horizon ({label_config.horizon}) + split.embargo ({split_config.embargo}) "
                 f"bars after it inside the split and label.vol_window ({label_config.vol_window}) "
-                "bars before it; lower those or widen the split"
+                f"bars before it; lower those or widen the split ({widen})"
             )

@@ -58,8 +58,10 @@ def make_window_sets(data: PreparedData, config: WindowConfig) -> WindowSets:
                     )
                 raise ConfigError(
                     f"{setting} leaves no {split_name} windows{where}: no {split_name} sample of "
-                    f"any series has {config.seq_len} rows of its series up to it after warm-up; "
-                    "lower window.seq_len or raise split.oos_start"
+                    f"any series has {config.seq_len} rows of its series up to it after warm-up"
+                    f"{' where window.stride places one' if config.stride > 1 else ''}; lower "
+                    f"window.seq_len{' or window.stride' if config.stride > 1 else ''}, or raise "
+                    "split.oos_start"
                 )
         if fold in data.meta["evaluated_folds"]:
             for code, split_code in np.argwhere(windows == 0):
