@@ -164,8 +164,7 @@ def test_walk_forward_messages_name_the_walk_forward_keys():
     with pytest.raises(ConfigError) as raised:
         prepare_dataset(frames, LABEL, all_val)
     assert str(raised.value).endswith(
-        "give it more history (split.oos_start or split.history) or a smaller "
-        "split.val_share (0.9)"
+        "give it more history (split.oos_start or split.history) or a smaller split.val_share (0.9)"
     )
     purged = split_config(method="walk_forward", folds=2, oos_start=0.5, history=40, embargo=5)
     with pytest.raises(ConfigError) as raised:
@@ -208,3 +207,15 @@ def test_a_feature_that_is_not_finite_names_the_series_file_and_the_first_bad_ba
     assert message.startswith("late.csv: feature ")
     assert f"is not finite at {CALENDAR[400]}; " in message
     assert message.endswith(f"is the bar of {CALENDAR[400]} (Close inf); check that bar"), message
+
+
+def test_a_class_no_training_sample_holds_is_noted(capsys):
+    frames = {"full.csv": frame_on(CALENDAR, seed=1)}
+    prepare_dataset(frames, LABEL, SPLIT)
+    assert "the model cannot learn" not in capsys.readouterr().err
+    wide = LabelConfig(method="triple_barrier", horizon=5, threshold=1e6, vol_window=20)
+    prepare_dataset(frames, wide, SPLIT)
+    assert (
+        "note: no training sample of any fold is labelled -1, 1: the model cannot learn those "
+        "classes; check label.threshold (1000000.0) against the returns' scale"
+    ) in capsys.readouterr().err

@@ -48,6 +48,7 @@ from finseq.split import (
 from finseq.summary import (
     data_summary,
     note_empty_splits,
+    note_missing_classes,
     note_stale_opens,
     note_undecided_ties,
 )
@@ -209,6 +210,7 @@ def prepare_dataset(
     meta["content_hash"] = array_hash(((name, stacked[name]) for name in ARRAYS), meta)
     data = PreparedData(meta=meta, **stacked)
     note_empty_splits(data)
+    note_missing_classes(data)
     note_stale_opens(data)
     return data
 

@@ -12,7 +12,7 @@ from finseq.errors import note
 from finseq.inputs import source_file
 from finseq.labels import CLASS_LABELS
 from finseq.params import LabelConfig
-from finseq.split import FINAL, HOLDOUT, SPLIT_NAMES, TEST, counts_by_series_and_part
+from finseq.split import FINAL, HOLDOUT, SPLIT_NAMES, TEST, TRAIN, counts_by_series_and_part
 
 # A series with more undecided ties than this share of its labelled bars gets a note.
 TIE_NOTE_SHARE = 0.01
@@ -54,6 +54,24 @@ def note_empty_splits(data: PreparedData) -> None:
                 f"series {names[code]!r} has no {SPLIT_NAMES[split_code]} bars{where}: "
                 "it does not cover that period"
             )
+
+
+def note_missing_classes(data: PreparedData) -> None:
+    """A class absent from the training samples of every fold: the model cannot learn it,
+    and its prior gives it the add-one share only (label.threshold far from the returns'
+    scale gives every label 0)."""
+    present = np.zeros(len(CLASS_LABELS), dtype=bool)
+    for index in range(len(data.fold_names)):
+        training = data.samples[index] & (data.parts[index] == TRAIN)
+        present |= np.isin(CLASS_LABELS, data.labels[training])
+    if not present.all():
+        missing = ", ".join(str(label) for label in np.asarray(CLASS_LABELS)[~present])
+        which = "that class" if (~present).sum() == 1 else "those classes"
+        note(
+            f"no training sample of any fold is labelled {missing}: the model cannot learn "
+            f"{which}; check label.threshold ({data.meta['label']['threshold']}) against "
+            "the returns' scale"
+        )
 
 
 def note_stale_opens(data: PreparedData) -> None:
