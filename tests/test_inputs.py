@@ -515,3 +515,16 @@ def test_a_header_that_starts_with_a_hash_is_still_a_header(tmp_path):
     hashed = tmp_path / "hashed.csv"
     hashed.write_text("#" + plain.read_text())
     pd.testing.assert_frame_equal(load_series(hashed), load_series(plain))
+
+
+def test_a_file_outside_the_project_is_noted_as_untracked(universe, capsys):
+    from finseq.panel import note_files_outside
+
+    project = universe / "one"
+    note_files_outside(["AAA.csv", "../one/BBB.csv"], project)
+    assert capsys.readouterr().err == ""
+    note_files_outside(["AAA.csv", "../panels/panel.csv", str(universe / "x.csv")], project)
+    assert capsys.readouterr().err == (
+        "note: data.files reads '../panels/panel.csv' and 1 more from outside the project: DVC "
+        "does not track it, so a change to it will not rerun prepare; copy it under data/raw\n"
+    )

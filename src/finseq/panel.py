@@ -16,7 +16,7 @@ import pandas as pd
 
 from finseq.artifacts import ARRAYS, PreparedData
 from finseq.atomic import write_json
-from finseq.errors import ConfigError, DataError
+from finseq.errors import ConfigError, DataError, note
 from finseq.features import FEATURE_NAMES, WARMUP_BARS, StandardScaler
 from finseq.inputs import expand_entries
 from finseq.labels import TIE_DECIDED_BY_OPEN, TIE_UNDECIDED, UNKNOWN_LABEL
@@ -61,6 +61,7 @@ def prepare_panel(params: Params, frames: dict[str, pd.DataFrame] | None = None)
     featurised = None
     if frames is None:
         files = expand_entries(params.data.files)
+        note_files_outside(files, Path.cwd())
         frames, featurised = read_series(
             files,
             params.label,
@@ -71,6 +72,19 @@ def prepare_panel(params: Params, frames: dict[str, pd.DataFrame] | None = None)
     return prepare_dataset(
         frames, params.label, params.split, featurised, params.data.adjust_volume
     )
+
+
+def note_files_outside(files: list[str], root: Path) -> None:
+    """A file outside the project is no DVC dependency of prepare: a change to it reruns
+    nothing, and the prepared data go stale without a word. Named once, with the count."""
+    top = root.resolve()
+    outside = [path for path in files if not (root / path).resolve().is_relative_to(top)]
+    if outside:
+        more = f" and {len(outside) - 1} more" if len(outside) > 1 else ""
+        note(
+            f"data.files reads {outside[0]!r}{more} from outside the project: DVC does not "
+            "track it, so a change to it will not rerun prepare; copy it under data/raw"
+        )
 
 
 def run_prepare(params: Params, root: Path = Path()) -> PreparedData:
