@@ -85,6 +85,8 @@ def _read_either_way(path: Path, raw: pd.Series, column: str, where: Where) -> p
     parsed = parse_stamps(raw)
     if _day_first_format(raw.iloc[0]) is None:
         return parsed
+    if not parsed.isna().any() and (parsed.dt.day > 12).any():
+        return parsed  # a day above 12: no day-first reading of that row
     day_first = parse_stamps(raw, dayfirst=True)
     if parsed.isna().any() or day_first.isna().any():
         return day_first if parsed.isna().any() and not day_first.isna().any() else parsed
@@ -121,8 +123,12 @@ def parsed_stamps(path: Path, raw: pd.Series, column: str, where: Where) -> np.n
     A time with no date ('09:30') is rejected: pandas would silently give it today's date.
     """
     parsed = _read_either_way(path, raw, column, where)
+    # Parsed with one layout inferred from the first stamp, every stamp has the first's zone
+    # convention (one without fails that layout); row by row, each may have its own.
+    one_layout = isinstance(raw.iloc[0], str) and guess_datetime_format(str(raw.iloc[0]))
     if parsed.isna().any():
         parsed = parse_stamps(raw, format="mixed")
+        one_layout = False
     # A time with no date parses as today: only rows near today (or unparsed) can be one.
     # Compared, not subtracted: a date centuries from today would overflow a difference.
     today = pd.Timestamp.now(tz="UTC").normalize()
@@ -154,7 +160,8 @@ def parsed_stamps(path: Path, raw: pd.Series, column: str, where: Where) -> np.n
         else:
             what = f"{value!r} is not a date"
         raise DataError(f"{path}: {where(position)}, column {column!r}: {what}")
-    _check_one_zone_convention(path, raw, column, where)
+    if not one_layout:
+        _check_one_zone_convention(path, raw, column, where)
     return parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
 
 
