@@ -1274,3 +1274,16 @@ def test_the_model_defaults_to_the_pipelines_and_is_a_path():
     parser = predict_module.build_parser()
     assert parser.parse_args(["a.csv"]).model == Path("models/model.pth")
     assert parser.parse_args(["a.csv", "--model", "m.pth"]).model == Path("m.pth")
+
+
+def test_the_model_cards_results_show_n_a_for_a_figure_that_is_null():
+    """eval.json writes a figure that is not a number as null; the card says n/a, not a crash."""
+    from finseq.card import metrics_section
+
+    test = {"samples": 10, "skill": None, "accuracy": 0.4, "majority_accuracy": None}
+    lines = metrics_section(
+        {"test": {**test, "sharpe": None, "buy_hold_sharpe": None}, "seeds": {}}, "holdout"
+    )
+    assert "| skill (1 - loss / prior loss) | n/a |" in lines
+    assert "| accuracy, majority baseline | 0.400, n/a |" in lines
+    assert "| Sharpe after costs, buy-and-hold | n/a, n/a |" in lines

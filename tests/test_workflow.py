@@ -160,6 +160,10 @@ def test_recheck_passes_within_three_seed_spreads_and_names_what_moved_beyond():
     assert retrain_differences(committed, far) == ["test.skill 0.0200 -> 0.0600 (tolerance 0.0300)"]
     with pytest.raises(DataError, match=r"train\.seeds = 1"):
         retrain_differences({"test": committed["test"]}, close)
+    # null (not a number: a strategy that never traded) agrees only with null.
+    never_traded = {"test": {**committed["test"], "sharpe": None}, "seeds": committed["seeds"]}
+    assert retrain_differences(never_traded, {"test": {**close["test"], "sharpe": None}}) == []
+    assert retrain_differences(never_traded, close) == ["test.sharpe None -> -0.6"]
 
 
 DESELECTING = ("-m", "-k", "--deselect", "--ignore", "--ignore-glob", "-x", "--exitfirst")

@@ -43,6 +43,11 @@ def _size(state_dict: dict) -> str:
     return f"{sum(value.numel() for value in state_dict.values()):,} weights"
 
 
+def _number(value: float | None, spec: str) -> str:
+    """A figure, or n/a where eval.json holds null (not a number)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def _interval(test: dict, name: str, digits: int = 3) -> str:
     value = test.get(name)
     if value is None:
@@ -78,17 +83,17 @@ def metrics_section(metrics: dict | None, split_method: str) -> list[str]:
         "| --- | --- |",
         f"| windows | {test['samples']} |",
         f"| skill (1 - loss / prior loss) | {_interval(test, 'skill')} |",
-        f"| accuracy, majority baseline | {test['accuracy']:.3f}, "
-        f"{test['majority_accuracy']:.3f} |",
+        f"| accuracy, majority baseline | {_number(test['accuracy'], '.3f')}, "
+        f"{_number(test['majority_accuracy'], '.3f')} |",
         f"| balanced accuracy | {_interval(test, 'balanced_accuracy')} |",
         f"| Sharpe after costs, buy-and-hold | {_interval(test, 'sharpe', 2)}, "
-        f"{test.get('buy_hold_sharpe', float('nan')):+.2f} |",
+        f"{_number(test.get('buy_hold_sharpe'), '+.2f')} |",
         f"| annual return after costs | {_interval(test, 'annual_return')} |",
     ]
     if "skill_sd" in seeds:
         lines.append(
             f"| seed-to-seed sd of one seed's skill, Sharpe ({seeds['count']} seeds) | "
-            f"{seeds['skill_sd']:.3f}, {seeds['sharpe_sd']:.2f} |"
+            f"{_number(seeds['skill_sd'], '.3f')}, {_number(seeds['sharpe_sd'], '.2f')} |"
         )
     return [*lines, ""]
 

@@ -37,8 +37,13 @@ def retrain_differences(committed: Mapping, retrained: Mapping) -> list[str]:
         )
     moved = []
     for name in CHECKED:
-        tolerance = TOLERANCE_SDS * spread[f"{name}_sd"]
         was, now = committed["test"][name], retrained["test"][name]
+        if was is None or now is None or spread[f"{name}_sd"] is None:
+            # null: not a number (a strategy that never traded); only null and null agree
+            if (was is None) != (now is None):
+                moved.append(f"test.{name} {was} -> {now}")
+            continue
+        tolerance = TOLERANCE_SDS * spread[f"{name}_sd"]
         if abs(now - was) > tolerance:
             moved.append(f"test.{name} {was:.4f} -> {now:.4f} (tolerance {tolerance:.4f})")
     return moved
