@@ -667,3 +667,15 @@ def test_a_parquet_date_beyond_what_nanoseconds_hold_is_named_as_such(tmp_path):
         f"{path}: row 2, column 'Date': 2300-01-01 is outside the dates finseq handles "
         "(1677-09-22 to 2262-04-10)"
     )
+
+
+def test_epoch_seconds_are_refused_with_a_hint_not_guessed(tmp_path):
+    seconds = [str(946857600 + 86400 * day) for day in range(5)]
+    path = dated_csv(tmp_path, seconds)
+    with pytest.raises(DataError) as caught:
+        load_series(path)
+    assert str(caught.value) == (
+        f"{path}: line 2, column 'Date': '946857600' is not a date (a count of seconds or "
+        "milliseconds since 1970? finseq does not guess which; write the stamps as "
+        "YYYY-MM-DD HH:MM:SS, in UTC or with an offset)"
+    )

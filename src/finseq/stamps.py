@@ -13,6 +13,7 @@ finseq.load.line_of for the frame the column comes from.
 from __future__ import annotations
 
 import datetime
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -159,6 +160,11 @@ def parsed_stamps(path: Path, raw: pd.Series, column: str, where: Where) -> np.n
             )
         else:
             what = f"{value!r} is not a date"
+            if re.fullmatch(r"\s*\d{9,13}(?:\.\d*)?\s*", str(value)):
+                what += (
+                    " (a count of seconds or milliseconds since 1970? finseq does not guess "
+                    "which; write the stamps as YYYY-MM-DD HH:MM:SS, in UTC or with an offset)"
+                )
         raise DataError(f"{path}: {where(position)}, column {column!r}: {what}")
     if not one_layout:
         _check_one_zone_convention(path, raw, column, where)
