@@ -45,7 +45,7 @@ def finseq_checkpoint() -> dict:
         feature_names=["a", "b", "c"],
         scaler_mean=[0.0, 0.0, 0.0],
         scaler_std=[1.0, 1.0, 1.0],
-        training={"best_epoch": 1},
+        training={"best_epoch": 1, "fold": "final", "seed": 0},
         params={},
         provenance={"finseq_version": "0.1.0"},
     )
@@ -190,3 +190,56 @@ def test_evaluate_names_a_truncated_model_with_one_error_line(windowed, tmp_path
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"error: {FIRST_FOLD_MODEL}: {NOT_AN_ARCHIVE}"]
+
+
+def test_flipped_bits_in_the_weights_are_refused_by_the_archives_checksum(tmp_path: Path):
+    """torch.load would read other weights; the zip's CRC-32 of that member fails."""
+    import struct
+    import zipfile
+
+    path = tmp_path / "model.pth"
+    save_checkpoint(finseq_checkpoint(), path)
+    with zipfile.ZipFile(path) as archive:
+        member = next(info for info in archive.infolist() if "/data/" in info.filename)
+    data = bytearray(path.read_bytes())
+    header = member.header_offset  # the local header's name and extra-field lengths
+    name_length, extra_length = struct.unpack("<HH", data[header + 26 : header + 30])
+    start = header + 30 + name_length + extra_length
+    for offset in range(start + 4, start + 12):
+        data[offset] ^= 0x55
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError) as raised:
+        load_checkpoint(path)
+    assert str(raised.value) == (
+        f"{path}: corrupt: the checksum of {member.filename} fails; rebuild it with "
+        "`dvc repro train` or `dvc pull`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("seq_len", 0),
+        ("scaler_std", torch.zeros(3, dtype=torch.float64)),
+        ("scaler_mean", torch.tensor([0.0, float("nan"), 0.0], dtype=torch.float64)),
+        ("scaler_std", torch.ones(2, dtype=torch.float64)),
+        ("feature_names", ["a", "b"]),
+        ("class_labels", [1, 0, -1]),
+        ("provenance", {}),
+        ("training", {"best_epoch": 1}),
+        ("ensemble", [{"seed": 1}]),
+        ("ensemble", "x"),
+    ],
+)
+def test_a_hand_edited_checkpoint_field_is_refused_by_name(tmp_path: Path, field, value):
+    checkpoint = finseq_checkpoint()
+    checkpoint[field] = value
+    path = tmp_path / "model.pth"
+    save_checkpoint(checkpoint, path)
+    name = "scaler_mean, scaler_std" if field.startswith("scaler") else field
+    with pytest.raises(DataError) as raised:
+        load_checkpoint(path)
+    assert str(raised.value) == (
+        f"{path}: not a checkpoint finseq wrote: {name} missing or malformed; rebuild it "
+        "with `dvc repro train` or `dvc pull`"
+    )

@@ -61,7 +61,7 @@ def test_checkpoint_round_trip_rebuilds_an_identical_model_with_weights_only(tmp
         feature_names=["a", "b", "c"],
         scaler_mean=[0.0, 1.0, 2.0],
         scaler_std=[1.0, 2.0, 3.0],
-        training={"best_epoch": 3, "stop_reason": "early_stopping"},
+        training={"best_epoch": 3, "stop_reason": "early_stopping", "fold": "final", "seed": 0},
         params={"window": {"seq_len": 12, "stride": 1}},
         provenance={"finseq_version": "0.1.0"},
     )

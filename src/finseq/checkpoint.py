@@ -21,6 +21,7 @@ import dataclasses
 import pickle
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +133,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
             f"{path}: not a readable model checkpoint: not a PyTorch zip archive (truncated, "
             "corrupt or another format); rebuild it with `dvc repro train` or `dvc pull`"
         )
+    _check_zip_checksums(path)
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -152,8 +154,68 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         model_config = parse_section(ModelConfig, checkpoint["model_config"], "model")
     except ConfigError as exc:
         raise DataError(f"{path}: invalid model config in checkpoint: {exc}") from None
+    _check_fields(checkpoint, path)
     model = _built(model_config, checkpoint, checkpoint["state_dict"], path, device)
     return model, checkpoint
+
+
+def _check_zip_checksums(path: Path) -> None:
+    """torch.load does not check the archive's CRC-32s: flipped bits in the weights would
+    load as other weights. zipfile checks every member's."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        damaged = " ".join(str(exc).split())
+    if damaged is not None:
+        raise DataError(
+            f"{path}: corrupt: the checksum of {damaged} fails; rebuild it with "
+            "`dvc repro train` or `dvc pull`"
+        )
+
+
+def _check_fields(checkpoint: dict, path: Path) -> None:
+    """The fields prediction and evaluation read, of the types and sizes finseq writes:
+    a hand-edited or foreign file is refused here, not by a KeyError or a NaN later."""
+    n_features = checkpoint["n_features"]
+    scaler = [checkpoint["scaler_mean"], checkpoint["scaler_std"]]
+    problems = {
+        "n_features": not (type(n_features) is int and n_features >= 1),
+        "seq_len": not (type(checkpoint["seq_len"]) is int and checkpoint["seq_len"] >= 1),
+        "feature_names": not (
+            isinstance(checkpoint["feature_names"], list)
+            and len(checkpoint["feature_names"]) == n_features
+        ),
+        "scaler_mean, scaler_std": not all(
+            isinstance(values, torch.Tensor)
+            and values.shape == (n_features,)
+            and bool(torch.isfinite(values).all())
+            for values in scaler
+        )
+        or not bool((scaler[1] > 0).all()),
+        "class_labels": checkpoint["class_labels"] != list(CLASS_LABELS),
+        "provenance": not (
+            isinstance(checkpoint["provenance"], dict)
+            and isinstance(checkpoint["provenance"].get("finseq_version"), str)
+        ),
+        "training": not (
+            isinstance(checkpoint.get("training"), dict)
+            and {"fold", "seed"} <= set(checkpoint["training"])
+        ),
+        "ensemble": not (
+            isinstance(checkpoint["ensemble"], list)
+            and all(
+                isinstance(member, dict) and {"seed", "state_dict"} <= set(member)
+                for member in checkpoint["ensemble"]
+            )
+        ),
+    }
+    wrong = [name for name, problem in problems.items() if problem]
+    if wrong:
+        raise DataError(
+            f"{path}: not a checkpoint finseq wrote: {', '.join(wrong)} missing or malformed; "
+            "rebuild it with `dvc repro train` or `dvc pull`"
+        )
 
 
 def _built(
@@ -167,7 +229,8 @@ def _built(
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as exc:
-        raise DataError(f"{path}: weights do not fit the model config: {str(exc)[:200]}") from None
+        reason = " ".join(str(exc).split())[:200]
+        raise DataError(f"{path}: weights do not fit the model config: {reason}") from None
     return model.to(device).eval()
 
 
