@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import tiny_params
 
 import finseq
 from finseq.artifacts import PreparedData, WindowSets, check_windows, require_files
@@ -223,3 +224,24 @@ def test_the_source_hash_is_sha256_of_each_model_source_framed_by_its_name():
     for relative in MODEL_SOURCES:
         by_hand.update(relative.encode() + b"\0" + (package / relative).read_bytes() + b"\0")
     assert source_hash() == by_hand.hexdigest()
+
+
+def test_evaluate_refuses_a_fold_file_holding_another_folds_models(monkeypatch, tmp_path):
+    """final.pth copied over f1.pth trained on f1's test block: refused by the fold its
+    checkpoint records, before any window is scored."""
+    from types import SimpleNamespace
+
+    from finseq import scoring
+
+    checkpoint = {"training": {"fold": "final", "seed": 0}}
+    monkeypatch.setattr(scoring, "load_ensemble", lambda path, device: ([], checkpoint))
+    monkeypatch.setattr(scoring, "check_model", lambda *args, **kwargs: None)
+    data = SimpleNamespace(meta={"evaluated_folds": ["f1"]})
+    with pytest.raises(DataError) as raised:
+        scoring.score_every_seed(
+            tiny_params(), data, None, "cpu", tmp_path, prepared_dir="p", windows_dir="w"
+        )
+    assert str(raised.value) == (
+        f"{tmp_path / 'f1.pth'} holds the models of fold 'final', not of fold 'f1': they may "
+        "have trained on its test bars; run `dvc repro`"
+    )

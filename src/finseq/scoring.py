@@ -194,6 +194,11 @@ def score_every_seed(
             prepared_dir=prepared_dir,
             windows_dir=windows_dir,
         )
+        if checkpoint["training"]["fold"] != fold:
+            raise DataError(
+                f"{model_file} holds the models of fold {checkpoint['training']['fold']!r}, "
+                f"not of fold {fold!r}: they may have trained on its test bars; run `dvc repro`"
+            )
         if len(members) != params.train.seeds:
             raise DataError(
                 f"{model_file} holds {len(members)} seed(s)' models, train.seeds is "
