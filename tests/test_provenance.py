@@ -3,6 +3,7 @@ other's checkpoints: on small artefacts built in memory, no training and no DVC.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 from conftest import tiny_params
 
 import finseq
-from finseq.artifacts import PreparedData, WindowSets, check_windows, require_files
+from finseq.artifacts import ARRAYS, PreparedData, WindowSets, check_windows, require_files
 from finseq.errors import DataError
 from finseq.provenance import MODEL_SOURCES, array_hash, file_md5, short, source_hash
 from finseq.scoring import check_model
@@ -245,3 +246,41 @@ def test_evaluate_refuses_a_fold_file_holding_another_folds_models(monkeypatch, 
         f"{tmp_path / 'f1.pth'} holds the models of fold 'final', not of fold 'f1': they may "
         "have trained on its test bars; run `dvc repro`"
     )
+
+
+def honestly_hashed() -> PreparedData:
+    """prepared() with the content hash prepare would give it."""
+    data = prepared(content_hash=None)
+    meta = {key: value for key, value in data.meta.items() if key != "content_hash"}
+    arrays = ((name, getattr(data, name)) for name in ARRAYS)
+    return dataclasses.replace(data, meta={**meta, "content_hash": array_hash(arrays, meta)})
+
+
+@pytest.mark.parametrize("edit", ["meta.json", "features.npy", "labels.npy"])
+def test_prepared_data_changed_after_prepare_wrote_it_is_refused(tmp_path, edit):
+    """The content hash covers the arrays and meta.json and is checked on every load: an
+    edited scaler mean or feature column would otherwise be scored without a word."""
+    honestly_hashed().save(tmp_path / "prepared")
+    assert PreparedData.load(tmp_path / "prepared").content_hash is not None
+    target = tmp_path / "prepared" / edit
+    if edit == "meta.json":
+        meta = json.loads(target.read_text())
+        meta["label"]["horizon"] = 6
+        target.write_text(json.dumps(meta))
+    else:
+        array = np.load(target)
+        array[1] = 1
+        np.save(target, array)
+    with pytest.raises(DataError) as raised:
+        PreparedData.load(tmp_path / "prepared", mmap=True)
+    assert str(raised.value) == (
+        f"{tmp_path / 'prepared'} changed after prepare wrote it: its arrays and meta.json no "
+        "longer give its content hash; run `dvc repro -f -s prepare` (or `dvc checkout`)"
+    )
+
+
+def test_an_unreadable_prepared_array_is_one_line(tmp_path):
+    honestly_hashed().save(tmp_path / "prepared")
+    (tmp_path / "prepared" / "labels.npy").write_bytes(b"\x93NUMPY")
+    with pytest.raises(DataError, match=r"prepared: unreadable \(.*\); run `dvc repro -f -s"):
+        PreparedData.load(tmp_path / "prepared")

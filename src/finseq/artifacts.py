@@ -89,11 +89,33 @@ class PreparedData:
         directory = Path(directory)
         require_files(directory, [*(f"{name}.npy" for name in ARRAYS), "meta.json"], "prepare")
         mode = "r" if mmap else None
-        arrays = {
-            name: np.load(directory / f"{name}.npy", allow_pickle=False, mmap_mode=mode)
-            for name in ARRAYS
-        }
-        return cls(**arrays, meta=json.loads((directory / "meta.json").read_text()))
+        try:
+            arrays = {
+                name: np.load(directory / f"{name}.npy", allow_pickle=False, mmap_mode=mode)
+                for name in ARRAYS
+            }
+            meta = json.loads((directory / "meta.json").read_text())
+        except (ValueError, OSError, EOFError) as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise DataError(
+                f"{directory}: unreadable ({reason}); run `dvc repro -f -s prepare` "
+                "(or `dvc checkout`)"
+            ) from None
+        if not isinstance(meta, dict):
+            raise DataError(f"{directory}/meta.json: not a prepare meta.json; run `dvc repro`")
+        if (
+            "content_hash" in meta
+            and array_hash(
+                ((name, arrays[name]) for name in ARRAYS),
+                {key: value for key, value in meta.items() if key != "content_hash"},
+            )
+            != meta["content_hash"]
+        ):
+            raise DataError(
+                f"{directory} changed after prepare wrote it: its arrays and meta.json no longer "
+                "give its content hash; run `dvc repro -f -s prepare` (or `dvc checkout`)"
+            )
+        return cls(**arrays, meta=meta)
 
 
 def require_files(directory: Path, names: list[str], stage: str) -> None:
@@ -149,16 +171,25 @@ class WindowSets:
     def load(cls, directory: str | Path) -> WindowSets:
         directory = Path(directory)
         require_files(directory, ["meta.json"], "window")
-        meta = json.loads((directory / "meta.json").read_text())
-        names = [f"{fold}_{name}.npy" for fold in meta["folds"] for name in meta["windows"][fold]]
-        require_files(directory, names, "window")
-        ends = {
-            fold: {
-                name: np.load(directory / f"{fold}_{name}.npy", allow_pickle=False)
-                for name in meta["windows"][fold]
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+            names = [
+                f"{fold}_{name}.npy" for fold in meta["folds"] for name in meta["windows"][fold]
+            ]
+            require_files(directory, names, "window")
+            ends = {
+                fold: {
+                    name: np.load(directory / f"{fold}_{name}.npy", allow_pickle=False)
+                    for name in meta["windows"][fold]
+                }
+                for fold in meta["folds"]
             }
-            for fold in meta["folds"]
-        }
+        except (ValueError, OSError, EOFError, KeyError, TypeError) as exc:
+            reason = " ".join(str(exc).split())[:200]
+            raise DataError(
+                f"{directory}: unreadable ({reason}); run `dvc repro -f -s window` "
+                "(or `dvc checkout`)"
+            ) from None
         return cls(
             seq_len=meta["seq_len"],
             stride=meta["stride"],
