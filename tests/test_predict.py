@@ -1084,7 +1084,15 @@ def test_the_finseq_command_dispatches_and_names_an_unknown_command(capsys):
     with pytest.raises(SystemExit) as raised:
         main(["bogus"])
     assert raised.value.code == 2
-    assert capsys.readouterr().err.startswith("error: unknown command 'bogus'")
+    assert capsys.readouterr().err == (
+        "error: unknown command 'bogus'; commands are: predict, info (see finseq --help)\n"
+    )
+    with pytest.raises(SystemExit) as raised:
+        main([])
+    assert raised.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: finseq needs a command: predict or info (see finseq --help)\n"
+    )
 
 
 # What scoring a CSV or printing a card never needs: finseq's training, fold, distributed,
@@ -1179,13 +1187,11 @@ def test_each_calibration_is_the_checkpoints_own_fit_and_none_is_the_softmax(tra
     ],
 )
 def test_a_bad_selection_is_a_usage_error_naming_the_argument(capsys, args, message):
-    """Refused by the parser before any file or model is read: its usage, one error line
-    naming the argument, exit 2."""
+    """Refused by the parser before any file or model is read: one error line naming the
+    argument, exit 2, as every other mistake."""
     status, out, err = run_cli(capsys, "missing.csv", "--model", "missing.pth", *args)
-    assert status == 2 and out == ""
-    lines = err.splitlines()
-    assert lines[0].startswith("usage: finseq predict [-h]")
-    assert lines[-1] == f"finseq predict: error: {message}"
+    assert (status, out) == (2, "")
+    assert err == f"error: finseq predict: {message} (see finseq predict --help)\n"
 
 
 def test_a_selection_is_parsed_to_what_it_says():
@@ -1287,3 +1293,49 @@ def test_the_model_cards_results_show_n_a_for_a_figure_that_is_null():
     assert "| skill (1 - loss / prior loss) | n/a |" in lines
     assert "| accuracy, majority baseline | 0.400, n/a |" in lines
     assert "| Sharpe after costs, buy-and-hold | n/a, n/a |" in lines
+
+
+@pytest.mark.parametrize("target", ["the input", "the model", "a link", "a device"])
+def test_an_output_that_would_destroy_something_is_refused_before_any_work(
+    tmp_path, capsys, target
+):
+    """--out over the CSV it reads, the model, a symbolic link or /dev/null would replace
+    it with a regular file of predictions."""
+    raw = tmp_path / "in.csv"
+    raw.write_text("kept")
+    model = tmp_path / "model.pth"
+    model.write_bytes(b"kept")
+    link = tmp_path / "link.csv"
+    link.symlink_to(raw)
+    out, problem = {
+        "the input": (raw, f"is {raw}, which this command reads; give another name"),
+        "the model": (model, f"is {model}, which this command reads; give another name"),
+        "a link": (link, "is a symbolic link; give the file itself"),
+        "a device": (Path("/dev/null"), "is not a regular file (a device or a pipe)"),
+    }[target]
+    status, _, err = run_cli(capsys, "--model", model, "--out", out, raw)
+    assert (status, err) == (2, f"error: --out {out}: {problem}\n")
+    assert raw.read_text() == "kept" and model.read_bytes() == b"kept"
+    assert Path("/dev/null").is_char_device()
+
+
+def test_an_output_the_system_refuses_to_write_is_one_line(trained, tmp_path, capsys):
+    out = Path("/proc/finseq-predictions.csv")  # root may write anywhere but here
+    status, _, err = run_cli(capsys, "--model", trained.model_file, "--out", out, trained.raw[0])
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: --out {out}: ")
+
+
+def test_a_model_whose_probabilities_are_not_numbers_is_refused(trained, tmp_path, capsys):
+    checkpoint = torch.load(trained.model_file, weights_only=True)
+    name = next(iter(checkpoint["state_dict"]))
+    checkpoint["state_dict"][name] = torch.full_like(checkpoint["state_dict"][name], np.nan)
+    broken = tmp_path / "nan.pth"
+    save_checkpoint(checkpoint, broken)
+    out = tmp_path / "p.csv"
+    status, _, err = run_cli(capsys, "--model", broken, "--out", out, trained.raw[0])
+    assert status == 2 and not out.exists()
+    assert err == (
+        f"error: {broken}: its probabilities for sp500 at 2018-12-31 00:00:00 are not numbers "
+        "(weights that are not finite?); rebuild it with `dvc repro train`\n"
+    )

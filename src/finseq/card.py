@@ -9,13 +9,12 @@ stage's; they are shown only when that eval.json names this model's md5 (`model_
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from finseq.checkpoint import load_checkpoint
-from finseq.command import run_stage
+from finseq.command import OneLineParser, run_stage
 from finseq.errors import DataError, note
 from finseq.paths import EVAL_METRICS, MODEL_FILE
 from finseq.predict_inputs import CONVERGED_BARS
@@ -211,7 +210,7 @@ def read_metrics(path: Path, model_md5: str, *, explicit: bool) -> dict | None:
 
 
 def run(argv: Sequence[str] | None = None, prog: str = "finseq info") -> None:
-    parser = argparse.ArgumentParser(prog=prog, description="Print a model card in Markdown.")
+    parser = OneLineParser(prog=prog, description="Print a model card in Markdown.")
     parser.add_argument("model", nargs="?", type=Path, default=Path(MODEL_FILE))
     parser.add_argument("--metrics", type=Path, help=f"default: {EVAL_METRICS} if present")
     args = parser.parse_args(argv)

@@ -19,9 +19,15 @@ def usage() -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
+    if args and args[0] in ("-h", "--help"):
         print(usage())
         return
+    if not args:
+        print(
+            f"error: finseq needs a command: {' or '.join(COMMANDS)} (see finseq --help)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     command, rest = args[0], args[1:]
     if command == "predict":
         from finseq.predict import main as predict_main
@@ -32,5 +38,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         info_main(rest)
     else:
-        print(f"error: unknown command {command!r}\n{usage()}", file=sys.stderr)
+        print(
+            f"error: unknown command {command!r}; commands are: {', '.join(COMMANDS)} "
+            "(see finseq --help)",
+            file=sys.stderr,
+        )
         sys.exit(2)

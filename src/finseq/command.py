@@ -5,6 +5,7 @@ Every `python -m finseq.stages.<stage>` and the `finseq` commands go through `ru
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -59,3 +60,12 @@ def run_stage(
         sys.exit(1)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a usage mistake as every other mistake is worded: one line (`error:
+    PROG: message`, pointing at --help) and exit 2, not the usage and a second line."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        sys.exit(2)

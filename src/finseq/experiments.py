@@ -22,7 +22,6 @@ that its true Sharpe ratio is above 0 once the luck of picking the best of N is 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from finseq.command import OneLineParser
 from finseq.errors import DataError, UserError
 from finseq.markdown import markdown_table
 from finseq.paths import EVAL_METRICS, PARAMS_FILE, PREDICTIONS_FILE
@@ -348,9 +348,7 @@ def exp_show() -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m finseq.experiments", description=__doc__.splitlines()[0]
-    )
+    parser = OneLineParser(prog="python -m finseq.experiments", description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="a Markdown table")
     parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help="columns (text table)")
     args = parser.parse_args(argv)

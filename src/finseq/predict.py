@@ -37,7 +37,7 @@ from finseq.calibration import (
     ensemble_probabilities,
 )
 from finseq.checkpoint import Member, load_ensemble
-from finseq.command import run_stage
+from finseq.command import OneLineParser, run_stage
 from finseq.errors import DataError
 from finseq.features import FEATURE_NAMES, StandardScaler
 from finseq.inputs import expand_entries
@@ -104,15 +104,23 @@ def predict_series(
     return frame[list(OUTPUT_COLUMNS)]
 
 
-def check_output(out: Path) -> None:
-    """Before any work: a path that cannot be written stops here, with nothing written."""
+def check_output(out: Path, reads: Sequence[Path] = ()) -> None:
+    """Before any work: a path that cannot be written, or whose writing would destroy
+    something (a file the command reads, a device, a link), stops here, nothing written."""
     parent = out.parent  # "." for a bare file name
     if out.is_dir():
         raise DataError(f"--out {out}: is a directory; give a file name")
+    if out.is_symlink():
+        raise DataError(f"--out {out}: is a symbolic link; give the file itself")
+    if out.exists() and not out.is_file():
+        raise DataError(f"--out {out}: is not a regular file (a device or a pipe)")
     if not parent.is_dir():
         raise DataError(f"--out {out}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise DataError(f"--out {out}: not writable")
+    for path in reads:
+        if path.exists() and out.resolve() == path.resolve():
+            raise DataError(f"--out {out}: is {path}, which this command reads; give another name")
 
 
 def read_model(path: Path) -> tuple[list[Member], dict]:
@@ -154,7 +162,16 @@ def predict(
         (member.model, checkpoint_calibration(member.record, model_file, calibration))
         for member in members
     ]
-    return predict_series(fitted, checkpoint, file_md5(model_file), series)
+    with np.errstate(invalid="ignore"):  # NaN logits: refused below, in one line
+        frame = predict_series(fitted, checkpoint, file_md5(model_file), series)
+    not_numbers = ~np.isfinite(frame[["p_down", "p_flat", "p_up"]].to_numpy()).all(axis=1)
+    if not_numbers.any():
+        first = frame.iloc[int(np.argmax(not_numbers))]
+        raise DataError(
+            f"{model_file}: its probabilities for {first['series']} at {first['timestamp']} are "
+            "not numbers (weights that are not finite?); rebuild it with `dvc repro train`"
+        )
+    return frame
 
 
 def parse_since(text: str) -> pd.Timestamp:
@@ -171,7 +188,7 @@ def positive(text: str) -> int:
 
 
 def build_parser(prog: str = "finseq predict") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=prog,
         description="Probabilities of the -1/0/1 label for the bars of OHLCV files.",
     )
@@ -215,14 +232,18 @@ def run(argv: Sequence[str] | None = None, prog: str = "finseq predict") -> None
     else:
         selection = Selection(last=args.last or 1)
     if args.out is not None:
-        check_output(args.out)
+        inputs = expand_entries(args.csv, listed_in="the command line")
+        check_output(args.out, [args.model, *map(Path, inputs)])
     frame = predict(args.csv, args.model, selection, args.calibration)
     if args.out is None:
         print(f"model {args.model} (md5 {frame['model'].iloc[0]}), calibration {args.calibration}")
         print(table(frame))
         return
-    with atomic_path(args.out) as temporary:
-        frame.to_csv(temporary, index=False, float_format="%.9g", lineterminator="\n")
+    try:
+        with atomic_path(args.out) as temporary:
+            frame.to_csv(temporary, index=False, float_format="%.9g", lineterminator="\n")
+    except OSError as exc:
+        raise DataError(f"--out {args.out}: cannot be written ({exc.strerror or exc})") from None
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "finseq predict") -> None:

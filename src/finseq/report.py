@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from finseq.atomic import write_text
-from finseq.command import run_stage
+from finseq.command import OneLineParser, run_stage
 from finseq.errors import ConfigError
 from finseq.experiments import flatten
 from finseq.paths import EVAL_METRICS, TRAIN_LIVE_DIR
@@ -131,7 +131,7 @@ def read_curves(revision: str | None) -> LossCurves:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m finseq.report",
         description="Markdown report of verdicts, params, folds and metrics against a base "
         "revision.",
