@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import Project, make_project, reproduced_project, tiny_params_dict
+from conftest import ROOT, Project, make_project, reproduced_project, tiny_params_dict
 from scipy import stats
 
+from finseq.errors import DataError
 from finseq.evidence import daily_totals
 from finseq.markdown import format_change, format_value, markdown_table
 from finseq.params import parse_params
@@ -1088,6 +1090,9 @@ def git_history(tmp_path, monkeypatch):
     calls = []
 
     def fake_dvc(*args: str):
+        if args[0] == "status":  # the workspace is up to date unless a test says otherwise
+            stale = os.environ.get("FAKE_DVC_STATUS", "{}")
+            return subprocess.CompletedProcess(["dvc", *args], 0, stdout=stale, stderr="")
         calls.append(args)
         table = PARAMS_TABLE if args[0] == "params" else METRICS_TABLE
         return subprocess.CompletedProcess(["dvc", *args], 0, stdout=table, stderr="")
@@ -1160,6 +1165,34 @@ def test_the_command_reports_the_workspace_to_stdout_against_the_base(git_histor
     assert text.startswith("# Model report: `workspace` against `main`\n")
     assert "test.skill 0.0500 → -0.0200 (-0.0700)" in text
     assert "**1.1250**" in text and "dvc plots diff" not in text
+
+
+def test_a_stale_workspace_is_reported_as_such(git_history, capsys, monkeypatch):
+    """params.yaml changed without `dvc repro`: the workspace's metrics are an earlier
+    run's, and the report says so first, naming the stages dvc status names."""
+    from finseq import report
+
+    monkeypatch.setenv("FAKE_DVC_STATUS", '{"train": [{"changed deps": {}}], "evaluate": []}')
+    report.main(["--base", "main"])
+    captured = capsys.readouterr()
+    warning = (
+        "the workspace is stale: `dvc status` reports changes for train, evaluate, so its "
+        "metrics and predictions are those of an earlier run; run `dvc repro` first"
+    )
+    assert captured.out.startswith(f"> **Warning:** {warning}.\n\n# Model report:")
+    assert captured.err == f"note: {warning}\n"
+    report.main(["--base", "bare", "--target", "main"])  # a commit: no status asked
+    assert "Warning" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("where", ["a-folder", "missing/r.md"])
+def test_a_report_path_that_cannot_be_written_is_refused_first(git_history, where):
+    from finseq import report
+
+    Path("a-folder").mkdir()
+    with pytest.raises(DataError, match=r"^--out "):
+        report.main(["--base", "main", "--out", where])
+    assert not Path("missing").exists() and git_history[0] == []
 
 
 def test_a_base_from_before_any_run_reports_what_it_lacks(git_history, capsys):
@@ -1265,3 +1298,36 @@ def test_a_dvc_command_that_succeeds_hands_back_its_output(monkeypatch):
     monkeypatch.setattr(report.subprocess, "run", fake_run)
     assert report.run_dvc("metrics", "diff").stdout == "| a |\n|---|\n"
     assert report.run_dvc_md("metrics", "diff") == "| a |\n|---|\n"
+
+
+@pytest.mark.parametrize(
+    ("cut", "problem"),
+    [
+        ("truncated", "truncated (its last line is cut); run `dvc repro` or restore it"),
+        ("no column", "no column(s) next_return; run `dvc repro`"),
+        ("not a number", "line 3 has a probability or return that is no number"),
+    ],
+)
+def test_a_cut_or_edited_predictions_table_is_refused_not_judged(
+    tmp_path, monkeypatch, cut, problem
+):
+    """Half a row would read as a window of unknown label, and the verdicts would be those
+    of the rows left."""
+    from finseq.revisions import read_predictions
+
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "metrics" / "predictions.csv").read_text()
+    lines = text.splitlines(keepends=True)[:4]
+    if cut == "truncated":
+        written = "".join(lines)[:-30]
+    elif cut == "no column":
+        written = "".join(line.rsplit(",", 1)[0] + "\n" for line in lines)
+    else:
+        written = "".join(lines).replace(lines[2].split(",")[4], "nan", 1)
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "predictions.csv").write_text(written)
+    with pytest.raises(DataError) as raised:
+        read_predictions(None)
+    assert str(raised.value) == f"metrics/predictions.csv in the workspace: {problem}"
+    (tmp_path / "metrics" / "predictions.csv").write_text("".join(lines))
+    assert len(read_predictions(None)) == 3

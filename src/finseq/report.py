@@ -27,7 +27,7 @@ from pathlib import Path
 
 from finseq.atomic import write_text
 from finseq.command import OneLineParser, run_stage
-from finseq.errors import ConfigError
+from finseq.errors import ConfigError, DataError, note
 from finseq.experiments import flatten
 from finseq.paths import EVAL_METRICS, TRAIN_LIVE_DIR
 from finseq.report_sections import TRAIN_SUMMARY, LossCurves, ReportInputs, build_report
@@ -149,8 +149,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def stale_stages() -> list[str]:
+    """The stages `dvc status` says the workspace's outputs are stale for (params, code or
+    data changed since they were produced): its metrics are then those of an older setup."""
+    return list(json.loads(run_dvc("status", "--json").stdout or "{}"))
+
+
+def check_report_path(out: str | None) -> None:
+    if out is None:
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise DataError(f"--out {out}: is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise DataError(f"--out {out}: folder {path.parent} does not exist")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    check_report_path(args.out)
     target_name = None if args.target == WORKSPACE else args.target
     # dvc takes the names as given (branches, commits, `dvc exp` names); git needs commits.
     revisions = [args.base] if target_name is None else [args.base, target_name]
@@ -185,6 +202,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             ),
         )
     )
+    stale = stale_stages() if target_name is None else []
+    if stale:
+        warning = (
+            f"the workspace is stale: `dvc status` reports changes for {', '.join(stale)}, so "
+            "its metrics and predictions are those of an earlier run; run `dvc repro` first"
+        )
+        note(warning)
+        report = f"> **Warning:** {warning}.\n\n{report}"
     if args.out:
         write_text(args.out, report)
     else:
