@@ -393,3 +393,18 @@ def test_the_markdown_table_keeps_full_names():
     assert under[0].startswith("5 experiments ranked; 4 with predictions in the MCS comparison")
     assert under[1].startswith("MCS 90%: in the 90% Model Confidence Set of out-of-sample")
     assert under[-1].startswith("deflated Sharpe of the best (")
+
+
+def test_an_empty_table_and_a_bad_width_are_handled(capsys):
+    """No experiment at all (a repository without commits) is a table of headers; a width
+    below 40 is a usage mistake in one line."""
+    from finseq.experiments import main, text_table
+
+    assert text_table([], 100).splitlines()[0].startswith("#  experiment  params")
+    with pytest.raises(SystemExit) as exited:
+        main(["--width", "-1"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: python -m finseq.experiments: argument --width: '-1' is not an integer >= 40 "
+        "(see python -m finseq.experiments --help)\n"
+    )

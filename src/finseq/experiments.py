@@ -22,6 +22,7 @@ that its true Sharpe ratio is above 0 once the luck of picking the best of N is 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
@@ -282,6 +283,12 @@ def table_rows(
     return headers, rows
 
 
+def _columns(text: str) -> int:
+    if not text.isdigit() or int(text) < 40:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 40")
+    return int(text)
+
+
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
@@ -298,7 +305,7 @@ def text_table(
     headers = [TERMINAL_HEADERS.get(header, header) for header in headers[:-1]] + ["MCS"]
     for row in rows:
         row[1] = _clip(row[1], NAME_WIDTH)
-    widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(len(headers))]
+    widths = [max([len(headers[i]), *(len(row[i]) for row in rows)]) for i in range(len(headers))]
     others = sum(w for i, w in enumerate(widths) if i != 2) + 2 * (len(widths) - 1)
     widths[2] = max(len(headers[2]), min(widths[2], width - others))
     for row in rows:
@@ -350,7 +357,9 @@ def exp_show() -> list[dict]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = OneLineParser(prog="python -m finseq.experiments", description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="a Markdown table")
-    parser.add_argument("--width", type=int, default=DEFAULT_WIDTH, help="columns (text table)")
+    parser.add_argument(
+        "--width", type=_columns, default=DEFAULT_WIDTH, help="columns (text table, >= 40)"
+    )
     args = parser.parse_args(argv)
     try:
         experiments = parse_exp_show(exp_show())
