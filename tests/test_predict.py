@@ -1339,3 +1339,16 @@ def test_a_model_whose_probabilities_are_not_numbers_is_refused(trained, tmp_pat
         f"error: {broken}: its probabilities for sp500 at 2018-12-31 00:00:00 are not numbers "
         "(weights that are not finite?); rebuild it with `dvc repro train`\n"
     )
+
+
+def test_ctrl_c_while_the_command_imports_is_one_line(capsys, monkeypatch):
+    from finseq import cli
+
+    def importing(command, rest):
+        raise KeyboardInterrupt  # as during `import torch`, before predict's own handler
+
+    monkeypatch.setattr(cli, "_run", importing)
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["predict", "a.csv"])
+    assert raised.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted; nothing was written\n"
