@@ -150,8 +150,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def stale_stages() -> list[str]:
-    """The stages `dvc status` says the workspace's outputs are stale for (params, code or
-    data changed since they were produced): its metrics are then those of an older setup."""
+    """The stages `dvc status` names in the workspace: params, code or data changed since
+    their outputs were produced, or outputs other than dvc.lock's (a branch checked out
+    without `dvc checkout`). Its metrics then need not be those of its setup."""
     return list(json.loads(run_dvc("status", "--json").stdout or "{}"))
 
 
@@ -205,8 +206,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     stale = stale_stages() if target_name is None else []
     if stale:
         warning = (
-            f"the workspace is stale: `dvc status` reports changes for {', '.join(stale)}, so "
-            "its metrics and predictions are those of an earlier run; run `dvc repro` first"
+            f"the workspace does not match its dvc.lock: `dvc status` reports changes for "
+            f"{', '.join(stale)}, so its metrics may not be those of its params, code and "
+            "data; run `dvc repro` (or `dvc checkout`) first"
         )
         note(warning)
         report = f"> **Warning:** {warning}.\n\n{report}"
