@@ -582,15 +582,20 @@ def dated_csv(directory: Path, stamps: list[str], name: str = "dated.csv") -> Pa
     return path
 
 
+def load_error(path: Path) -> str:
+    """The one-line DataError load_series raises for `path`."""
+    with pytest.raises(DataError) as caught:
+        load_series(path)
+    return str(caught.value)
+
+
 def test_dates_that_read_both_day_first_and_month_first_are_refused(tmp_path):
     """Day-first bars whose days are all 12 or less would parse month first without a
     word (2 January stamped 1 February): the line is named, with both readings."""
     days = pd.bdate_range("2024-01-01", "2024-01-12")
     minutes = [day + pd.Timedelta(minutes=540 + k) for day in days for k in range(0, 480, 30)]
     path = dated_csv(tmp_path, [stamp.strftime("%d.%m.%Y %H:%M") for stamp in minutes])
-    with pytest.raises(DataError) as caught:
-        load_series(path)
-    assert str(caught.value) == (
+    assert load_error(path) == (
         f"{path}: line 18, column 'Date': '02.01.2024 09:00' reads as 2024-02-01 month first "
         "and as 2024-01-02 day first, and every date of the column fits both; write the "
         "dates as YYYY-MM-DD"
@@ -618,9 +623,7 @@ def test_stamps_with_and_without_a_zone_offset_in_one_column_are_refused(tmp_pat
     stamps = [f"{day:%Y-%m-%d}T00:00:00" for day in days[:7]]
     stamps += [f"{day:%Y-%m-%d}T00:00:00-05:00" for day in days[7:]]
     path = dated_csv(tmp_path, stamps)
-    with pytest.raises(DataError) as caught:
-        load_series(path)
-    assert str(caught.value) == (
+    assert load_error(path) == (
         f"{path}: line 9, column 'Date': '2008-12-10T00:00:00-05:00' has a time-zone offset "
         "and line 2 ('2008-12-01T00:00:00') has none; give every timestamp of a series the "
         "same convention (all with an offset, or all in UTC without one)"
@@ -641,19 +644,15 @@ def test_unordered_timestamps_beside_an_unknown_identifier_column_suggest_a_symb
     second = synthetic_ohlcv(30, seed=2).assign(Sym="BBB", Dividends=0.0)
     path = tmp_path / "panel.csv"
     pd.concat([first, second]).to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"line 32, column 'Date': timestamps are not in ascending"):
-        load_series(path)
-    with pytest.raises(DataError) as caught:
-        load_series(path)
-    assert str(caught.value).endswith(
+    message = load_error(path)
+    assert "line 32, column 'Date': timestamps are not in ascending" in message
+    assert message.endswith(
         "sort the file by time; if column 'Sym' names each row's series (a long-format "
         "panel), call it Symbol, Ticker, Code or Instrument"
     )
     plain = tmp_path / "plain.csv"
     pd.concat([first, second]).drop(columns="Sym").to_csv(plain, index=False)
-    with pytest.raises(DataError) as caught:
-        load_series(plain)
-    assert str(caught.value).endswith("sort the file by time")
+    assert load_error(plain).endswith("sort the file by time")
 
 
 def test_a_parquet_date_beyond_what_nanoseconds_hold_is_named_as_such(tmp_path):
@@ -661,9 +660,7 @@ def test_a_parquet_date_beyond_what_nanoseconds_hold_is_named_as_such(tmp_path):
     frame["Date"] = [pd.Timestamp("2000-01-03").date(), pd.Timestamp("2300-01-01").date(), None]
     path = tmp_path / "far.parquet"
     frame.to_parquet(path)
-    with pytest.raises(DataError) as caught:
-        load_series(path)
-    assert str(caught.value) == (
+    assert load_error(path) == (
         f"{path}: row 2, column 'Date': 2300-01-01 is outside the dates finseq handles "
         "(1677-09-22 to 2262-04-10)"
     )
@@ -672,9 +669,7 @@ def test_a_parquet_date_beyond_what_nanoseconds_hold_is_named_as_such(tmp_path):
 def test_epoch_seconds_are_refused_with_a_hint_not_guessed(tmp_path):
     seconds = [str(946857600 + 86400 * day) for day in range(5)]
     path = dated_csv(tmp_path, seconds)
-    with pytest.raises(DataError) as caught:
-        load_series(path)
-    assert str(caught.value) == (
+    assert load_error(path) == (
         f"{path}: line 2, column 'Date': '946857600' is not a date (a count of seconds or "
         "milliseconds since 1970? finseq does not guess which; write the stamps as "
         "YYYY-MM-DD HH:MM:SS, in UTC or with an offset)"

@@ -126,7 +126,7 @@ def parsed_stamps(path: Path, raw: pd.Series, column: str, where: Where) -> np.n
     parsed = _read_either_way(path, raw, column, where)
     # Parsed with one layout inferred from the first stamp, every stamp has the first's zone
     # convention (one without fails that layout); row by row, each may have its own.
-    one_layout = isinstance(raw.iloc[0], str) and guess_datetime_format(str(raw.iloc[0]))
+    one_layout = isinstance(raw.iloc[0], str) and bool(guess_datetime_format(str(raw.iloc[0])))
     if parsed.isna().any():
         parsed = parse_stamps(raw, format="mixed")
         one_layout = False
